@@ -1,0 +1,109 @@
+"""The selective state-space parameters of one or several scan directions (Mamba's S6 layer).
+
+For direction ``k`` and input ``x`` (after the convolution) the layer computes the input-dependent
+``(Delta, B, C) = split(x_proj_k(x))``, ``Delta = softplus(dt_proj_k(Delta) + bias_k)`` and runs the
+selective scan with ``A_k = -exp(A_log_k)`` and skip ``D_k`` (RRG-Mamba Eq. 10, the SSM inside SS2D).
+All directions are scanned by one grouped call of :func:`~modeling_rrg_mamba.ops.selective_scan`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from ..ops import selective_scan, selective_state_update
+
+Tensor = torch.Tensor
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    """SSM parameters enter the scan in float32 (or float64), whatever the module's dtype."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def resolve_dt_rank(dt_rank: Union[int, str], d_model: int) -> int:
+    """``"auto"`` -> ``ceil(d_model / 16)`` as in Mamba."""
+    if dt_rank == "auto":
+        return math.ceil(d_model / 16)
+    if not isinstance(dt_rank, int) or dt_rank < 1:
+        raise ValueError(f"dt_rank: expected a positive int or 'auto', got {dt_rank!r}")
+    return dt_rank
+
+
+class SelectiveSSM(nn.Module):
+    """Per-direction ``x_proj``, ``dt_proj``, ``A_log`` and ``D``, stacked on a leading direction axis."""
+
+    def __init__(
+        self,
+        d_inner: int,
+        d_state: int = 16,
+        dt_rank: int = 16,
+        num_directions: int = 1,
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.d_inner, self.d_state, self.dt_rank, self.num_directions = d_inner, d_state, dt_rank, num_directions
+        self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
+        k = num_directions
+        self.x_proj_weight = nn.Parameter(torch.empty(k, dt_rank + 2 * d_state, d_inner))
+        self.dt_proj_weight = nn.Parameter(torch.empty(k, d_inner, dt_rank))
+        self.dt_proj_bias = nn.Parameter(torch.empty(k, d_inner))
+        self.A_log = nn.Parameter(torch.empty(k, d_inner, d_state))
+        self.D = nn.Parameter(torch.empty(k, d_inner))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Mamba's initialisation: S4D-real ``A = -(1..N)``, ``D = 1``, ``Delta`` log-uniform in [dt_min, dt_max]."""
+        nn.init.uniform_(self.x_proj_weight, -self.d_inner ** -0.5, self.d_inner ** -0.5)
+        nn.init.uniform_(self.dt_proj_weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        log_dt = torch.rand_like(self.dt_proj_bias) * (math.log(self.dt_max) - math.log(self.dt_min)) + math.log(self.dt_min)
+        dt = log_dt.exp().clamp(min=self.dt_init_floor)
+        self.dt_proj_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand_as(self.A_log))
+        self.D.fill_(1.0)
+
+    def _split(self, projected: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``x_proj`` output -> (Delta before dt_proj, B, C) along ``dim``."""
+        return projected.split([self.dt_rank, self.d_state, self.d_state], dim=dim)
+
+    def forward(self, xs: Tensor, return_last_state: bool = False):
+        """Scan ``xs`` ``(batch, directions, d_inner, length)``; returns the same shape (and the last state
+        ``(batch, directions * d_inner, d_state)`` when asked)."""
+        batch, k, dim, length = xs.shape
+        if k != self.num_directions or dim != self.d_inner:
+            raise ValueError(f"xs: expected (batch, {self.num_directions}, {self.d_inner}, length), got shape {tuple(xs.shape)}")
+        projected = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
+        dt, B, C = self._split(projected, dim=-2)
+        dt = torch.einsum("bkrl,kdr->bkdl", dt, self.dt_proj_weight.to(xs.dtype))
+        out = selective_scan(
+            xs.reshape(batch, k * dim, length),
+            dt.reshape(batch, k * dim, length),
+            -torch.exp(_at_least_float32(self.A_log)).reshape(k * dim, self.d_state),
+            B.contiguous(),
+            C.contiguous(),
+            D=_at_least_float32(self.D).reshape(-1),
+            delta_bias=_at_least_float32(self.dt_proj_bias).reshape(-1),
+            delta_softplus=True,
+            return_last_state=return_last_state,
+        )
+        if return_last_state:
+            return out[0].view(batch, k, dim, length), out[1]
+        return out.view(batch, k, dim, length)
+
+    def step(self, x: Tensor, ssm_state: Tensor) -> Tensor:
+        """One token ``x`` ``(batch, d_inner)`` of a single-direction SSM; ``ssm_state`` is updated in place."""
+        if self.num_directions != 1:
+            raise ValueError(f"step: only a single-direction (causal) SSM can be stepped, this one has {self.num_directions}")
+        projected = x @ self.x_proj_weight[0].to(x.dtype).t()
+        dt, B, C = self._split(projected, dim=-1)
+        dt = dt @ self.dt_proj_weight[0].to(x.dtype).t()
+        return selective_state_update(
+            ssm_state, x, dt, -torch.exp(_at_least_float32(self.A_log[0])), B, C, _at_least_float32(self.D[0]),
+            dt_bias=_at_least_float32(self.dt_proj_bias[0]), dt_softplus=True,
+        )

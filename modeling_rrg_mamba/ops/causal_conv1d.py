@@ -1,0 +1,93 @@
+"""Depthwise causal 1-D convolution, full-sequence and single-step (RRG-Mamba Eq. 9's DWConv in 1-D).
+
+``y[b, d, t] = bias[d] + sum_k weight[d, k] * x[b, d, t - (W - 1) + k]`` with zeros before the sequence,
+followed by an optional SiLU. Same signatures as the causal-conv1d package, whose CUDA kernels are used when
+it is installed and the tensors live on a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ._validation import check_floating, check_shape
+from .kernels import causal_conv1d_kernels
+
+Tensor = torch.Tensor
+_ACTIVATIONS = (None, "silu", "swish")
+
+
+def _check_activation(activation: Optional[str]) -> None:
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {_ACTIVATIONS}, got {activation!r}")
+
+
+def _activate(x: Tensor, activation: Optional[str]) -> Tensor:
+    return x if activation is None else F.silu(x)
+
+
+def causal_conv1d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    activation: Optional[str] = None,
+    return_final_states: bool = False,
+):
+    """Depthwise causal convolution of ``x`` ``(batch, dim, length)`` with ``weight`` ``(dim, width)``.
+
+    With ``return_final_states`` also returns the last ``width - 1`` inputs ``(batch, dim, width - 1)``
+    (zero-padded on the left for short inputs): the state :func:`causal_conv1d_update` continues from.
+    """
+    check_floating(x=x, weight=weight, bias=bias)
+    _check_activation(activation)
+    check_shape("x", x, ndim=3, names="(batch, dim, length)")
+    check_shape("weight", weight, ndim=2, names="(dim, width)")
+    dim, width = weight.shape
+    if x.shape[1] != dim:
+        raise ValueError(f"x: channel dim {x.shape[1]} of shape {tuple(x.shape)} does not match weight {tuple(weight.shape)}")
+    if bias is not None:
+        check_shape("bias", bias, expected=(dim,), names="(dim,)")
+    kernels = causal_conv1d_kernels()
+    if kernels is not None and x.is_cuda and not return_final_states:
+        return kernels.causal_conv1d_fn(x, weight, bias, activation=activation)
+    length = x.shape[-1]
+    padded = F.pad(x, (width - 1, 0))
+    # A sum over the few taps: on CPU this is several times faster than a grouped F.conv1d (forward and backward).
+    weight = weight.to(x.dtype)
+    y = padded[..., :length] * weight[:, :1]
+    for k in range(1, width):
+        y = torch.addcmul(y, padded[..., k:k + length], weight[:, k:k + 1])
+    if bias is not None:
+        y = y + bias.to(x.dtype)[:, None]
+    y = _activate(y, activation)
+    if not return_final_states:
+        return y
+    return y, padded[..., padded.shape[-1] - (width - 1):].contiguous()
+
+
+def causal_conv1d_update(
+    x: Tensor,
+    conv_state: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    activation: Optional[str] = None,
+) -> Tensor:
+    """One step: ``x`` ``(batch, dim)``; ``conv_state`` ``(batch, dim, width - 1)``, the previous inputs,
+    updated in place. Returns ``(batch, dim)``."""
+    check_floating(x=x, conv_state=conv_state, weight=weight, bias=bias)
+    _check_activation(activation)
+    check_shape("weight", weight, ndim=2, names="(dim, width)")
+    dim, width = weight.shape
+    check_shape("x", x, expected=(x.shape[0], dim), names="(batch, dim) matching weight")
+    check_shape("conv_state", conv_state, expected=(x.shape[0], dim, width - 1), names="(batch, dim, width - 1)")
+    kernels = causal_conv1d_kernels()
+    if kernels is not None and x.is_cuda:
+        return kernels.causal_conv1d_update(x, conv_state, weight, bias, activation)
+    window = torch.cat([conv_state, x.unsqueeze(-1)], dim=-1)
+    y = (window * weight.to(window.dtype)).sum(-1)
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    conv_state.copy_(window[..., 1:])
+    return _activate(y, activation)

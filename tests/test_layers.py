@@ -1,0 +1,210 @@
+"""Mamba mixer (parity with transformers, step form, directions), SS2D, RoPE, DPB, scan orders."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import MambaConfig
+from transformers.models.mamba.modeling_mamba import MambaMixer as HFMambaMixer
+
+from modeling_rrg_mamba.layers import (
+    DynamicPositionBias, GRID_DIRECTIONS, MambaMixer, RotaryEmbedding1D, RotaryEmbedding2D, SS2D, scan_order,
+)
+from modeling_rrg_mamba.ops import selective_scan
+
+
+def hf_mixer_and_ours(d_model=16, d_state=4, expand=2, d_conv=4, dt_rank=3, bias=False):
+    torch.manual_seed(0)
+    config = MambaConfig(hidden_size=d_model, state_size=d_state, expand=expand, conv_kernel=d_conv,
+                         time_step_rank=dt_rank, use_bias=bias, use_conv_bias=True, num_hidden_layers=1)
+    theirs = HFMambaMixer(config, layer_idx=0).eval()
+    ours = MambaMixer(d_model, d_state=d_state, expand=expand, d_conv=d_conv, dt_rank=dt_rank, bias=bias)
+    hf = theirs.state_dict()
+    mapping = {
+        "in_proj.weight": hf["in_proj.weight"], "conv1d.weight": hf["conv1d.weight"], "conv1d.bias": hf["conv1d.bias"],
+        "ssm.x_proj_weight": hf["x_proj.weight"][None], "ssm.dt_proj_weight": hf["dt_proj.weight"][None],
+        "ssm.dt_proj_bias": hf["dt_proj.bias"][None], "ssm.A_log": hf["A_log"][None], "ssm.D": hf["D"][None],
+        "out_proj.weight": hf["out_proj.weight"],
+    }
+    if bias:
+        mapping.update({"in_proj.bias": hf["in_proj.bias"], "out_proj.bias": hf["out_proj.bias"]})
+    ours.load_state_dict(mapping)
+    return theirs, ours
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_mixer_equals_transformers_mamba_mixer(bias):
+    theirs, ours = hf_mixer_and_ours(bias=bias)
+    x = torch.randn(3, 23, 16)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_theirs, y_ours = theirs(x1), ours(x2)
+    torch.testing.assert_close(y_ours, y_theirs, rtol=1e-5, atol=1e-6)
+    grad = torch.randn_like(y_ours)
+    y_theirs.backward(grad)
+    y_ours.backward(grad)
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-5, atol=1e-6)
+    # Parameter gradients agree too (same names after the mapping above).
+    torch.testing.assert_close(ours.ssm.A_log.grad[0], theirs.A_log.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ours.ssm.x_proj_weight.grad[0], theirs.x_proj.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("use_rope", [False, True])
+def test_mixer_step_reproduces_full_sequence(use_rope):
+    torch.manual_seed(1)
+    mixer = MambaMixer(16, d_state=4, use_rope=use_rope).double()
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    full = mixer(x)
+    state = mixer.init_state(2, dtype=torch.float64)
+    steps = torch.stack([mixer.step(x[:, t], state) for t in range(9)], dim=1)
+    torch.testing.assert_close(steps, full, rtol=1e-10, atol=1e-12)
+    # Prefill a prefix, then continue token by token.
+    state = mixer.init_state(2, dtype=torch.float64)
+    prefix = mixer(x[:, :5], state=state)
+    rest = torch.stack([mixer.step(x[:, t], state) for t in range(5, 9)], dim=1)
+    torch.testing.assert_close(torch.cat([prefix, rest], 1), full, rtol=1e-10, atol=1e-12)
+
+
+def test_forward_mixer_is_causal_and_bidirectional_is_not():
+    torch.manual_seed(2)
+    x = torch.randn(1, 12, 16)
+    x_changed = x.clone()
+    x_changed[:, -1] += 1.0
+    causal = MambaMixer(16, directions=("forward",))
+    both = MambaMixer(16, directions=("forward", "backward"))
+    torch.testing.assert_close(causal(x)[:, :-1], causal(x_changed)[:, :-1])
+    assert not torch.allclose(both(x)[:, 0], both(x_changed)[:, 0])
+
+
+def test_backward_direction_equals_forward_on_reversed_sequence():
+    torch.manual_seed(3)
+    forward = MambaMixer(16, directions=("forward",))
+    backward = MambaMixer(16, directions=("backward",))
+    backward.load_state_dict(forward.state_dict())
+    x = torch.randn(2, 10, 16)
+    torch.testing.assert_close(backward(x), forward(x.flip(1)).flip(1), rtol=1e-5, atol=1e-6)
+
+
+def test_four_direction_mixer_averages_its_directions():
+    """A 4-direction mixer equals the mean of single-direction mixers that share in/out projections."""
+    torch.manual_seed(4)
+    grid, cls = (3, 4), 6
+    x = torch.randn(2, 13, 16)
+    multi = MambaMixer(16, directions=GRID_DIRECTIONS)
+    d_inner = multi.d_inner
+    outputs = []
+    for k, direction in enumerate(GRID_DIRECTIONS):
+        single = MambaMixer(16, directions=(direction,))
+        state = {name: value for name, value in multi.state_dict().items() if name.startswith(("in_proj", "out_proj"))}
+        state["conv1d.weight"] = multi.conv1d.weight[k * d_inner:(k + 1) * d_inner]
+        state["conv1d.bias"] = multi.conv1d.bias[k * d_inner:(k + 1) * d_inner]
+        for name in ("x_proj_weight", "dt_proj_weight", "dt_proj_bias", "A_log", "D"):
+            state[f"ssm.{name}"] = getattr(multi.ssm, name)[k:k + 1]
+        single.load_state_dict(state)
+        # out_proj is linear and bias-free: the mean of outputs is out_proj of the mean.
+        outputs.append(single(x, grid=grid, cls_position=cls))
+    torch.testing.assert_close(multi(x, grid=grid, cls_position=cls), torch.stack(outputs).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_scan_orders_are_permutations_with_the_class_token_in_the_middle():
+    for direction in GRID_DIRECTIONS:
+        order = scan_order(direction, 13, grid=(3, 4), cls_position=6)
+        assert sorted(order.tolist()) == list(range(13))
+        assert order[6].item() == 6
+    assert scan_order("col", 6, grid=(2, 3)).tolist() == [0, 3, 1, 4, 2, 5]
+    assert scan_order("row_reversed", 6, grid=(2, 3)).tolist() == [5, 4, 3, 2, 1, 0]
+    with pytest.raises(ValueError, match=r"grid: 3x4 grid \+ 1 class token needs 13 tokens, got sequence length 12"):
+        scan_order("col", 12, grid=(3, 4), cls_position=6)
+    with pytest.raises(ValueError, match="grid: direction 'col' scans a 2-D grid"):
+        scan_order("col", 12)
+    with pytest.raises(ValueError, match="direction: unknown scan direction 'diagonal'"):
+        scan_order("diagonal", 12)
+
+
+def reference_ss2d_scan(layer: SS2D, x: torch.Tensor) -> torch.Tensor:
+    """SS2D's scan written route by route: flatten, scan with that route's parameters, map back, sum."""
+    batch, height, width, dim = x.shape
+    row = x.permute(0, 3, 1, 2).reshape(batch, dim, -1)
+    col = x.permute(0, 3, 2, 1).reshape(batch, dim, -1)
+    routes = [row, col, row.flip(-1), col.flip(-1)]
+    ssm = layer.ssm
+    outs = []
+    for k, u in enumerate(routes):
+        dbl = torch.einsum("bdl,cd->bcl", u, ssm.x_proj_weight[k])
+        dt, B, C = dbl.split([ssm.dt_rank, ssm.d_state, ssm.d_state], dim=1)
+        outs.append(selective_scan(u, torch.einsum("brl,dr->bdl", dt, ssm.dt_proj_weight[k]), -ssm.A_log[k].exp(), B, C,
+                                   ssm.D[k], delta_bias=ssm.dt_proj_bias[k], delta_softplus=True))
+    from_col = lambda y: y.reshape(batch, dim, width, height).transpose(2, 3).reshape(batch, dim, -1)
+    total = outs[0] + from_col(outs[1]) + outs[2].flip(-1) + from_col(outs[3].flip(-1))
+    return total.reshape(batch, dim, height, width).permute(0, 2, 3, 1)
+
+
+def test_ss2d_scan_equals_route_by_route_reference():
+    torch.manual_seed(5)
+    layer = SS2D(8, d_state=4).double()
+    x = torch.randn(2, 3, 5, layer.d_inner, dtype=torch.float64)
+    torch.testing.assert_close(layer.scan(x), reference_ss2d_scan(layer, x))
+
+
+def test_ss2d_forward_shapes_gradients_and_rope_effect():
+    torch.manual_seed(6)
+    with_rope, without = SS2D(8, use_rope=True), SS2D(8, use_rope=False)
+    without.load_state_dict(with_rope.state_dict())
+    x = torch.randn(2, 4, 6, 8, requires_grad=True)
+    y = with_rope(x)
+    assert y.shape == x.shape
+    y.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in with_rope.parameters())
+    assert not torch.allclose(y, without(x))
+    with pytest.raises(ValueError, match=r"x: expected a token grid \(batch, H, W, 8\), got shape \(2, 24, 8\)"):
+        with_rope(torch.randn(2, 24, 8))
+
+
+def test_ss2d_sees_the_whole_grid():
+    """Every output token depends on every input token (the four routes together cover the grid)."""
+    torch.manual_seed(7)
+    layer = SS2D(8, use_rope=False).double()
+    x = torch.randn(1, 4, 4, 8, dtype=torch.float64, requires_grad=True)
+    layer(x)[0, 0, 0].sum().backward()
+    assert (x.grad[0].abs().sum(-1) > 0).all()
+
+
+def test_rope_depends_only_on_relative_offsets():
+    torch.manual_seed(8)
+    q, k = torch.randn(1, 1, 8, dtype=torch.float64), torch.randn(1, 1, 8, dtype=torch.float64)
+    rope = RotaryEmbedding1D(8).double()
+    dot = lambda p, r: (rope(q, torch.tensor([p])) * rope(k, torch.tensor([r]))).sum().item()
+    assert dot(3, 1) == pytest.approx(dot(10, 8)) and dot(3, 1) != pytest.approx(dot(3, 2))
+    rope2 = RotaryEmbedding2D(8).double()
+    dot2 = lambda a, b: (rope2(q, torch.tensor([a[0]]), torch.tensor([a[1]])) * rope2(k, torch.tensor([b[0]]), torch.tensor([b[1]]))).sum().item()
+    assert dot2((2, 5), (1, 1)) == pytest.approx(dot2((4, 7), (3, 3)))
+    assert dot2((2, 5), (1, 1)) != pytest.approx(dot2((2, 5), (1, 2)))
+    grid = torch.randn(2, 3, 4, 8, dtype=torch.float64)
+    rows, cols = torch.arange(3).repeat_interleave(4), torch.arange(4).repeat(3)
+    torch.testing.assert_close(rope2(grid).reshape(2, 12, 8), rope2(grid.reshape(2, 12, 8), rows, cols))
+    with pytest.raises(ValueError, match="divisible by 4, got 6"):
+        RotaryEmbedding2D(6)
+
+
+def test_dynamic_position_bias_is_translation_equivariant_and_size_free():
+    torch.manual_seed(9)
+    dpb = DynamicPositionBias(8, window=3).double()
+    x = torch.randn(1, 9, 9, 8, dtype=torch.float64)
+    shifted = torch.roll(x, shifts=(2, 1), dims=(1, 2))
+    # Away from the borders, shifting the input shifts the bias.
+    torch.testing.assert_close(torch.roll(dpb(x), shifts=(2, 1), dims=(1, 2))[:, 3:-1, 2:-1], dpb(shifted)[:, 3:-1, 2:-1])
+    assert dpb(torch.randn(2, 5, 17, 8, dtype=torch.float64)).shape == (2, 5, 17, 8)
+    with pytest.raises(ValueError, match="odd positive window, got 4"):
+        DynamicPositionBias(8, window=4)
+    with pytest.raises(ValueError, match=r"x: expected a token grid \(batch, H, W, 8\), got shape \(2, 5, 7\)"):
+        dpb(torch.randn(2, 5, 7, dtype=torch.float64))
+
+
+def test_mixer_rejects_bad_input():
+    mixer = MambaMixer(16, directions=("forward", "backward"))
+    with pytest.raises(ValueError, match=r"hidden_states: expected \(batch, length, 16\), got shape \(2, 5, 8\)"):
+        mixer(torch.randn(2, 5, 8))
+    with pytest.raises(ValueError, match="step: only a \\('forward',\\) mixer can decode"):
+        mixer.step(torch.randn(2, 16), None)
+    with pytest.raises(ValueError, match="directions: expected a non-empty subset"):
+        MambaMixer(16, directions=("sideways",))
+    with pytest.raises(ValueError, match="dt_rank: expected a positive int or 'auto'"):
+        MambaMixer(16, dt_rank=0)
