@@ -54,13 +54,7 @@ def causal_conv1d(
         return kernels.causal_conv1d_fn(x, weight, bias, activation=activation)
     length = x.shape[-1]
     padded = F.pad(x, (width - 1, 0))
-    # A sum over the few taps: on CPU this is several times faster than a grouped F.conv1d (forward and backward).
-    weight = weight.to(x.dtype)
-    y = padded[..., :length] * weight[:, :1]
-    for k in range(1, width):
-        y = torch.addcmul(y, padded[..., k:k + length], weight[:, k:k + 1])
-    if bias is not None:
-        y = y + bias.to(x.dtype)[:, None]
+    y = F.conv1d(padded, weight.unsqueeze(1).to(x.dtype), None if bias is None else bias.to(x.dtype), groups=dim)
     y = _activate(y, activation)
     if not return_final_states:
         return y

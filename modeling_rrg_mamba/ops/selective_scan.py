@@ -83,9 +83,11 @@ class _SelectiveScanCPU(torch.autograd.Function):
         _reverse_recurrence_(decay, grad_states)
         grad_B_dot = _rowwise(grad_states, B, transpose=False)
         grad_B = _rowwise(grad_states, delta_u, transpose=True)
-        # h_{t-1} * decay_t = h_t - b_t: the gradient through the decay, without shifting time.
-        work = (delta_u.unsqueeze(-1) * B.unsqueeze(-2)).neg_().add_(states)
-        through_decay = grad_states.mul_(work)  # grad_states is not needed any more: reuse its buffer
+        # d loss / d decay_t = g_t * h_{t-1}; the buffer is reused below for grad_A.
+        work = torch.empty_like(states)
+        work[0].zero_()
+        torch.mul(decay[1:], states[:-1], out=work[1:])
+        through_decay = grad_states.mul_(work)  # g_t * decay_t * h_{t-1}; grad_states is not needed any more
         grad_A = torch.mul(through_decay, delta.unsqueeze(-1), out=work).sum((0, 1))
         grad_delta = through_decay.mul_(A).sum(-1).add_(u * grad_B_dot)
         return delta * grad_B_dot, grad_delta, grad_A, grad_B, grad_C

@@ -1,0 +1,134 @@
+"""Data collators: dataset examples -> model batches through the model's processor, decoding images lazily.
+
+Images are opened only here, one batch at a time, from whatever the dataset holds: file paths (the default of
+:func:`~modeling_rrg_mamba.data.load_r2gen_annotation`), ``datasets.Image`` values (``{"path", "bytes"}``
+dicts or PIL images). The processor is called as ``processor(images=[[views of study 1], ...], text=[reports])``
+with one list of views per study (IU X-Ray: two; MIMIC-CXR / CheXpert Plus: one).
+
+With ``Trainer`` set ``TrainingArguments(remove_unused_columns=False)``: the collators read the raw ``images``
+/ ``report`` columns, which the Trainer would otherwise drop because the model's ``forward`` does not name them.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .labels import OBSERVATION_LABELS_COLUMN
+
+
+def open_image(value: Any, where: str) -> Image.Image:
+    """Decode one image value (path, ``{"path", "bytes"}`` dict or PIL image); errors name ``where``."""
+    if isinstance(value, Image.Image):
+        return value
+    try:
+        if isinstance(value, str):
+            image = Image.open(value)
+        elif isinstance(value, Mapping) and (value.get("bytes") or value.get("path")):
+            image = Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+        else:
+            raise ValueError(f"{where}: expected an image path, a {{'path', 'bytes'}} dict or a PIL image, "
+                             f"got {type(value).__name__}")
+        image.load()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: image file {value} does not exist") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{where}: image {value if isinstance(value, str) else '<bytes>'} is unreadable ({error})") from None
+    return image
+
+
+class ReportGenerationCollator:
+    """Turn examples ``{"id", "images", "report", ...}`` into a batch via ``processor(images=..., text=...)``.
+
+    Args:
+        processor: any callable processor (e.g. a ``ProcessorMixin``) returning model tensors.
+        image_column / report_column: dataset columns; ``report_column=None`` collates images only (inference).
+        image_mode: PIL mode the images are converted to (``None`` keeps the file's mode).
+        processor_kwargs: extra keyword arguments for every processor call (e.g. ``return_tensors="pt"``).
+    """
+
+    def __init__(self, processor: Any, image_column: str = "images", report_column: Optional[str] = "report",
+                 image_mode: Optional[str] = "RGB", processor_kwargs: Optional[Dict[str, Any]] = None):
+        if not callable(processor):
+            raise ValueError(f"processor: expected a callable processor, got {type(processor).__name__}")
+        self.processor = processor
+        self.image_column = image_column
+        self.report_column = report_column
+        self.image_mode = image_mode
+        self.processor_kwargs = dict(processor_kwargs or {})
+
+    def study_images(self, example: Mapping[str, Any]) -> List[Image.Image]:
+        name = f"example id={example.get('id')!r}"
+        if self.image_column not in example:
+            raise ValueError(f"{name}: column {self.image_column!r} is missing (a text-only dataset has no images)")
+        values = example[self.image_column]
+        values = values if isinstance(values, (list, tuple)) else [values]
+        if not values:
+            raise ValueError(f"{name}: column {self.image_column!r} holds no images")
+        images = [open_image(v, f"{name}, field {self.image_column}[{i}]") for i, v in enumerate(values)]
+        return [im.convert(self.image_mode) if self.image_mode and im.mode != self.image_mode else im for im in images]
+
+    def reports(self, examples: Sequence[Mapping[str, Any]]) -> List[str]:
+        texts = []
+        for example in examples:
+            report = example.get(self.report_column)
+            if not isinstance(report, str) or not report.strip():
+                raise ValueError(f"example id={example.get('id')!r}: field {self.report_column!r} is missing or empty")
+            texts.append(report)
+        return texts
+
+    def processor_call_kwargs(self) -> Dict[str, Any]:
+        return dict(self.processor_kwargs)
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+        if not examples:
+            raise ValueError("examples: empty batch")
+        kwargs = self.processor_call_kwargs()
+        if self.report_column is not None:
+            kwargs["text"] = self.reports(examples)
+        return self.processor(images=[self.study_images(e) for e in examples], **kwargs)
+
+
+class RRGMambaDataCollator(ReportGenerationCollator):
+    """RRG-Mamba batches: processor output plus the 14 CheXpert pseudo-labels of the cross-modal adapter.
+
+    ``label_column`` is the dataset column written by :func:`~modeling_rrg_mamba.data.add_observation_labels`;
+    it goes into the batch as ``label_key`` (a float ``(B, 14)`` tensor). ``label_column=None`` leaves it out
+    (evaluation without the adapter loss).
+    """
+
+    def __init__(self, processor: Any, label_column: Optional[str] = OBSERVATION_LABELS_COLUMN,
+                 label_key: str = OBSERVATION_LABELS_COLUMN, **kwargs: Any):
+        super().__init__(processor, **kwargs)
+        self.label_column = label_column
+        self.label_key = label_key
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+        batch = super().__call__(examples)
+        if self.label_column is not None:
+            rows = []
+            for example in examples:
+                labels = example.get(self.label_column)
+                if labels is None or len(labels) != 14:
+                    raise ValueError(f"example id={example.get('id')!r}: field {self.label_column!r} must hold 14 "
+                                     "observation labels (run add_observation_labels first)")
+                rows.append(labels)
+            batch[self.label_key] = torch.tensor(rows, dtype=torch.float32)
+        return batch
+
+
+class EMRRGDataCollator(ReportGenerationCollator):
+    """EMRRG batches: the processor also gets the instruction ``prompt`` (``None`` = the processor's default)."""
+
+    def __init__(self, processor: Any, prompt: Optional[str] = None, **kwargs: Any):
+        super().__init__(processor, **kwargs)
+        self.prompt = prompt
+
+    def processor_call_kwargs(self) -> Dict[str, Any]:
+        kwargs = super().processor_call_kwargs()
+        if self.prompt is not None:
+            kwargs["prompt"] = self.prompt
+        return kwargs

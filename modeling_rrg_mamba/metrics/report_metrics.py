@@ -1,0 +1,155 @@
+"""All report metrics in one call, a ``compute_metrics`` for (Seq2Seq)Trainer, and JSONL scoring."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from ..report_text import clean_report
+from .clinical_efficacy import compute_ce_scores
+from .nlg import NLGEvaluator, References
+
+Decoder = Union[Callable[[List[List[int]]], List[str]], Any]
+
+
+def compute_report_metrics(predictions: Sequence[str], references: References, clean_style: Optional[str] = "iu_xray",
+                           ce: bool = True, uncertain: str = "negative",
+                           evaluator: Optional[NLGEvaluator] = None) -> Dict[str, float]:
+    """NLG scores (BLEU-1..4, METEOR, ROUGE-L, CIDEr) and, with ``ce=True``, CE scores of the same pairs.
+
+    Pass a long-lived ``evaluator`` to reuse its METEOR JVM; without one a temporary evaluator is started
+    and closed. Its ``clean_style`` then decides the cleaning of the NLG text. CE labels the cleaned text of
+    the first reference of each pair.
+    """
+    if evaluator is None:
+        with NLGEvaluator(clean_style=clean_style) as temporary:
+            return compute_report_metrics(predictions, references, clean_style, ce, uncertain, temporary)
+    scores = evaluator.compute(predictions, references)
+    if ce:
+        first_refs = [r if isinstance(r, str) else r[0] for r in references]
+        style = evaluator.clean_style
+        scores.update(compute_ce_scores(
+            [p if style is None else clean_report(p, style) for p in predictions],
+            [r if style is None else clean_report(r, style) for r in first_refs], uncertain=uncertain))
+    return scores
+
+
+def decode_token_ids(decoder: Decoder, token_ids: Union[np.ndarray, Sequence[Sequence[int]]]) -> List[str]:
+    """Decode generated or label ids to text, dropping negative ids (the ``-100`` of ignored label positions).
+
+    ``decoder`` is a tokenizer or processor with ``batch_decode`` (called with ``skip_special_tokens=True``, so
+    padding disappears) or a callable taking a list of id lists.
+    """
+    array = np.asarray(token_ids)
+    if array.ndim == 3:
+        raise ValueError(f"token_ids: got a 3-D array {array.shape} (logits?); evaluate with "
+                         "predict_with_generate=True or reduce logits with preprocess_logits_for_metrics")
+    if array.ndim != 2:
+        raise ValueError(f"token_ids: expected a 2-D (batch, length) array, got shape {array.shape}")
+    rows = [[int(t) for t in row if t >= 0] for row in array]
+    if hasattr(decoder, "batch_decode"):
+        return list(decoder.batch_decode(rows, skip_special_tokens=True))
+    if callable(decoder):
+        return list(decoder(rows))
+    raise ValueError(f"decoder: expected a tokenizer/processor with batch_decode or a callable, got {type(decoder)}")
+
+
+class ReportGenerationMetrics:
+    """``compute_metrics`` for ``Seq2SeqTrainer(predict_with_generate=True)``: decodes ids, then scores.
+
+    Example::
+
+        compute_metrics = ReportGenerationMetrics(processor, clean_style="iu_xray")
+        trainer = Seq2SeqTrainer(..., compute_metrics=compute_metrics)
+
+    References come from the decoded ``label_ids`` unless ``reference_texts`` (the full reports of the
+    evaluation split, in order) is given, which avoids scoring against labels truncated to ``max_length``.
+    The METEOR JVM starts on the first evaluation and lives until :meth:`close` or garbage collection.
+    """
+
+    def __init__(self, decoder: Decoder, clean_style: Optional[str] = "iu_xray", ce: bool = True,
+                 uncertain: str = "negative", reference_texts: Optional[Sequence[str]] = None, meteor: bool = True):
+        self.decoder = decoder
+        self.clean_style = clean_style
+        self.ce = ce
+        self.uncertain = uncertain
+        self.reference_texts = None if reference_texts is None else list(reference_texts)
+        self.meteor = meteor
+        self._evaluator: Optional[NLGEvaluator] = None
+
+    def __call__(self, eval_prediction) -> Dict[str, float]:
+        predictions = eval_prediction.predictions
+        if isinstance(predictions, tuple):
+            predictions = predictions[0]
+        texts = decode_token_ids(self.decoder, predictions)
+        if self.reference_texts is not None:
+            if len(self.reference_texts) != len(texts):
+                raise ValueError(f"reference_texts: {len(self.reference_texts)} reports for {len(texts)} predictions")
+            references = self.reference_texts
+        else:
+            references = decode_token_ids(self.decoder, eval_prediction.label_ids)
+        if self._evaluator is None:
+            self._evaluator = NLGEvaluator(clean_style=self.clean_style, meteor=self.meteor)
+        return compute_report_metrics(texts, references, ce=self.ce, uncertain=self.uncertain,
+                                      evaluator=self._evaluator)
+
+    def close(self) -> None:
+        if self._evaluator is not None:
+            self._evaluator.close()
+            self._evaluator = None
+
+
+def read_prediction_jsonl(path: Union[str, os.PathLike], prediction_key: str = "prediction",
+                          reference_key: str = "reference") -> tuple:
+    """Read ``(predictions, references)`` from a JSONL file, one ``{prediction, reference}`` object per line."""
+    predictions, references = [], []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}: line {number} is not a JSON object")
+            for key in (prediction_key, reference_key):
+                value = record.get(key)
+                valid = isinstance(value, str) or (
+                    key == reference_key and isinstance(value, list) and value and all(isinstance(v, str) for v in value))
+                if not valid:
+                    raise ValueError(f"{path}: line {number}: field {key!r} is missing or not a string")
+            predictions.append(record[prediction_key])
+            references.append(record[reference_key])
+    if not predictions:
+        raise ValueError(f"{path}: no prediction/reference records")
+    return predictions, references
+
+
+def score_prediction_file(path: Union[str, os.PathLike], output_path: Union[str, os.PathLike, None] = None,
+                          prediction_key: str = "prediction", reference_key: str = "reference",
+                          clean_style: Optional[str] = "iu_xray", ce: bool = True, uncertain: str = "negative",
+                          evaluator: Optional[NLGEvaluator] = None) -> Dict[str, Any]:
+    """Score a JSONL of predictions and references; write the result as JSON to ``output_path`` if given.
+
+    A running ``evaluator`` (whose cleaning style then applies) saves the METEOR start-up.
+    """
+    predictions, references = read_prediction_jsonl(path, prediction_key, reference_key)
+    if evaluator is not None:
+        clean_style = evaluator.clean_style
+    result = {
+        "metrics": compute_report_metrics(predictions, references, clean_style=clean_style, ce=ce, uncertain=uncertain,
+                                          evaluator=evaluator),
+        "num_pairs": len(predictions),
+        "clean_style": clean_style,
+        "ce_labeler": "modeling_rrg_mamba.labeler (rule-based CheXpert-style)" if ce else None,
+        "ce_uncertain_policy": uncertain if ce else None,
+        "source": os.fspath(path),
+    }
+    if output_path is not None:
+        with open(output_path, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=2)
+    return result
