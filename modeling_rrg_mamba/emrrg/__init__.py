@@ -1,0 +1,57 @@
+"""EMRRG (Zhang et al., 2025): X-ray Mamba + Partial LoRA + an LLM with hybrid decoder layers.
+
+Importing this package registers the classes with the ``transformers`` Auto API (model types ``"emrrg"`` and
+``"xray_mamba"``).
+"""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+from ..image_processing_xray import XrayImageProcessor
+
+from .configuration_emrrg import EMRRGConfig, XrayMambaConfig
+from .modeling_emrrg import EMRRGForConditionalGeneration, EMRRGPreTrainedModel, HybridAttention
+from .modeling_xray_mamba import XrayMambaModel
+from .partial_lora import (
+    PartialLoraLinear,
+    PartialLoraVariant,
+    apply_emrrg_recipe,
+    count_parameters,
+    emrrg_lora_config,
+    load_emrrg_adapter,
+    partial_lora_config,
+)
+from .processing_emrrg import EMRRGProcessor
+
+
+def _register_auto_classes() -> None:
+    import transformers
+
+    AutoConfig.register(XrayMambaConfig.model_type, XrayMambaConfig, exist_ok=True)
+    AutoConfig.register(EMRRGConfig.model_type, EMRRGConfig, exist_ok=True)
+    AutoModel.register(XrayMambaConfig, XrayMambaModel, exist_ok=True)
+    AutoModel.register(EMRRGConfig, EMRRGForConditionalGeneration, exist_ok=True)
+    AutoModelForImageTextToText.register(EMRRGConfig, EMRRGForConditionalGeneration, exist_ok=True)
+    if hasattr(transformers, "AutoModelForVision2Seq"):  # transformers < 5
+        transformers.AutoModelForVision2Seq.register(EMRRGConfig, EMRRGForConditionalGeneration, exist_ok=True)
+    AutoImageProcessor.register(EMRRGConfig, slow_image_processor_class=XrayImageProcessor, exist_ok=True)
+    AutoProcessor.register(EMRRGConfig, EMRRGProcessor, exist_ok=True)
+
+
+_register_auto_classes()
+
+__all__ = [
+    "EMRRGConfig",
+    "EMRRGForConditionalGeneration",
+    "EMRRGPreTrainedModel",
+    "EMRRGProcessor",
+    "HybridAttention",
+    "PartialLoraLinear",
+    "PartialLoraVariant",
+    "XrayMambaConfig",
+    "XrayMambaModel",
+    "apply_emrrg_recipe",
+    "count_parameters",
+    "emrrg_lora_config",
+    "load_emrrg_adapter",
+    "partial_lora_config",
+]

@@ -1,0 +1,203 @@
+"""Partial LoRA (LoRAP, EMRRG §3.2) as a PEFT LoRA layer, and the paper's fine-tuning recipe in one call.
+
+A Mamba ``in_proj`` maps ``h`` to ``[x | z]``: ``x`` (the first ``d_inner`` output rows) is scanned, ``z`` gates the
+scan's output. Partial LoRA adds the low-rank update to the ``x`` rows only:
+
+    [x | z] = W h + [ (alpha / r) B A h ; 0 ],      B in R^{d_inner x r}, A in R^{r x d_model}
+
+``B`` has ``d_inner`` rows, so the ``z`` rows are untouched by construction (not merely zero-initialised).
+It is a ``peft`` LoRA layer: ``get_peft_model``, ``save_pretrained`` / ``PeftModel.from_pretrained``,
+``merge_and_unload``, ``disable_adapter`` and multiple adapters all work, through a :class:`LoraVariant`.
+
+PEFT does not serialise custom layers: build configs with :func:`partial_lora_config` and reload with
+:func:`load_emrrg_adapter` (or register :data:`PARTIAL_LORA_MODULES` on the loaded ``LoraConfig`` yourself).
+Within a config made by :func:`partial_lora_config`, every targeted ``nn.Linear`` named ``in_proj`` gets Partial
+LoRA; every other targeted layer gets ordinary LoRA.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora.layer import Linear as LoraLinear
+from peft.tuners.lora.layer import LoraVariant
+from torch import nn
+
+Tensor = torch.Tensor
+
+PARTIAL_LORA_MODULE_NAME = "in_proj"
+
+
+class PartialLoraVariant(LoraVariant):
+    """LoRA whose update covers only output rows ``[0, module.partial_rows)`` of the layer."""
+
+    def supports_lora_conversion(self) -> bool:
+        return False
+
+    @staticmethod
+    def init(module: "PartialLoraLinear", adapter_name: str, **kwargs: Any) -> None:
+        """Cut ``lora_B`` (built by PEFT for every output row, with the config's initialisation) to the ``x`` rows."""
+        full = module.lora_B[adapter_name]
+        rows = module.partial_rows
+        cut = nn.Linear(full.in_features, rows, bias=full.bias is not None, device=full.weight.device, dtype=full.weight.dtype)
+        with torch.no_grad():
+            cut.weight.copy_(full.weight[:rows])
+            if full.bias is not None:
+                cut.bias.copy_(full.bias[:rows])
+        module.lora_B[adapter_name] = cut
+
+    @staticmethod
+    def merge_safe(module: "PartialLoraLinear", active_adapter: str, orig_weight: Tensor) -> Tensor:
+        return orig_weight + module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def merge_unsafe(module: "PartialLoraLinear", active_adapter: str, orig_weight: Tensor) -> None:
+        orig_weight.data += module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def unmerge(module: "PartialLoraLinear", active_adapter: str, orig_weight: Tensor) -> Tensor:
+        return orig_weight - module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def forward(module: "PartialLoraLinear", active_adapter: str, x: Tensor, result: Tensor, **kwargs: Any) -> Tensor:
+        lora_A, lora_B = module.lora_A[active_adapter], module.lora_B[active_adapter]
+        update = lora_B(lora_A(module.lora_dropout[active_adapter](x))) * module.scaling[active_adapter]
+        rows = module.partial_rows
+        return torch.cat([result[..., :rows] + update.to(result.dtype), result[..., rows:]], dim=-1)
+
+
+class PartialLoraLinear(LoraLinear):
+    """PEFT LoRA ``Linear`` that uses :class:`PartialLoraVariant` when the target is a Mamba ``in_proj``.
+
+    The ``x`` half is the first ``out_features // 2`` rows (Mamba's ``[x | z]`` layout).
+    """
+
+    def update_layer(self, adapter_name: str, r: int, lora_alpha: int, config: LoraConfig, **kwargs: Any) -> None:
+        target = kwargs.get("target_name") or ""
+        self.partial_target = target.rsplit(".", 1)[-1] == PARTIAL_LORA_MODULE_NAME
+        if self.partial_target:
+            out_features = self.get_base_layer().out_features
+            if out_features % 2:
+                raise ValueError(f"{target}: a Mamba in_proj has an even number of outputs ([x | z]), got {out_features}")
+            self.partial_rows = out_features // 2
+        super().update_layer(adapter_name, r, lora_alpha, config, **kwargs)
+
+    def resolve_lora_variant(self, *, config: LoraConfig, **kwargs: Any) -> Optional[LoraVariant]:
+        if self.partial_target:
+            if config.use_dora:
+                raise ValueError("use_dora: Partial LoRA on a Mamba in_proj cannot be combined with DoRA")
+            return PartialLoraVariant()
+        return super().resolve_lora_variant(config=config, **kwargs)
+
+    def get_delta_weight(self, adapter: str) -> Tensor:
+        """``(out_features, in_features)`` update; zero on the ``z`` rows of a partial adapter."""
+        if not isinstance(self.lora_variant.get(adapter), PartialLoraVariant):
+            return super().get_delta_weight(adapter)
+        lora_A, lora_B = self.lora_A[adapter].weight, self.lora_B[adapter].weight
+        delta = torch.zeros(self.out_features, self.in_features, device=lora_B.device, dtype=torch.float32)
+        delta[: self.partial_rows] = (lora_B.float() @ lora_A.float()) * self.scaling[adapter]
+        return delta.to(lora_B.dtype)
+
+
+PARTIAL_LORA_MODULES: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: PartialLoraLinear}
+
+
+def register_partial_lora(config: LoraConfig) -> LoraConfig:
+    """Make ``config`` dispatch targeted ``nn.Linear`` layers to :class:`PartialLoraLinear` (in place)."""
+    config._register_custom_module(PARTIAL_LORA_MODULES)
+    return config
+
+
+def partial_lora_config(**lora_kwargs: Any) -> LoraConfig:
+    """A ``LoraConfig`` (same arguments) whose ``in_proj`` targets get Partial LoRA."""
+    return register_partial_lora(LoraConfig(**lora_kwargs))
+
+
+def load_emrrg_adapter(model: nn.Module, adapter_path: str, is_trainable: bool = False, **kwargs: Any) -> PeftModel:
+    """``PeftModel.from_pretrained`` for adapters saved with Partial LoRA (re-registers the custom layer)."""
+    config = register_partial_lora(LoraConfig.from_pretrained(adapter_path))
+    return PeftModel.from_pretrained(model, adapter_path, config=config, is_trainable=is_trainable, **kwargs)
+
+
+@dataclass
+class TrainableParameters:
+    """Trainable and total parameter counts of a model (tied parameters counted once)."""
+
+    trainable: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.trainable / self.total
+
+    def __str__(self) -> str:
+        return f"trainable params: {self.trainable:,} / {self.total:,} ({100 * self.fraction:.2f}%)"
+
+
+def count_parameters(model: nn.Module) -> TrainableParameters:
+    """Counts every parameter once (works on the meta device: only shapes are read)."""
+    trainable = total = 0
+    for parameter in model.parameters():
+        total += parameter.numel()
+        trainable += parameter.numel() if parameter.requires_grad else 0
+    return TrainableParameters(trainable=trainable, total=total)
+
+
+def _text_lora_targets(language_model: nn.Module) -> tuple[str, ...]:
+    names = {name.rsplit(".", 1)[-1] for name, _ in language_model.named_modules()}
+    for candidates in (("q_proj", "v_proj"), ("c_attn",), ("query_key_value",), ("qkv_proj",)):
+        if set(candidates) <= names:
+            return candidates
+    raise ValueError(
+        f"text_lora_targets: cannot guess the attention projections of {type(language_model).__name__}; pass them")
+
+
+def emrrg_lora_config(
+    model: nn.Module,
+    r: int = 8,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.05,
+    in_proj_lora: str = "partial",
+    text_lora_targets: Optional[Sequence[str]] = None,
+    train_projector: bool = True,
+    train_hybrid_layers: bool = True,
+    **lora_kwargs: Any,
+) -> LoraConfig:
+    """The LoRA config of EMRRG's recipe for ``model`` (an :class:`EMRRGForConditionalGeneration`).
+
+    * X-ray Mamba: frozen; ``in_proj`` of every mixer gets Partial LoRA (``in_proj_lora="partial"``), ordinary
+      LoRA (``"full"``) or nothing (``"none"``).
+    * LLM: frozen; ordinary LoRA on its attention projections (``text_lora_targets``, guessed if unset:
+      ``q_proj``/``v_proj``, or GPT-2's ``c_attn``; ``()`` for none).
+    * Projector and the hybrid layers' gated cross-attentions: trained in full (``modules_to_save``).
+    """
+    if in_proj_lora not in ("partial", "full", "none"):
+        raise ValueError(f"in_proj_lora: expected 'partial', 'full' or 'none', got {in_proj_lora!r}")
+    text_targets = tuple(_text_lora_targets(model.language_model) if text_lora_targets is None else text_lora_targets)
+    patterns = []
+    if in_proj_lora != "none":
+        patterns.append(rf"vision_model\..*\.{PARTIAL_LORA_MODULE_NAME}")
+    if text_targets:
+        patterns.append(rf"language_model\..*\.({'|'.join(map(re.escape, text_targets))})")
+    if not patterns:
+        raise ValueError("in_proj_lora/text_lora_targets: the recipe needs at least one LoRA target")
+    modules_to_save = (["multi_modal_projector"] if train_projector else []) + (["gated_cross_attn"] if train_hybrid_layers else [])
+    config = LoraConfig(
+        r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=rf"^({'|'.join(patterns)})$",
+        modules_to_save=modules_to_save or None, **lora_kwargs)
+    return register_partial_lora(config) if in_proj_lora == "partial" else config
+
+
+def apply_emrrg_recipe(model: nn.Module, **recipe: Any) -> tuple[PeftModel, TrainableParameters]:
+    """Wrap ``model`` for EMRRG fine-tuning (see :func:`emrrg_lora_config` for ``recipe``).
+
+    Returns the ``PeftModel`` and its trainable parameters against the total of full fine-tuning (the parameters
+    of ``model`` before wrapping, as the paper's 2.3 % counts them).
+    """
+    total = count_parameters(model).total
+    peft_model = get_peft_model(model, emrrg_lora_config(model, **recipe))
+    return peft_model, TrainableParameters(trainable=count_parameters(peft_model).trainable, total=total)

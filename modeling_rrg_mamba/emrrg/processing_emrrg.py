@@ -1,0 +1,152 @@
+"""EMRRG processor: X-ray image processor + the LLM's tokenizer + the paper's prompt.
+
+The prompt (EMRRG §3.3) is ``"Human: <Img><ImageHere></Img> Generate a comprehensive and detailed diagnosis report
+for this chest xray image. \\nAssistant:"``. ``<ImageHere>`` is written ``{image}`` in ``prompt_template`` and becomes
+one ``<image>`` placeholder per visual token (tokens per view x views), which the model overwrites with the
+projected X-ray Mamba tokens. The same tokens are what the hybrid layers cross-attend to.
+
+With ``use_chat_template=True`` the instruction (``<Img>{image}</Img> Generate ...``) is instead rendered as one
+user turn through the tokenizer's (or the processor's) chat template, for chat-tuned LLMs.
+
+Training batches (``reports=`` given) are ``prompt + report + eos``, right-padded, with ``labels`` = ``-100`` on
+the prompt and the padding. Generation batches (no reports) are left-padded prompts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+DEFAULT_INSTRUCTION = "<Img>{image}</Img> Generate a comprehensive and detailed diagnosis report for this chest xray image."
+DEFAULT_PROMPT_TEMPLATE = f"Human: {DEFAULT_INSTRUCTION} \nAssistant:"
+IGNORE_INDEX = -100
+
+
+class EMRRGProcessor(ProcessorMixin):
+    r"""Builds EMRRG inputs from X-ray images, optional prompts and optional target reports.
+
+    Args:
+        image_processor (`XrayImageProcessor`): resizing / augmentation / normalisation of the films.
+        tokenizer: the LLM's tokenizer. ``image_token`` is added to it as a special token if missing.
+        image_seq_length (`int`, defaults to 197): visual tokens per view (``(crop_size / patch_size)^2 + 1``).
+        image_token (`str`, defaults to ``"<image>"``): the placeholder token.
+        prompt_template (`str`): the default prompt, with ``{image}`` where the image goes.
+        instruction (`str`): the user turn of the default prompt when ``use_chat_template`` is set.
+        use_chat_template (`bool`, defaults to `False`): render the default prompt with the chat template.
+        chat_template (`str`, *optional*): a Jinja chat template (the tokenizer's is used if unset).
+    """
+
+    attributes = ["image_processor", "tokenizer"]
+    valid_kwargs = ["image_seq_length", "image_token", "prompt_template", "instruction", "use_chat_template", "chat_template"]
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        image_seq_length: int = 197,
+        image_token: str = "<image>",
+        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+        instruction: str = DEFAULT_INSTRUCTION,
+        use_chat_template: bool = False,
+        chat_template: Optional[str] = None,
+        **kwargs: Any,
+    ) -> None:
+        for name, template in (("prompt_template", prompt_template), ("instruction", instruction)):
+            if "{image}" not in template:
+                raise ValueError(f"{name}: needs an '{{image}}' field where the image placeholders go")
+        if tokenizer is not None and image_token not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
+        self.image_seq_length = image_seq_length
+        self.image_token = image_token
+        self.prompt_template = prompt_template
+        self.instruction = instruction
+        self.use_chat_template = use_chat_template
+        super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(self.image_token)
+
+    def default_prompt(self) -> str:
+        """The paper's prompt (or the chat-rendered instruction), with one ``image_token`` where the image goes."""
+        if not self.use_chat_template:
+            return self.prompt_template.format(image=self.image_token)
+        template = self.chat_template or self.tokenizer.chat_template
+        if template is None:
+            raise ValueError("use_chat_template: neither the processor nor the tokenizer has a chat_template")
+        turn = [{"role": "user", "content": self.instruction.format(image=self.image_token)}]
+        return self.tokenizer.apply_chat_template(turn, chat_template=template, tokenize=False, add_generation_prompt=True)
+
+    def _expand_image_token(self, prompt: str, views: int) -> str:
+        count = prompt.count(self.image_token)
+        if count != 1:
+            raise ValueError(f"text: each prompt needs exactly one {self.image_token!r} (where the image goes), found {count} in {prompt!r}")
+        return prompt.replace(self.image_token, self.image_token * (self.image_seq_length * views))
+
+    def _pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("tokenizer: needs a pad_token or an eos_token to pad batches")
+        return pad
+
+    def __call__(
+        self,
+        images: Any = None,
+        text: Optional[Union[str, Sequence[str]]] = None,
+        reports: Optional[Union[str, Sequence[str]]] = None,
+        do_train_augmentation: Optional[bool] = None,
+        max_report_tokens: Optional[int] = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """``images``: one study per sample (an image, or a list of views). ``text``: prompts (the default prompt
+        for every sample if unset). ``reports``: targets for training (adds ``labels``)."""
+        if images is None:
+            raise ValueError("images: EMRRG needs the X-ray image(s) of every sample")
+        pixel_values = self.image_processor(images, do_train_augmentation=do_train_augmentation)["pixel_values"]
+        batch = pixel_values.shape[0]
+        views = pixel_values.shape[1] if pixel_values.ndim == 5 else 1
+        prompts = [self.default_prompt()] * batch if text is None else ([text] if isinstance(text, str) else list(text))
+        if len(prompts) != batch:
+            raise ValueError(f"text: {len(prompts)} prompts for {batch} image sets; give one prompt per sample")
+        # A chat-rendered prompt already holds the template's special tokens (e.g. BOS).
+        add_special = not self.use_chat_template
+        prompt_ids = [
+            self.tokenizer(self._expand_image_token(p, views), add_special_tokens=add_special)["input_ids"] for p in prompts]
+        if reports is None:
+            input_ids, labels, side = prompt_ids, None, "left"
+        else:
+            reports = [reports] if isinstance(reports, str) else list(reports)
+            if len(reports) != batch:
+                raise ValueError(f"reports: {len(reports)} reports for {batch} image sets; give one report per sample")
+            eos = self.tokenizer.eos_token_id
+            if eos is None:
+                raise ValueError("tokenizer: needs an eos_token to end the reports")
+            report_ids = [self.tokenizer(r, add_special_tokens=False)["input_ids"][:max_report_tokens] + [eos] for r in reports]
+            input_ids = [p + r for p, r in zip(prompt_ids, report_ids)]
+            labels = [[IGNORE_INDEX] * len(p) + r for p, r in zip(prompt_ids, report_ids)]
+            side = "right"
+        data = self._pad(input_ids, labels, side)
+        data["pixel_values"] = pixel_values
+        return BatchFeature(data)
+
+    def _pad(self, input_ids: list[list[int]], labels: Optional[list[list[int]]], side: str) -> dict[str, torch.Tensor]:
+        length = max(len(ids) for ids in input_ids)
+        pad = self._pad_token_id()
+
+        def padded(row: list[int], value: int) -> list[int]:
+            filler = [value] * (length - len(row))
+            return filler + row if side == "left" else row + filler
+
+        data = {
+            "input_ids": torch.tensor([padded(ids, pad) for ids in input_ids]),
+            "attention_mask": torch.tensor([padded([1] * len(ids), 0) for ids in input_ids]),
+        }
+        if labels is not None:
+            data["labels"] = torch.tensor([padded(row, IGNORE_INDEX) for row in labels])
+        return data
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values"]

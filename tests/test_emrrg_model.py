@@ -1,0 +1,212 @@
+"""EMRRG model: configs, X-ray Mamba, hybrid layers (exact step-0 identity, caching, beam search), errors."""
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, PretrainedConfig
+
+from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration, XrayMambaConfig, XrayMambaModel  # registers Auto classes
+
+IMAGE_TOKEN_ID = 60
+TEXT_CONFIGS = {
+    "llama": dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=60),
+    "qwen2": dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=60),
+    "mistral": dict(model_type="mistral", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, vocab_size=60, sliding_window=4),
+    "gpt2": dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=4, vocab_size=60, bos_token_id=1, eos_token_id=2,
+                 attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0),
+}
+TINY_VISION = dict(hidden_size=16, num_hidden_layers=1, image_size=32, patch_size=16, d_state=4)
+
+
+def tiny_config(family: str = "llama", **kwargs) -> EMRRGConfig:
+    return EMRRGConfig(text_config=TEXT_CONFIGS[family], vision_config=TINY_VISION, hybrid_layer_interval=1,
+                       image_token_id=IMAGE_TOKEN_ID, **kwargs)
+
+
+def prompt_ids(batch: int, num_image_tokens: int, text=(4, 5, 6)) -> torch.Tensor:
+    return torch.tensor([[3] + [IMAGE_TOKEN_ID] * num_image_tokens + [t + i for t in text] for i in range(batch)])
+
+
+def randomize_gates(model: EMRRGForConditionalGeneration, scale: float = 0.5) -> None:
+    with torch.no_grad():
+        for hybrid in model.hybrid_attentions:
+            hybrid.gated_cross_attn.gate.weight.normal_(0, scale)
+            hybrid.gated_cross_attn.gate.bias.normal_(0, scale)
+
+
+def test_xray_mamba_presets_sizes_and_views():
+    assert XrayMambaConfig.from_preset("base").hidden_size == 768
+    assert XrayMambaConfig.from_preset("large").num_hidden_layers == 24
+    with pytest.raises(ValueError, match="preset"):
+        XrayMambaConfig.from_preset("huge")
+    torch.manual_seed(0)
+    model = AutoModel.from_config(XrayMambaConfig(**TINY_VISION)).eval()
+    assert isinstance(model, XrayMambaModel)
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.last_hidden_state.shape == (2, 5, 16)  # 2x2 patches + middle class token
+    assert torch.equal(out.pooler_output, out.last_hidden_state[:, 2])
+    assert model(torch.randn(1, 3, 48, 48)).last_hidden_state.shape == (1, 10, 16)  # interpolated positions
+    # four scan routes, each with its own SSM parameters, in/out projections shared
+    assert model.layers[0].mixer.ssm.A_log.shape[0] == 4
+    with pytest.raises(ValueError, match="patch_size"):
+        model(torch.randn(1, 3, 40, 40))
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "gpt2"])
+def test_step0_equals_bare_llm_exactly_and_gates_condition(family):
+    torch.manual_seed(0)
+    config = tiny_config(family)
+    model = EMRRGForConditionalGeneration(config).eval()
+    bare = copy.deepcopy(model.language_model)  # bare LLM = same weights without the hybrid attention
+    for layer_attention in model.hybrid_attentions:
+        assert not torch.any(layer_attention.gated_cross_attn.gate.weight)
+    ids, pixels = prompt_ids(2, config.num_image_tokens), torch.randn(2, 3, 32, 32)
+    out = model(input_ids=ids, pixel_values=pixels)
+    embeds = model._merge_visual_tokens(ids, out.image_hidden_states)
+    # restore the LLM's own attention modules in the copy
+    from modeling_rrg_mamba.emrrg.modeling_emrrg import attention_child_name, decoder_layers
+
+    for layer in decoder_layers(bare):
+        name = attention_child_name(layer)
+        setattr(layer, name, getattr(getattr(layer, name), "self_attn", getattr(layer, name)))
+    reference = bare(inputs_embeds=embeds).logits
+    assert torch.equal(out.logits, reference)
+    # with open gates, other images change the logits of the same prompt only through the images
+    randomize_gates(model)
+    other = model(input_ids=ids, pixel_values=torch.randn(2, 3, 32, 32)).logits
+    assert not torch.allclose(model(input_ids=ids, pixel_values=pixels).logits, other)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_generate_cache_equals_no_cache_greedy_and_beam(family):
+    torch.manual_seed(1)
+    config = tiny_config(family)
+    model = EMRRGForConditionalGeneration(config).eval()
+    randomize_gates(model, scale=2.0)
+    ids, pixels = prompt_ids(2, config.num_image_tokens), torch.randn(2, 3, 32, 32)
+    settings = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0,
+                    attention_mask=torch.ones_like(ids))
+    for beams in (1, 3):
+        cached = model.generate(input_ids=ids, pixel_values=pixels, num_beams=beams, use_cache=True, **settings)
+        uncached = model.generate(input_ids=ids, pixel_values=pixels, num_beams=beams, use_cache=False, **settings)
+        assert torch.equal(cached, uncached)
+    # the cached visual keys/values do matter: decoding without them fails loudly instead of ignoring the image
+    out = model(input_ids=ids, pixel_values=pixels, use_cache=True)
+    assert len(out.past_key_values.layers) == config.text_config.num_hidden_layers + len(config.hybrid_layer_indices)
+    with pytest.raises(ValueError, match="pixel_values"):
+        model(input_ids=ids[:, -1:], use_cache=False)
+
+
+def test_gradient_checkpointing_keeps_hybrid_gradients():
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = EMRRGForConditionalGeneration(config).train()
+    randomize_gates(model)
+    ids, pixels = prompt_ids(2, config.num_image_tokens), torch.randn(2, 3, 32, 32)
+
+    def gate_and_key_grads():
+        model.zero_grad()
+        model(input_ids=ids, pixel_values=pixels, labels=ids, use_cache=False).loss.backward()
+        return [torch.cat([h.gated_cross_attn.gate.weight.grad.flatten(), h.gated_cross_attn.to_k.weight.grad.flatten()])
+                for h in model.hybrid_attentions]
+
+    plain = gate_and_key_grads()
+    model.gradient_checkpointing_enable()
+    checkpointed = gate_and_key_grads()
+    for a, b in zip(plain, checkpointed):
+        assert a.abs().sum() > 0 and torch.allclose(a, b, atol=1e-6)
+
+
+def test_multi_view_and_image_count_errors():
+    torch.manual_seed(0)
+    config = tiny_config(num_views=2)
+    model = EMRRGForConditionalGeneration(config).eval()
+    assert config.num_image_tokens == 10
+    ids = prompt_ids(2, config.num_image_tokens)
+    assert model(input_ids=ids, pixel_values=torch.randn(2, 2, 3, 32, 32)).logits.shape[:2] == ids.shape
+    with pytest.raises(ValueError, match="placeholders"):  # one view's worth of placeholders for two views
+        model(input_ids=prompt_ids(2, 5), pixel_values=torch.randn(2, 2, 3, 32, 32))
+    with pytest.raises(ValueError, match="placeholders"):  # missing image token
+        model(input_ids=prompt_ids(2, 0), pixel_values=torch.randn(2, 2, 3, 32, 32))
+    with pytest.raises(ValueError, match="3 image sets for 2 prompts"):
+        model(input_ids=ids, pixel_values=torch.randn(3, 2, 3, 32, 32))
+    with pytest.raises(ValueError, match="no pixel_values"):
+        model(input_ids=ids)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="lacks"):
+        EMRRGConfig(text_config=PretrainedConfig(), vision_config=TINY_VISION)
+    with pytest.raises(ValueError, match="model_type"):
+        EMRRGConfig(text_config={"hidden_size": 32})
+    with pytest.raises(ValueError, match="hybrid_layer_interval"):
+        EMRRGConfig(text_config=TEXT_CONFIGS["llama"], hybrid_layer_interval=3)
+    with pytest.raises(ValueError, match="image_size"):
+        XrayMambaConfig(image_size=200, patch_size=16)
+
+
+def test_from_vision_text_pretrained_keeps_llm_and_roundtrips(tmp_path):
+    torch.manual_seed(0)
+    llm = AutoModelForCausalLM.from_config(AutoConfig.for_model(**TEXT_CONFIGS["qwen2"]))
+    llm.save_pretrained(tmp_path / "llm")
+    vision = XrayMambaModel(XrayMambaConfig(**TINY_VISION))
+    vision.save_pretrained(tmp_path / "vision")
+    model = EMRRGForConditionalGeneration.from_vision_text_pretrained(
+        str(tmp_path / "vision"), str(tmp_path / "llm"), image_token_id=IMAGE_TOKEN_ID, hybrid_layer_interval=2)
+    assert [type(m).__name__ for m in model.hybrid_attentions] == ["HybridAttention"]
+    llm_weights = dict(llm.named_parameters())
+    for name, parameter in model.language_model.named_parameters():
+        original = name.replace("self_attn.self_attn.", "self_attn.")
+        if "gated_cross_attn" not in name:
+            assert torch.equal(parameter, llm_weights[original]), name
+    assert torch.equal(model.vision_model.embeddings.position_embeddings, vision.embeddings.position_embeddings)
+    randomize_gates(model)
+    model.save_pretrained(tmp_path / "emrrg")
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "emrrg").eval()
+    assert isinstance(reloaded, EMRRGForConditionalGeneration)
+    assert isinstance(AutoModel.from_config(reloaded.config), EMRRGForConditionalGeneration)
+    ids, pixels = prompt_ids(1, reloaded.config.num_image_tokens), torch.randn(1, 3, 32, 32)
+    assert torch.equal(model.eval()(input_ids=ids, pixel_values=pixels).logits, reloaded(input_ids=ids, pixel_values=pixels).logits)
+    with pytest.raises(ValueError, match="hidden_size"):
+        wider = EMRRGConfig(text_config=dict(TEXT_CONFIGS["llama"], hidden_size=64), vision_config=TINY_VISION,
+                            hybrid_layer_interval=1, image_token_id=IMAGE_TOKEN_ID)
+        EMRRGForConditionalGeneration(wider, language_model=llm)
+
+
+def test_gpt2_tied_embeddings_survive_save_load(tmp_path):
+    torch.manual_seed(0)
+    model = EMRRGForConditionalGeneration(tiny_config("gpt2")).eval()
+    randomize_gates(model)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    assert reloaded.language_model.lm_head.weight is reloaded.language_model.transformer.wte.weight
+    ids, pixels = prompt_ids(1, 5), torch.randn(1, 3, 32, 32)
+    assert torch.equal(model(input_ids=ids, pixel_values=pixels).logits, reloaded(input_ids=ids, pixel_values=pixels).logits)
+
+
+def test_generate_never_emits_the_image_token_when_it_is_in_the_vocabulary():
+    torch.manual_seed(0)
+    in_vocab = 50
+    config = EMRRGConfig(text_config=TEXT_CONFIGS["llama"], vision_config=TINY_VISION, hybrid_layer_interval=1,
+                         image_token_id=in_vocab)
+    model = EMRRGForConditionalGeneration(config).eval()
+    assert in_vocab in model.generation_config.suppress_tokens
+    with torch.no_grad():  # make <image> the most likely next token everywhere
+        model.get_output_embeddings().weight[in_vocab] = 50 * model.get_output_embeddings().weight.abs().max()
+    ids = torch.tensor([[3] + [in_vocab] * config.num_image_tokens + [4, 5]])
+    out = model.generate(input_ids=ids, pixel_values=torch.randn(1, 3, 32, 32), max_new_tokens=4, min_new_tokens=4,
+                         num_beams=2, do_sample=False)
+    assert not (out[:, ids.shape[1]:] == in_vocab).any()
+
+
+def test_default_config_builds_and_round_trips(tmp_path):
+    config = EMRRGConfig()
+    assert config.hybrid_layer_indices == [7]
+    config.save_pretrained(tmp_path)
+    reloaded = AutoConfig.from_pretrained(tmp_path)
+    without_path = lambda c: {k: v for k, v in c.to_dict().items() if k != "_name_or_path"}
+    assert isinstance(reloaded, EMRRGConfig) and without_path(reloaded) == without_path(config)

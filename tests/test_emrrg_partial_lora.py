@@ -1,0 +1,163 @@
+"""Partial LoRA as a PEFT adapter: z rows untouched, merge / reload / disable, per-layer isolation, recipe."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from peft.tuners.lora.layer import Linear as LoraLinear
+
+from modeling_rrg_mamba.emrrg import (
+    EMRRGConfig,
+    EMRRGForConditionalGeneration,
+    PartialLoraLinear,
+    apply_emrrg_recipe,
+    load_emrrg_adapter,
+)
+from test_emrrg_model import IMAGE_TOKEN_ID, TEXT_CONFIGS, prompt_ids
+
+VISION = dict(hidden_size=16, num_hidden_layers=2, image_size=32, patch_size=16, d_state=4)
+
+
+def tiny_model() -> EMRRGForConditionalGeneration:
+    torch.manual_seed(0)
+    config = EMRRGConfig(text_config=TEXT_CONFIGS["llama"], vision_config=VISION, hybrid_layer_interval=1,
+                         image_token_id=IMAGE_TOKEN_ID)
+    return EMRRGForConditionalGeneration(config)
+
+
+def in_projs(peft_model):
+    return [layer.mixer.in_proj for layer in peft_model.base_model.model.vision_model.layers]
+
+
+def train_steps(peft_model, steps: int = 3) -> None:
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    ids = prompt_ids(2, peft_model.config.num_image_tokens)
+    for _ in range(steps):
+        loss = peft_model(input_ids=ids, pixel_values=torch.randn(2, 3, 32, 32), labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    base = tiny_model()
+    frozen_copy = copy.deepcopy(base)
+    peft_model, counts = apply_emrrg_recipe(base, r=4, lora_alpha=8, lora_dropout=0.0)
+    train_steps(peft_model)
+    return frozen_copy, peft_model.eval(), counts
+
+
+def test_z_rows_untouched_x_rows_adapted(trained):
+    frozen, peft_model, _ = trained
+    x = torch.randn(3, 5, VISION["hidden_size"])
+    for layer, in_proj in zip(frozen.vision_model.layers, in_projs(peft_model)):
+        assert isinstance(in_proj, PartialLoraLinear)
+        rows = in_proj.partial_rows
+        assert in_proj.lora_B["default"].weight.shape == (rows, 4)
+        base = F.linear(x, layer.mixer.in_proj.weight)
+        out = in_proj(x)
+        assert torch.equal(out[..., rows:], base[..., rows:])  # z: bit-for-bit the frozen projection
+        assert not torch.allclose(out[..., :rows], base[..., :rows])  # x: trained update
+        assert torch.equal(in_proj.get_base_layer().weight, layer.mixer.in_proj.weight)  # base weight frozen
+
+
+def test_merge_equals_adapter_and_keeps_z_rows(trained):
+    frozen, peft_model, _ = trained
+    ids, pixels = prompt_ids(2, peft_model.config.num_image_tokens), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        adapter_logits = peft_model(input_ids=ids, pixel_values=pixels).logits
+        merged = copy.deepcopy(peft_model).merge_and_unload()
+        merged_logits = merged(input_ids=ids, pixel_values=pixels).logits
+    assert torch.allclose(merged_logits, adapter_logits, atol=1e-5)
+    for before, after in zip(frozen.vision_model.layers, merged.vision_model.layers):
+        rows = before.mixer.d_inner
+        assert type(after.mixer.in_proj) is torch.nn.Linear
+        assert torch.equal(after.mixer.in_proj.weight[rows:], before.mixer.in_proj.weight[rows:])
+        assert not torch.equal(after.mixer.in_proj.weight[:rows], before.mixer.in_proj.weight[:rows])
+
+
+def test_reload_equals_trained_and_disable_equals_base(trained, tmp_path):
+    frozen, peft_model, _ = trained
+    ids, pixels = prompt_ids(2, peft_model.config.num_image_tokens), torch.randn(2, 3, 32, 32)
+    peft_model.save_pretrained(tmp_path)
+    reloaded = load_emrrg_adapter(copy.deepcopy(frozen), str(tmp_path)).eval()
+    with torch.no_grad():
+        trained_logits = peft_model(input_ids=ids, pixel_values=pixels).logits
+        assert torch.equal(reloaded(input_ids=ids, pixel_values=pixels).logits, trained_logits)
+        with peft_model.disable_adapter():
+            disabled = peft_model(input_ids=ids, pixel_values=pixels).logits
+        base_logits = frozen.eval()(input_ids=ids, pixel_values=pixels).logits
+    assert torch.equal(disabled, base_logits)
+    assert not torch.allclose(trained_logits, base_logits)
+
+
+def test_each_layer_adapter_affects_only_its_layer(trained):
+    _, peft_model, _ = trained
+    model = copy.deepcopy(peft_model)
+    projections = in_projs(model)
+    x = torch.randn(2, 5, VISION["hidden_size"])
+    before = [p(x) for p in projections]
+    with torch.no_grad():
+        projections[0].lora_B["default"].weight.add_(1.0)
+    after = [p(x) for p in projections]
+    assert not torch.allclose(after[0], before[0])
+    assert torch.equal(after[1], before[1])
+    # and the two layers run different adapters on the same input (no shared / last-layer weights)
+    assert not torch.allclose(before[0] - F.linear(x, projections[0].get_base_layer().weight),
+                              before[1] - F.linear(x, projections[1].get_base_layer().weight))
+
+
+def test_recipe_trains_only_adapters_projector_and_hybrid(trained):
+    _, peft_model, counts = trained
+    trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all(
+        "lora_" in name or "multi_modal_projector" in name or "gated_cross_attn" in name for name in trainable)
+    assert any("vision_model" in n and "in_proj.lora_B" in n for n in trainable)
+    assert any("language_model" in n and "q_proj.lora_A" in n for n in trainable)
+    assert not any("to_q.lora" in n for n in trainable)  # cross-attention is trained in full, not LoRA'd
+    assert counts.trainable == sum(peft_model.get_parameter(n).numel() for n in trainable)
+    assert 0 < counts.fraction < 1
+
+
+def test_full_lora_mode_does_touch_z_rows():
+    peft_model, _ = apply_emrrg_recipe(tiny_model(), r=4, in_proj_lora="full", init_lora_weights=False)
+    in_proj = in_projs(peft_model)[0]
+    assert type(in_proj) is LoraLinear
+    x = torch.randn(2, VISION["hidden_size"])
+    rows = in_proj.out_features // 2
+    assert not torch.allclose(in_proj(x)[..., rows:], F.linear(x, in_proj.get_base_layer().weight)[..., rows:])
+    with pytest.raises(ValueError, match="in_proj_lora"):
+        apply_emrrg_recipe(tiny_model(), in_proj_lora="half")
+
+
+def test_paper_scale_fraction_on_meta_device_is_at_most_papers():
+    import runpy
+    from pathlib import Path
+
+    script = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "emrrg_trainable_fraction.py"))
+    config = EMRRGConfig(vision_config=dict(hidden_size=768, num_hidden_layers=12),
+                         text_config=script["llama2_7b_config"](), image_token_id=32000)
+    with torch.device("meta"):
+        model = EMRRGForConditionalGeneration(config)
+    _, counts = apply_emrrg_recipe(model)
+    assert 6.5e9 < counts.total < 7.5e9
+    assert counts.fraction <= script["PAPER_FRACTION"]
+
+
+@pytest.mark.parametrize("family, text_target", [("gpt2", "c_attn"), ("qwen2", "v_proj")])
+def test_recipe_on_other_llm_families(family, text_target, tmp_path):
+    torch.manual_seed(0)
+    config = EMRRGConfig(text_config=TEXT_CONFIGS[family], vision_config=VISION, hybrid_layer_interval=1,
+                         image_token_id=IMAGE_TOKEN_ID)
+    base = EMRRGForConditionalGeneration(config)
+    frozen = copy.deepcopy(base)
+    peft_model, _ = apply_emrrg_recipe(base, r=4, lora_dropout=0.0)
+    assert any(f"{text_target}.lora_A" in n for n, p in peft_model.named_parameters() if p.requires_grad)
+    train_steps(peft_model, steps=2)
+    peft_model.eval().save_pretrained(tmp_path)
+    ids, pixels = prompt_ids(2, config.num_image_tokens), torch.randn(2, 3, 32, 32)
+    reloaded = load_emrrg_adapter(frozen, str(tmp_path)).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids, pixel_values=pixels).logits, peft_model(input_ids=ids, pixel_values=pixels).logits)
