@@ -33,8 +33,8 @@ class FakeProcessor:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, images=None, text=None, prompt=None):
-        self.calls.append({"images": images, "text": text, "prompt": prompt})
+    def __call__(self, images=None, text=None, reports=None):
+        self.calls.append({"images": images, "text": text, "reports": reports})
         pixels = torch.stack([torch.stack([torch.from_numpy(np.asarray(im.convert("L").resize((8, 8)), dtype=np.float32))
                                            for im in study]) for study in images]).unsqueeze(2)
         batch = {"pixel_values": pixels}
@@ -91,7 +91,7 @@ def test_real_chest_films_load_and_collate_lazily():
     processor = FakeProcessor()
     batch = EMRRGDataCollator(processor, report_column=None, prompt="Describe the film.")(list(ds["train"])[:4])
     assert batch["pixel_values"].shape == (4, 1, 1, 8, 8)
-    assert processor.calls[0]["prompt"] == "Describe the film." and processor.calls[0]["text"] is None
+    assert processor.calls[0]["text"] == ["Describe the film."] * 4 and processor.calls[0]["reports"] is None
     assert all(im.mode == "RGB" for study in processor.calls[0]["images"] for im in study)
     decoded = build_dataset_dict(subset, image_root=COVID / "images", report_field=None, cast_images=True)
     assert isinstance(decoded["test"][0]["images"][0], Image.Image)
@@ -327,3 +327,13 @@ def test_processing_scripts_have_help(script, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _load_script(script).main(["--help"])
     assert exit_info.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+def test_emrrg_collator_sends_reports_as_targets_and_the_prompt_as_text():
+    processor = FakeProcessor()
+    examples = [{"id": i, "images": [Image.new("L", (8, 8), 10 * i)], "report": f"report {i}"} for i in range(3)]
+    EMRRGDataCollator(processor, prompt="Describe.")(examples)
+    EMRRGDataCollator(processor)(examples)
+    assert processor.calls[0]["reports"] == ["report 0", "report 1", "report 2"]
+    assert processor.calls[0]["text"] == ["Describe."] * 3
+    assert processor.calls[1]["text"] is None  # the processor's default prompt

@@ -80,15 +80,17 @@ class ReportGenerationCollator:
             texts.append(report)
         return texts
 
-    def processor_call_kwargs(self) -> Dict[str, Any]:
+    report_keyword = "text"  # the processor argument that receives the target reports
+
+    def processor_call_kwargs(self, examples: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
         return dict(self.processor_kwargs)
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
         if not examples:
             raise ValueError("examples: empty batch")
-        kwargs = self.processor_call_kwargs()
+        kwargs = self.processor_call_kwargs(examples)
         if self.report_column is not None:
-            kwargs["text"] = self.reports(examples)
+            kwargs[self.report_keyword] = self.reports(examples)
         return self.processor(images=[self.study_images(e) for e in examples], **kwargs)
 
 
@@ -121,14 +123,17 @@ class RRGMambaDataCollator(ReportGenerationCollator):
 
 
 class EMRRGDataCollator(ReportGenerationCollator):
-    """EMRRG batches: the processor also gets the instruction ``prompt`` (``None`` = the processor's default)."""
+    """EMRRG batches: the reports go to the processor as ``reports=`` (targets, prompt masked in the labels) and
+    the instruction ``prompt`` as ``text=``, one per sample (``None`` = the processor's default prompt)."""
+
+    report_keyword = "reports"
 
     def __init__(self, processor: Any, prompt: Optional[str] = None, **kwargs: Any):
         super().__init__(processor, **kwargs)
         self.prompt = prompt
 
-    def processor_call_kwargs(self) -> Dict[str, Any]:
-        kwargs = super().processor_call_kwargs()
+    def processor_call_kwargs(self, examples: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+        kwargs = super().processor_call_kwargs(examples)
         if self.prompt is not None:
-            kwargs["prompt"] = self.prompt
+            kwargs["text"] = [self.prompt] * len(examples)
         return kwargs
