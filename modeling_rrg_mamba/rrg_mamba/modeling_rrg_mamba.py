@@ -1,0 +1,710 @@
+"""RRG-Mamba (Hou et al., "RRG-Mamba: Efficient Radiology Report Generation with State Space Model", IJCAI 2025).
+
+Pipeline (paper Sec. 3, equation numbers as in the paper where it gives them):
+
+    v = VisualExtractor(image)                      per view, an (h, w, C) feature map (DenseNet-121: 7 x 7 x 1024)
+    v_G = AvgPool(v);  v_S = LN(Proj(v))            global vector and token grid
+    v_M = GDLM(v_S)                                 (DPB -> conv -> SS2D with 2-D RoPE) x depth, Eq. 7-11
+    v'_G = Concat(v_G, v_M)                         one global token + h*w grid tokens per view; views concatenated
+    memory = TransformerEncoder(v'_G)               R2Gen-size encoder (3 layers, d_model 512)
+    h_t = TransformerDecoder(w_<t, memory)          R2Gen-size decoder (3 layers), KV-cached self / cross attention
+    CMA: observation head + class activation map -> foreground token f; M_t = Proj([h_t ; f]); logits = W(h_t + M_t)
+
+Encoder token layout (what ``cross_attentions`` index): for each view ``[global, grid row-major (h*w)]``, views in
+input order, so one view gives ``1 + h*w`` tokens and ``V`` views give ``V * (1 + h*w)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import ModelOutput
+
+from ..layers import SS2D, DynamicPositionBias, RotaryEmbedding1D, SelectiveSSM
+from .configuration_rrg_mamba import RRGMambaConfig
+
+Tensor = torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RRGMambaEncoderOutput(ModelOutput):
+    """
+    Output of [`RRGMambaEncoder`].
+
+    Args:
+        last_hidden_state (`(batch, num_tokens, d_model)`): encoder memory the decoder cross-attends to.
+        observation_logits (`(batch, num_observations)`, *optional*): the CMA observation head (use_cma).
+        foreground_map (`(batch, num_tokens)`, *optional*): class-activation weights over the encoder tokens
+            (zero on the global tokens, summing to one over the grid tokens); the target of the consistency loss.
+        foreground_token (`(batch, d_model)`, *optional*): memory pooled with `foreground_map`.
+        hidden_states / attentions: per-layer encoder states and self-attention maps when requested.
+    """
+
+    last_hidden_state: Tensor | None = None
+    observation_logits: Tensor | None = None
+    foreground_map: Tensor | None = None
+    foreground_token: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class RRGMambaSeq2SeqLMOutput(ModelOutput):
+    """
+    Output of [`RRGMambaForConditionalGeneration`].
+
+    Args:
+        loss: ``report_loss + observation_loss_weight * observation_loss + consistency_loss_weight *
+            consistency_loss`` (the auxiliary terms only when they are computed).
+        report_loss: token cross-entropy of the report (labels = -100 are ignored).
+        observation_loss: BCE of the observation head against ``observation_labels`` (entries < 0 ignored).
+        consistency_loss: squared distance between the decoder's cross-attention of the selected words and the
+            foreground map (see `consistency_loss`).
+        logits (`(batch, length, vocab_size)`): next-word scores.
+        past_key_values: the `EncoderDecoderCache` (decoder self-attention and cross-attention K/V).
+        cross_attentions: per decoder layer ``(batch, heads, length, num_encoder_tokens)`` when
+            ``output_attentions`` (the paper's Fig. 3 word-to-image heatmaps).
+    """
+
+    loss: Tensor | None = None
+    report_loss: Tensor | None = None
+    observation_loss: Tensor | None = None
+    consistency_loss: Tensor | None = None
+    logits: Tensor | None = None
+    past_key_values: Cache | None = None
+    decoder_hidden_states: tuple[Tensor, ...] | None = None
+    decoder_attentions: tuple[Tensor, ...] | None = None
+    cross_attentions: tuple[Tensor, ...] | None = None
+    encoder_last_hidden_state: Tensor | None = None
+    encoder_hidden_states: tuple[Tensor, ...] | None = None
+    encoder_attentions: tuple[Tensor, ...] | None = None
+    observation_logits: Tensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Visual side: extractor, GDLM, cross-modal adapter head
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def sinusoidal_positions(length: int, dim: int, offset: int = 0, device=None, dtype=None) -> Tensor:
+    """The Transformer's sinusoidal position table ``(length, dim)`` for positions ``offset .. offset+length-1``."""
+    positions = torch.arange(offset, offset + length, device=device, dtype=torch.float32)[:, None]
+    frequencies = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device, dtype=torch.float32)
+    table[:, 0::2] = torch.sin(positions * frequencies)
+    table[:, 1::2] = torch.cos(positions * frequencies[: dim // 2])
+    return table.to(dtype or torch.float32)
+
+
+class RRGMambaVisualExtractor(nn.Module):
+    """A timm backbone returning the last feature map of each image as a grid ``(images, h, w, C)``."""
+
+    def __init__(self, config: RRGMambaConfig) -> None:
+        super().__init__()
+        import timm
+
+        self.backbone = timm.create_model(
+            config.visual_extractor,
+            pretrained=config.pretrained_backbone,
+            num_classes=0,
+            global_pool="",
+            **config.backbone_kwargs,
+        )
+        self.num_features = self.backbone.num_features
+        # timm initialised (or loaded) the backbone; PreTrainedModel's weight initialisation must leave it alone.
+        for module in self.backbone.modules():
+            module._is_hf_initialized = True
+
+    def forward(self, images: Tensor) -> Tensor:
+        features = self.backbone.forward_features(images)
+        if features.ndim == 3:  # ViT-style tokens: drop class / register tokens, fold patches back to the grid
+            patches = features[:, getattr(self.backbone, "num_prefix_tokens", 0) :]
+            patch_h, patch_w = self.backbone.patch_embed.patch_size
+            height, width = images.shape[-2] // patch_h, images.shape[-1] // patch_w
+            if height * width != patches.shape[1]:
+                raise ValueError(
+                    f"pixel_values: {tuple(images.shape[-2:])} images give {patches.shape[1]} patch tokens, "
+                    f"not a {height}x{width} grid"
+                )
+            return patches.reshape(patches.shape[0], height, width, patches.shape[-1])
+        if getattr(self.backbone, "output_fmt", "NCHW") == "NHWC":
+            return features
+        return features.permute(0, 2, 3, 1)
+
+
+class RRGMambaGDLMBlock(nn.Module):
+    """One GDLM block on a grid ``(B, H, W, dim)`` (paper Eq. 7-11).
+
+    v_P = v + DPB(v)  (Eq. 7, ``use_dpb``);  v_con = v_P + DWConv(v_P);
+    v = v_con + SS2D(LN(v_con))  (SS2D: inner branch SiLU(DWConv(Linear)) with 2-D RoPE (``use_rope``), four-route
+    selective scan, LN, gated by SiLU(Linear) and projected, Eq. 9-11);  v = v + MLP(LN(v)).
+    """
+
+    def __init__(self, config: RRGMambaConfig) -> None:
+        super().__init__()
+        dim = config.gdlm_dim
+        self.position_bias = DynamicPositionBias(dim, window=config.dpb_window) if config.use_dpb else None
+        self.conv = nn.Conv2d(dim, dim, config.gdlm_d_conv, padding=config.gdlm_d_conv // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.ss2d = SS2D(
+            dim, d_state=config.gdlm_d_state, expand=config.gdlm_expand, d_conv=config.gdlm_d_conv, use_rope=config.use_rope
+        )
+        hidden = int(dim * config.gdlm_mlp_ratio)
+        self.mlp = None
+        if hidden > 0:
+            self.mlp_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+            self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, grid: Tensor) -> Tensor:
+        if self.position_bias is not None:
+            grid = grid + self.position_bias(grid)
+        grid = grid + self.conv(grid.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        grid = grid + self.ss2d(self.norm(grid))
+        if self.mlp is not None:
+            grid = grid + self.mlp(self.mlp_norm(grid))
+        return grid
+
+
+class RRGMambaGDLM(nn.Module):
+    """Global Dependency Learning Module: ``gdlm_depth`` blocks and a closing LayerNorm, v_S -> v_M."""
+
+    def __init__(self, config: RRGMambaConfig) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(RRGMambaGDLMBlock(config) for _ in range(config.gdlm_depth))
+        self.norm = nn.LayerNorm(config.gdlm_dim, eps=config.layer_norm_eps)
+
+    def forward(self, grid: Tensor) -> Tensor:
+        for block in self.blocks:
+            grid = block(grid)
+        return self.norm(grid)
+
+
+class RRGMambaObservationHead(nn.Module):
+    """The cross-modal adapter's observation classifier with class activation maps (Zhou et al. 2016).
+
+    CAM_c(n) = w_c . x_n on every grid token n; logit_c = mean_n CAM_c(n) + b_c (so the head is a linear classifier
+    on the average-pooled tokens). The foreground map weights each token by its class activations, each class
+    weighted by its predicted probability: m(n) ∝ sum_c sigmoid(logit_c) ReLU(CAM_c(n)), normalised over the grid
+    tokens (uniform when nothing is active).
+    """
+
+    def __init__(self, config: RRGMambaConfig) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(config.d_model, config.num_observations)
+
+    def forward(self, tokens: Tensor, grid_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``tokens`` (B, N, d), ``grid_mask`` (N,) bool -> logits (B, classes), foreground map (B, N)."""
+        cam = tokens[:, grid_mask] @ self.classifier.weight.t()  # (B, N_grid, classes)
+        logits = cam.mean(dim=1) + self.classifier.bias
+        activation = (F.relu(cam) * torch.sigmoid(logits)[:, None, :]).sum(-1)  # (B, N_grid)
+        total = activation.sum(-1, keepdim=True)
+        uniform = torch.full_like(activation, 1.0 / activation.shape[-1])
+        grid_map = torch.where(total > 0, activation / total.clamp_min(1e-12), uniform)
+        foreground = tokens.new_zeros(tokens.shape[:2])
+        foreground[:, grid_mask] = grid_map
+        return logits, foreground
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Report encoder-decoder (R2Gen size)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class RRGMambaAttention(nn.Module):
+    """Multi-head attention; decoder self- and cross-attention read and write the `EncoderDecoderCache`."""
+
+    def __init__(self, config: RRGMambaConfig, layer_idx: int | None = None, is_cross_attention: bool = False) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.d_model // config.num_attention_heads
+        self.layer_idx = layer_idx
+        self.is_cross_attention = is_cross_attention
+        self.q_proj = nn.Linear(config.d_model, config.d_model)
+        self.k_proj = nn.Linear(config.d_model, config.d_model)
+        self.v_proj = nn.Linear(config.d_model, config.d_model)
+        self.out_proj = nn.Linear(config.d_model, config.d_model)
+        self.dropout = config.dropout
+
+    def _heads(self, x: Tensor) -> Tensor:
+        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _keys_values(self, hidden_states: Tensor, key_value_states: Tensor | None, cache: Cache | None):
+        if not self.is_cross_attention:
+            keys, values = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
+            if isinstance(cache, EncoderDecoderCache):
+                keys, values = cache.self_attention_cache.update(keys, values, self.layer_idx)
+            return keys, values
+        if isinstance(cache, EncoderDecoderCache) and cache.is_updated.get(self.layer_idx):
+            layer = cache.cross_attention_cache.layers[self.layer_idx]
+            return layer.keys, layer.values
+        keys, values = self._heads(self.k_proj(key_value_states)), self._heads(self.v_proj(key_value_states))
+        if isinstance(cache, EncoderDecoderCache):
+            keys, values = cache.cross_attention_cache.update(keys, values, self.layer_idx)
+            cache.is_updated[self.layer_idx] = True
+        return keys, values
+
+    def forward(
+        self,
+        hidden_states: Tensor,
+        key_value_states: Tensor | None = None,
+        attention_bias: Tensor | None = None,
+        cache: Cache | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Returns the attended states (B, T, d) and the attention probabilities (B, heads, T, S)."""
+        queries = self._heads(self.q_proj(hidden_states))
+        keys, values = self._keys_values(hidden_states, key_value_states, cache)
+        scores = queries @ keys.transpose(-1, -2) / math.sqrt(self.head_dim)
+        if attention_bias is not None:
+            scores = scores + attention_bias
+        probabilities = scores.softmax(dim=-1)
+        context = F.dropout(probabilities, p=self.dropout, training=self.training) @ values
+        context = context.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
+        return self.out_proj(context), probabilities
+
+
+class RRGMambaFeedForward(nn.Module):
+    def __init__(self, config: RRGMambaConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, config.d_ff)
+        self.fc2 = nn.Linear(config.d_ff, config.d_model)
+        self.dropout = config.dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.dropout(F.relu(self.fc1(x)), p=self.dropout, training=self.training))
+
+
+class RRGMambaEncoderLayer(nn.Module):
+    """Pre-norm Transformer encoder layer (R2Gen's sublayer connection: x + dropout(f(LN(x))))."""
+
+    def __init__(self, config: RRGMambaConfig) -> None:
+        super().__init__()
+        self.self_attn = RRGMambaAttention(config)
+        self.self_attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.ffn = RRGMambaFeedForward(config)
+        self.ffn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden_states: Tensor) -> tuple[Tensor, Tensor]:
+        attended, probabilities = self.self_attn(self.self_attn_norm(hidden_states))
+        hidden_states = hidden_states + self.dropout(attended)
+        hidden_states = hidden_states + self.dropout(self.ffn(self.ffn_norm(hidden_states)))
+        return hidden_states, probabilities
+
+
+class RRGMambaDecoderLayer(nn.Module):
+    """Pre-norm Transformer decoder layer: masked self-attention, cross-attention to the memory, feed-forward."""
+
+    def __init__(self, config: RRGMambaConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.self_attn = RRGMambaAttention(config, layer_idx=layer_idx)
+        self.self_attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.cross_attn = RRGMambaAttention(config, layer_idx=layer_idx, is_cross_attention=True)
+        self.cross_attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.ffn = RRGMambaFeedForward(config)
+        self.ffn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self, hidden_states: Tensor, memory: Tensor, self_attention_bias: Tensor, cache: Cache | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        attended, self_probabilities = self.self_attn(
+            self.self_attn_norm(hidden_states), attention_bias=self_attention_bias, cache=cache
+        )
+        hidden_states = hidden_states + self.dropout(attended)
+        attended, cross_probabilities = self.cross_attn(self.cross_attn_norm(hidden_states), memory, cache=cache)
+        hidden_states = hidden_states + self.dropout(attended)
+        hidden_states = hidden_states + self.dropout(self.ffn(self.ffn_norm(hidden_states)))
+        return hidden_states, self_probabilities, cross_probabilities
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pre-trained model base
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _rope_inverse_frequencies(dim: int, base: float = 10000.0) -> Tensor:
+    return base ** (-torch.arange(0, dim // 2, dtype=torch.float32) / (dim // 2))
+
+
+def _dpb_offsets(window: int) -> Tensor:
+    radius = window // 2
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    rows, cols = torch.meshgrid(offsets, offsets, indexing="ij")
+    return torch.stack([rows, cols], dim=-1).reshape(-1, 2) / max(radius, 1)
+
+
+class RRGMambaPreTrainedModel(PreTrainedModel):
+    config_class = RRGMambaConfig
+    config: RRGMambaConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["RRGMambaEncoderLayer", "RRGMambaDecoderLayer", "RRGMambaGDLMBlock"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Normal(0, initializer_range) for the encoder-decoder's linear / embedding layers; the timm backbone keeps
+        timm's initialisation, the state-space layers Mamba's (A = -(1..N), D = 1, log-uniform Delta), and the
+        non-persistent position buffers (DPB offsets, RoPE frequencies) are rebuilt (they are not in checkpoints)."""
+        if isinstance(module, SelectiveSSM):
+            module.reset_parameters()
+        elif isinstance(module, DynamicPositionBias):
+            init.copy_(module.offsets, _dpb_offsets(module.window))
+        elif isinstance(module, RotaryEmbedding1D):
+            init.copy_(module.inv_freq, _rope_inverse_frequencies(module.dim))
+        elif isinstance(module, (nn.Linear, nn.Embedding)):
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoder and decoder stacks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _validate_pixel_values(pixel_values: Tensor | None) -> tuple[Tensor, int, int]:
+    """(B, 3, H, W) or (B, V, 3, H, W) -> images (B*V, 3, H, W), B, V."""
+    if pixel_values is None:
+        raise ValueError("pixel_values: required (or pass encoder_outputs)")
+    if pixel_values.ndim == 4:
+        batch, views = pixel_values.shape[0], 1
+    elif pixel_values.ndim == 5:
+        batch, views = pixel_values.shape[:2]
+    else:
+        raise ValueError(
+            f"pixel_values: expected (batch, 3, H, W) or (batch, views, 3, H, W), got shape {tuple(pixel_values.shape)}"
+        )
+    if pixel_values.shape[-3] != 3:
+        raise ValueError(f"pixel_values: expected 3 channels, got shape {tuple(pixel_values.shape)}")
+    if batch == 0 or views == 0:
+        raise ValueError(f"pixel_values: empty batch or view axis, shape {tuple(pixel_values.shape)}")
+    return pixel_values.reshape(batch * views, *pixel_values.shape[-3:]), batch, views
+
+
+class RRGMambaEncoder(nn.Module):
+    """Images -> memory: visual extractor, v_G / v_S, GDLM, v'_G tokens, observation head, Transformer encoder."""
+
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: RRGMambaConfig) -> None:
+        super().__init__()
+        self.visual_extractor = RRGMambaVisualExtractor(config)
+        # The flag has done its job (timm loaded the weights); a saved config must not download them again.
+        config.pretrained_backbone = False
+        channels = self.visual_extractor.num_features
+        self.grid_projection = nn.Linear(channels, config.gdlm_dim)  # v_S = LN(Proj(Flat(v)))
+        self.grid_norm = nn.LayerNorm(config.gdlm_dim, eps=config.layer_norm_eps)
+        self.gdlm = RRGMambaGDLM(config) if config.use_gdlm else None
+        self.token_projection = nn.Linear(config.gdlm_dim, config.d_model)  # v_M -> d_model
+        self.global_projection = nn.Linear(channels, config.d_model)  # v_G -> d_model
+        self.observation_head = RRGMambaObservationHead(config) if config.use_cma else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(RRGMambaEncoderLayer(config) for _ in range(config.encoder_layers))
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    def visual_tokens(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+        """v'_G for every study ``(B, V*(1+h*w), d_model)`` and the mask of grid (non-global) tokens."""
+        images, batch, views = _validate_pixel_values(pixel_values)
+        grid = self.visual_extractor(images)  # (B*V, h, w, C)
+        global_vector = grid.mean(dim=(1, 2))  # v_G
+        grid_tokens = self.grid_norm(self.grid_projection(grid))  # v_S
+        if self.gdlm is not None:
+            grid_tokens = self.gdlm(grid_tokens)  # v_M
+        height, width = grid.shape[1:3]
+        grid_tokens = self.token_projection(grid_tokens).reshape(batch * views, height * width, -1)
+        tokens = torch.cat([self.global_projection(global_vector)[:, None], grid_tokens], dim=1)
+        grid_mask = torch.ones(1 + height * width, dtype=torch.bool, device=tokens.device)
+        grid_mask[0] = False
+        return tokens.reshape(batch, views * (1 + height * width), -1), grid_mask.repeat(views)
+
+    def forward(
+        self,
+        pixel_values: Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> RRGMambaEncoderOutput:
+        tokens, grid_mask = self.visual_tokens(pixel_values)
+        observation_logits = foreground_map = None
+        if self.observation_head is not None:
+            observation_logits, foreground_map = self.observation_head(tokens, grid_mask)
+        hidden_states = self.dropout(tokens + sinusoidal_positions(tokens.shape[1], tokens.shape[2], 0, tokens.device, tokens.dtype))
+        all_hidden, all_attentions = [], []
+        for layer in self.layers:
+            all_hidden.append(hidden_states)
+            hidden_states, probabilities = layer(hidden_states)
+            all_attentions.append(probabilities)
+        hidden_states = self.norm(hidden_states)
+        all_hidden.append(hidden_states)
+        foreground_token = None
+        if foreground_map is not None:
+            foreground_token = torch.einsum("bn,bnd->bd", foreground_map, hidden_states)
+        return RRGMambaEncoderOutput(
+            last_hidden_state=hidden_states,
+            observation_logits=observation_logits,
+            foreground_map=foreground_map,
+            foreground_token=foreground_token,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
+        )
+
+
+class RRGMambaDecoder(nn.Module):
+    """Word embedding (scaled by sqrt(d_model)) + sinusoidal positions, pre-norm layers, final LayerNorm."""
+
+    def __init__(self, config: RRGMambaConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        self.scale = math.sqrt(config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(RRGMambaDecoderLayer(config, i) for i in range(config.decoder_layers))
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    @staticmethod
+    def attention_bias(length: int, past: int, padding_mask: Tensor | None, dtype: torch.dtype, device) -> Tensor:
+        """Additive causal (and key-padding) bias ``(B or 1, 1, length, past + length)``."""
+        minimum = torch.finfo(dtype).min
+        query = torch.arange(past, past + length, device=device)[:, None]
+        key = torch.arange(past + length, device=device)[None, :]
+        bias = torch.zeros(length, past + length, dtype=dtype, device=device).masked_fill(key > query, minimum)[None, None]
+        if padding_mask is not None:
+            if padding_mask.shape[-1] != past + length:
+                raise ValueError(
+                    f"decoder_attention_mask: expected {past + length} positions, got shape {tuple(padding_mask.shape)}"
+                )
+            bias = bias.masked_fill(padding_mask[:, None, None, :] == 0, minimum)
+        return bias
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        memory: Tensor,
+        attention_mask: Tensor | None,
+        cache: Cache | None,
+        output_attentions: bool,
+        output_hidden_states: bool,
+    ) -> tuple[Tensor, tuple, tuple, tuple]:
+        past = cache.get_seq_length() if cache is not None else 0
+        length = input_ids.shape[1]
+        embeddings = self.embed_tokens(input_ids) * self.scale
+        hidden_states = self.dropout(
+            embeddings + sinusoidal_positions(length, embeddings.shape[-1], past, input_ids.device, embeddings.dtype)
+        )
+        bias = self.attention_bias(length, past, attention_mask, hidden_states.dtype, input_ids.device)
+        all_hidden, self_attentions, cross_attentions = [], [], []
+        for layer in self.layers:
+            all_hidden.append(hidden_states)
+            hidden_states, self_probabilities, cross_probabilities = layer(hidden_states, memory, bias, cache)
+            self_attentions.append(self_probabilities)
+            cross_attentions.append(cross_probabilities)
+        hidden_states = self.norm(hidden_states)
+        all_hidden.append(hidden_states)
+        return (
+            hidden_states,
+            tuple(all_hidden) if output_hidden_states else (),
+            tuple(self_attentions) if output_attentions else (),
+            tuple(cross_attentions),
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def observation_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean binary cross-entropy of the observation head over the labelled entries (labels in {0, 1}; entries < 0
+    or NaN, e.g. uncertain or missing CheXpert labels, are ignored)."""
+    if labels.shape != logits.shape:
+        raise ValueError(f"observation_labels: expected shape {tuple(logits.shape)}, got {tuple(labels.shape)}")
+    labels = labels.to(logits.dtype)
+    known = (labels >= 0) & ~torch.isnan(labels)
+    if not known.any():
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[known], labels[known])
+
+
+def consistency_loss(
+    cross_attention: Tensor, decoder_states: Tensor, foreground_map: Tensor, foreground_token: Tensor,
+    labels: Tensor, word_ratio: float,
+) -> Tensor:
+    """The CMA's word-image consistency term.
+
+    For every report, the ⌈k·T⌉ words (k = ``word_ratio``, T = labelled words incl. ``<eos>``) whose decoder states
+    are most cosine-similar to the foreground token are selected; for each, the decoder's last-layer
+    cross-attention over the encoder tokens (averaged over heads) is compared with the foreground map (a fixed
+    target: no gradient) by the squared error summed over tokens. The loss is the mean over the selected words.
+
+    Shapes: cross_attention (B, T, N), decoder_states (B, T, d), foreground_map (B, N), foreground_token (B, d),
+    labels (B, T).
+    """
+    valid = labels != -100
+    similarity = F.cosine_similarity(decoder_states, foreground_token[:, None, :], dim=-1)
+    similarity = similarity.masked_fill(~valid, float("-inf"))
+    keep = torch.ceil(valid.sum(-1).to(similarity.dtype) * word_ratio)  # (B,)
+    rank = similarity.argsort(dim=-1, descending=True).argsort(dim=-1)
+    selected = (rank < keep[:, None]) & valid
+    if not selected.any():
+        return cross_attention.sum() * 0.0
+    error = (cross_attention - foreground_map.detach()[:, None, :]).pow(2).sum(-1)  # (B, T)
+    return error[selected].mean()
+
+
+def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) -> Tensor:
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The generator
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, GenerationMixin):
+    r"""
+    RRG-Mamba report generator: images in, report out.
+
+    Train with ``model(pixel_values=..., labels=..., observation_labels=...)``; generate with
+    ``model.generate(pixel_values, num_beams=3, max_new_tokens=60)``. ``pixel_values`` is (B, 3, H, W) for one
+    view per study or (B, V, 3, H, W) for V views (their tokens are concatenated, as for IU X-Ray's two views).
+    """
+
+    def __init__(self, config: RRGMambaConfig) -> None:
+        super().__init__(config)
+        self.encoder = RRGMambaEncoder(config)
+        self.decoder = RRGMambaDecoder(config)
+        self.adapter_projection = nn.Linear(2 * config.d_model, config.d_model) if config.use_cma else None
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        self.post_init()
+
+    def get_encoder(self, modality: str | None = None) -> RRGMambaEncoder:
+        return self.encoder
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.decoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.decoder.embed_tokens = value
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict[str, Any], *args: Any, **kwargs: Any):
+        # transformers keys the cache of any class whose name contains "mamba" as `cache_params` (Mamba's recurrent
+        # state) and never creates `past_key_values`. RRG-Mamba's decoder is attention-based: let the parent build
+        # its usual EncoderDecoderCache, then store it under the name our forward reads.
+        if model_kwargs.get("past_key_values") is not None:
+            model_kwargs["cache_params"] = model_kwargs.pop("past_key_values")
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        if "cache_params" in model_kwargs:
+            model_kwargs["past_key_values"] = model_kwargs.pop("cache_params")
+
+    def forward(
+        self,
+        pixel_values: Tensor | None = None,
+        decoder_input_ids: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
+        encoder_outputs: RRGMambaEncoderOutput | tuple | None = None,
+        past_key_values: Cache | None = None,
+        labels: Tensor | None = None,
+        observation_labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> RRGMambaSeq2SeqLMOutput:
+        r"""
+        labels (`(batch, length)`): report token ids ending with `<eos>`, -100 where padded; the decoder input is
+            the labels shifted right behind `<bos>`.
+        observation_labels (`(batch, num_observations)`): CheXpert-style pseudo-labels for the observation BCE.
+        """
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        output_hidden_states = bool(
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(pixel_values, output_attentions, output_hidden_states)
+        elif not isinstance(encoder_outputs, RRGMambaEncoderOutput):
+            encoder_outputs = RRGMambaEncoderOutput(*encoder_outputs)
+        memory = encoder_outputs.last_hidden_state
+        if labels is not None and decoder_input_ids is None:
+            if labels.ndim != 2 or labels.shape[1] == 0:
+                raise ValueError(f"labels: expected (batch, length) with length > 0, got shape {tuple(labels.shape)}")
+            decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+        if decoder_input_ids is None:
+            raise ValueError("decoder_input_ids: required when no labels are given")
+        if decoder_input_ids.shape[0] != memory.shape[0]:
+            raise ValueError(
+                f"decoder_input_ids: batch {decoder_input_ids.shape[0]} does not match the images' batch {memory.shape[0]}"
+            )
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and labels is None)
+        if use_cache and past_key_values is None:
+            past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        cache = past_key_values if use_cache else None
+
+        decoder_states, hidden_states, self_attentions, cross_attentions = self.decoder(
+            decoder_input_ids, memory, decoder_attention_mask, cache, output_attentions, output_hidden_states
+        )
+        fused = decoder_states
+        if self.adapter_projection is not None:
+            foreground = encoder_outputs.foreground_token[:, None, :].expand_as(decoder_states)
+            fused = decoder_states + self.adapter_projection(torch.cat([decoder_states, foreground], dim=-1))
+        logits = self.lm_head(fused)
+
+        loss = report_loss = obs_loss = cons_loss = None
+        if labels is not None:
+            report_loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            loss = report_loss
+            if self.adapter_projection is not None:
+                cons_loss = consistency_loss(
+                    cross_attentions[-1].mean(dim=1), decoder_states, encoder_outputs.foreground_map,
+                    encoder_outputs.foreground_token, labels, self.config.word_ratio,
+                )
+                loss = loss + self.config.consistency_loss_weight * cons_loss
+                if observation_labels is not None:
+                    obs_loss = observation_loss(encoder_outputs.observation_logits, observation_labels)
+                    loss = loss + self.config.observation_loss_weight * obs_loss
+
+        return RRGMambaSeq2SeqLMOutput(
+            loss=loss,
+            report_loss=report_loss,
+            observation_loss=obs_loss,
+            consistency_loss=cons_loss,
+            logits=logits,
+            past_key_values=cache,
+            decoder_hidden_states=hidden_states or None,
+            decoder_attentions=self_attentions or None,
+            cross_attentions=cross_attentions if output_attentions else None,
+            encoder_last_hidden_state=memory,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+            observation_logits=encoder_outputs.observation_logits,
+        )
+
+
+__all__ = [
+    "RRGMambaEncoderOutput",
+    "RRGMambaForConditionalGeneration",
+    "RRGMambaPreTrainedModel",
+    "RRGMambaSeq2SeqLMOutput",
+]

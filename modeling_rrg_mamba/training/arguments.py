@@ -1,0 +1,198 @@
+"""Command-line arguments of ``rrg-mamba train`` / ``generate`` / ``evaluate`` / ``demo`` as dataclasses for
+`transformers.HfArgumentParser`.
+
+``train`` parses [`ModelArguments`], [`DataArguments`] and [`ReportGenerationTrainingArguments`] (a
+`Seq2SeqTrainingArguments` with the papers' optimiser settings added), so every `TrainingArguments` flag
+(``--bf16``, ``--gradient_checkpointing``, ``--deepspeed``, ``--report_to tensorboard``, ...) works unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import Seq2SeqTrainingArguments
+
+MODEL_TYPES = ("rrg_mamba", "emrrg")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train and how its processor is built."""
+
+    model_type: str = field(default="rrg_mamba", metadata={"help": f"Model family: one of {MODEL_TYPES}."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Local directory of a saved model and processor to start from. Unset: a new model is "
+                          "built from the config (random weights unless the config asks for a pretrained backbone)."},
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "JSON object of config fields for a new model, e.g. "
+                          "'{\"visual_extractor\": \"resnet101\"}' (in a recipe: a mapping)."},
+    )
+    vocabulary_threshold: int = field(
+        default=3, metadata={"help": "RRG-Mamba: minimum word frequency in the training reports (R2Gen: 3 IU, 10 MIMIC)."}
+    )
+    report_style: str = field(
+        default="iu_xray", metadata={"help": "R2Gen report cleaner: 'iu_xray' or 'mimic_cxr' (tokenizer and metrics)."}
+    )
+    max_length: int = field(default=60, metadata={"help": "Longest report in tokens (R2Gen: 60 IU, 100 MIMIC)."})
+    image_size: int = field(default=224, metadata={"help": "Side of the square model input (random crop in training)."})
+    resize_size: int = field(default=256, metadata={"help": "Training-time resize of the shorter side before the crop."})
+    vision_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "EMRRG: local X-ray Mamba checkpoint (unset: a new one from config_overrides)."}
+    )
+    text_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "EMRRG: local causal LM checkpoint with its tokenizer (e.g. Llama-2-7B-chat)."}
+    )
+    lora_r: int = field(default=8, metadata={"help": "EMRRG: LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "EMRRG: LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "EMRRG: LoRA dropout."})
+    in_proj_lora: str = field(
+        default="partial", metadata={"help": "EMRRG: LoRA on the Mamba in_proj: 'partial' (x half only), 'full', 'none'."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type: expected one of {MODEL_TYPES}, got {self.model_type!r}")
+        if self.image_size > self.resize_size:
+            raise ValueError(f"image_size ({self.image_size}) must not exceed resize_size ({self.resize_size})")
+        if self.model_type == "emrrg" and self.model_name_or_path is None and self.text_model_name_or_path is None:
+            raise ValueError("text_model_name_or_path: EMRRG needs a local causal LM (or model_name_or_path)")
+
+    def overrides(self) -> dict[str, Any]:
+        """``config_overrides`` as a dict (empty when unset)."""
+        if self.config_overrides is None:
+            return {}
+        try:
+            value = json.loads(self.config_overrides)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"config_overrides: not valid JSON ({error.msg})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"config_overrides: expected a JSON object, got {type(value).__name__}")
+        return value
+
+
+@dataclass
+class DataArguments:
+    """Where the reports and images are, and how they are scored."""
+
+    annotation: str | None = field(
+        default=None,
+        metadata={"help": "R2Gen-layout annotation.json (IU X-Ray, MIMIC-CXR) or the CheXpert Plus CSV (*.csv)."},
+    )
+    image_root: str | None = field(default=None, metadata={"help": "Folder the annotation's image paths are relative to."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training studies."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation studies."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test studies."})
+    observation_labels: bool = field(
+        default=True, metadata={"help": "RRG-Mamba: add CheXpert pseudo-labels for the cross-modal adapter's loss."}
+    )
+    uncertain_labels: str = field(
+        default="positive", metadata={"help": "Uncertain pseudo-labels count as 'positive' (U-Ones) or 'negative'."}
+    )
+    clinical_efficacy: bool = field(default=True, metadata={"help": "Score CE (CheXpert) metrics as well as NLG."})
+    meteor: bool = field(default=True, metadata={"help": "Score METEOR (starts one Java process)."})
+
+    def __post_init__(self) -> None:
+        if self.uncertain_labels not in ("positive", "negative"):
+            raise ValueError(f"uncertain_labels: expected 'positive' or 'negative', got {self.uncertain_labels!r}")
+
+
+@dataclass
+class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
+    """`Seq2SeqTrainingArguments` with RRG-Mamba's optimiser settings (R2Gen lineage) and report-generation defaults."""
+
+    visual_extractor_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the visual extractor's parameters (RRG-Mamba: 1e-3 while learning_rate "
+                          "is 2e-3 for the rest). Unset: learning_rate for all."},
+    )
+    amsgrad: bool = field(
+        default=False,
+        metadata={"help": "Use torch.optim.Adam with AMSGrad and L2 weight decay on every parameter (R2Gen / "
+                          "RRG-Mamba) instead of `optim`."},
+    )
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "Stop training (then evaluate and save) after this many minutes."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep raw dataset columns: the collators read images and reports from them."}
+    )
+    predict_with_generate: bool = field(
+        default=True, metadata={"help": "Evaluate by generating reports (needed for the NLG / CE metrics)."}
+    )
+
+
+@dataclass
+class GenerateArguments:
+    """``rrg-mamba generate``: images (files, folders, DICOM) -> reports as JSONL."""
+
+    model: str = field(default=None, metadata={"help": "Saved model directory (with its processor)."})
+    images: list[str] = field(default=None, metadata={"help": "Image files (PNG, JPEG, DICOM) and/or folders.", "nargs": "+"})
+    output: str = field(default="reports.jsonl", metadata={"help": "JSONL file to write, one report per study."})
+    views_per_study: int = field(
+        default=1, metadata={"help": "Consecutive images (in the order given, folders sorted) that form one study."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Studies per generate() call."})
+    num_beams: int = field(default=3, metadata={"help": "Beam width (RRG-Mamba: 3)."})
+    max_new_tokens: int = field(default=60, metadata={"help": "Longest report in tokens."})
+    heatmaps: str | None = field(
+        default=None, metadata={"help": "Folder for one PNG per report: the image with each key word's cross-attention."}
+    )
+    heatmap_words: int = field(default=6, metadata={"help": "Key words shown per heatmap PNG."})
+    device: str = field(default="cpu", metadata={"help": "Torch device to generate on."})
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            raise ValueError("--model: give the saved model directory")
+        if not self.images:
+            raise ValueError("--images: give at least one image file or folder")
+        for name in ("views_per_study", "batch_size", "num_beams", "max_new_tokens", "heatmap_words"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name}: expected a positive integer, got {getattr(self, name)}")
+
+
+@dataclass
+class EvaluateArguments:
+    """``rrg-mamba evaluate``: predictions vs references (JSONL) -> the NLG + CE metrics table."""
+
+    predictions: str = field(default=None, metadata={"help": "JSONL with 'prediction' and 'reference' per line."})
+    output: str | None = field(default=None, metadata={"help": "JSON file for the scores (default: <predictions>.metrics.json)."})
+    clean_style: str = field(default="iu_xray", metadata={"help": "R2Gen cleaner applied to both sides."})
+    clinical_efficacy: bool = field(default=True, metadata={"help": "Score the CE (CheXpert) metrics."})
+    meteor: bool = field(default=True, metadata={"help": "Score METEOR (starts one Java process)."})
+    prediction_key: str = field(default="prediction", metadata={"help": "JSONL field of the generated report."})
+    reference_key: str = field(default="reference", metadata={"help": "JSONL field of the reference report."})
+
+    def __post_init__(self) -> None:
+        if self.predictions is None:
+            raise ValueError("--predictions: give the JSONL file to score")
+
+
+@dataclass
+class DemoArguments:
+    """``rrg-mamba demo``: train, evaluate and generate with the bundled sample films, offline, on CPU."""
+
+    output_dir: str = field(default="rrg-mamba-demo", metadata={"help": "Folder for the model, metrics, reports, heatmaps."})
+    max_minutes: float = field(default=3.0, metadata={"help": "Training time budget in minutes."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimiser steps (-1: time budget only)."})
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+    meteor: bool = field(default=True, metadata={"help": "Score METEOR (starts one Java process)."})
+
+    def __post_init__(self) -> None:
+        if self.max_minutes <= 0:
+            raise ValueError(f"--max_minutes: expected a positive number, got {self.max_minutes}")
+
+
+__all__ = [
+    "DataArguments",
+    "DemoArguments",
+    "EvaluateArguments",
+    "GenerateArguments",
+    "MODEL_TYPES",
+    "ModelArguments",
+    "ReportGenerationTrainingArguments",
+]

@@ -1,0 +1,192 @@
+"""From parsed arguments to a ready `ReportGenerationTrainer`: datasets, processor, model, collators, metrics.
+
+Model selection uses the validation split only (``eval_dataset`` is ``validation``); the test split is touched once,
+after training, by [`predict_test_split`].
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers import TrainerCallback, set_seed
+
+from ..data import (
+    EMRRGDataCollator,
+    RRGMambaDataCollator,
+    add_observation_labels,
+    load_chexpert_plus,
+    load_r2gen_annotation,
+)
+from ..metrics import ReportGenerationMetrics, decode_token_ids
+from .arguments import DataArguments, ModelArguments, ReportGenerationTrainingArguments
+from .inference import write_jsonl
+from .trainer import AugmentationEpochCallback, ReportGenerationTrainer, SeededAugmentationCollator, default_callbacks
+
+logger = logging.getLogger(__name__)
+
+
+def load_report_datasets(data_args: DataArguments) -> datasets.DatasetDict:
+    """The annotation's splits (``train`` / ``validation`` / ``test``), cut to the ``max_*_samples`` limits."""
+    if data_args.annotation is None:
+        raise ValueError("--annotation: give an R2Gen annotation.json or the CheXpert Plus CSV")
+    if data_args.image_root is None:
+        raise ValueError("--image_root: give the folder the annotation's image paths are relative to")
+    if str(data_args.annotation).endswith(".csv"):
+        dataset = load_chexpert_plus(data_args.annotation, image_root=data_args.image_root)
+    else:
+        dataset = load_r2gen_annotation(data_args.annotation, image_root=data_args.image_root)
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+              "test": data_args.max_test_samples}
+    for split, limit in limits.items():
+        if split in dataset and limit is not None:
+            dataset[split] = dataset[split].select(range(min(limit, len(dataset[split]))))
+    if "train" not in dataset or len(dataset["train"]) == 0:
+        raise ValueError(f"{data_args.annotation}: no training split (need 'train' entries)")
+    return dataset
+
+
+def build_rrg_mamba(model_args: ModelArguments, train_reports: list[str]):
+    """A saved RRG-Mamba (``model_name_or_path``) or a new one with a tokenizer built from ``train_reports``."""
+    from ..rrg_mamba import (
+        RRGMambaConfig,
+        RRGMambaForConditionalGeneration,
+        RRGMambaImageProcessor,
+        RRGMambaProcessor,
+        RRGMambaTokenizer,
+    )
+
+    if model_args.model_name_or_path is not None:
+        processor = RRGMambaProcessor.from_pretrained(model_args.model_name_or_path)
+        model = RRGMambaForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+        return model, processor
+    tokenizer = RRGMambaTokenizer.from_reports(
+        train_reports, threshold=model_args.vocabulary_threshold, report_style=model_args.report_style)
+    image_processor = RRGMambaImageProcessor(size=model_args.resize_size, crop_size=model_args.image_size)
+    processor = RRGMambaProcessor(image_processor, tokenizer, max_length=model_args.max_length)
+    config = RRGMambaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            decoder_start_token_id=tokenizer.bos_token_id, **model_args.overrides())
+    return RRGMambaForConditionalGeneration(config), processor
+
+
+def build_emrrg(model_args: ModelArguments):
+    """EMRRG from a saved model, or from an X-ray Mamba and a local LLM, wrapped with the Partial-LoRA recipe."""
+    from transformers import AutoTokenizer
+
+    from ..emrrg import EMRRGForConditionalGeneration, EMRRGProcessor, XrayMambaConfig, apply_emrrg_recipe
+    from ..image_processing_xray import XrayImageProcessor
+
+    if model_args.model_name_or_path is not None:
+        processor = EMRRGProcessor.from_pretrained(model_args.model_name_or_path)
+        model = EMRRGForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+    else:
+        overrides = model_args.overrides()
+        vision_config = XrayMambaConfig(**{"image_size": model_args.image_size, **overrides.pop("vision_config", {})})
+        tokenizer = AutoTokenizer.from_pretrained(model_args.text_model_name_or_path)
+        image_processor = XrayImageProcessor(size=model_args.resize_size, crop_size=model_args.image_size)
+        processor = EMRRGProcessor(image_processor, tokenizer, image_seq_length=vision_config.num_tokens())
+        model = EMRRGForConditionalGeneration.from_vision_text_pretrained(
+            model_args.vision_model_name_or_path or vision_config, model_args.text_model_name_or_path,
+            image_token_id=processor.image_token_id, **overrides)
+    model, counts = apply_emrrg_recipe(model, r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
+                                       lora_dropout=model_args.lora_dropout, in_proj_lora=model_args.in_proj_lora)
+    logger.info("EMRRG Partial-LoRA recipe: %s", counts)
+    return model, processor
+
+
+def build_collators(model_args: ModelArguments, data_args: DataArguments, processor: Any, seed: int):
+    """(training collator with seeded augmentation, evaluation collator without augmentation)."""
+    if model_args.model_type == "emrrg":
+        train = EMRRGDataCollator(processor, processor_kwargs={"do_train_augmentation": True})
+        evaluation = EMRRGDataCollator(processor)
+    else:
+        labels = "observation_labels" if data_args.observation_labels else None
+        train = RRGMambaDataCollator(processor, label_column=labels, processor_kwargs={"do_train_augmentation": True})
+        evaluation = RRGMambaDataCollator(processor, label_column=labels)
+    return SeededAugmentationCollator(train, seed), evaluation
+
+
+def build_trainer(model_args: ModelArguments, data_args: DataArguments,
+                  training_args: ReportGenerationTrainingArguments,
+                  callbacks: list[TrainerCallback] | None = None) -> ReportGenerationTrainer:
+    """Everything ``rrg-mamba train`` needs, as a trainer (``trainer.test_dataset`` holds the test split, if any)."""
+    dataset = load_report_datasets(data_args)
+    if model_args.model_type == "emrrg":
+        model, processor = build_emrrg(model_args)
+    else:
+        model, processor = build_rrg_mamba(model_args, list(dataset["train"]["report"]))
+        if data_args.observation_labels:
+            dataset = add_observation_labels(dataset, uncertain=data_args.uncertain_labels)
+    train_collator, eval_collator = build_collators(model_args, data_args, processor, training_args.seed)
+    compute_metrics = ReportGenerationMetrics(
+        processor, clean_style=model_args.report_style, ce=data_args.clinical_efficacy, meteor=data_args.meteor)
+    trainer = ReportGenerationTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset.get("validation"),
+        data_collator=eval_collator,
+        train_data_collator=train_collator,
+        processing_class=processor,
+        compute_metrics=compute_metrics,
+        callbacks=[AugmentationEpochCallback(train_collator), *default_callbacks(training_args), *(callbacks or [])],
+    )
+    trainer.test_dataset = dataset.get("test")
+    return trainer
+
+
+def predict_test_split(trainer: ReportGenerationTrainer, data_args: DataArguments, report_style: str) -> dict[str, Any]:
+    """Generate reports for the test split, write ``test_predictions.jsonl`` and score them against the full
+    (untruncated) reference reports; returns the metrics (also written as ``test_results.json``)."""
+    test = trainer.test_dataset
+    if test is None or len(test) == 0:
+        raise ValueError(f"{data_args.annotation}: no test split to predict")
+    references = list(test["report"])
+    validation_metrics, trainer.compute_metrics = trainer.compute_metrics, ReportGenerationMetrics(
+        trainer.processing_class, clean_style=report_style, ce=data_args.clinical_efficacy,
+        reference_texts=references, meteor=data_args.meteor)
+    validation_metrics.close()
+    output = trainer.predict(test, metric_key_prefix="test")
+    trainer.compute_metrics.close()
+    predictions = decode_token_ids(trainer.processing_class, output.predictions)
+    records = [{"id": example["id"], "images": example["images"], "prediction": prediction, "reference": reference}
+               for example, prediction, reference in zip(test, predictions, references)]
+    if trainer.is_world_process_zero():
+        write_jsonl(Path(trainer.args.output_dir) / "test_predictions.jsonl", records)
+    trainer.save_metrics("test", output.metrics)
+    return output.metrics
+
+
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments,
+                 training_args: ReportGenerationTrainingArguments,
+                 callbacks: list[TrainerCallback] | None = None) -> ReportGenerationTrainer:
+    """Train (resuming from ``resume_from_checkpoint`` when set), keep the model chosen on validation metrics,
+    save it with its processor to ``output_dir``, then predict the test split if ``do_predict``."""
+    set_seed(training_args.seed)
+    trainer = build_trainer(model_args, data_args, training_args, callbacks)
+    resume = training_args.resume_from_checkpoint
+    result = trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    if training_args.do_predict:
+        metrics = predict_test_split(trainer, data_args, model_args.report_style)
+        trainer.log_metrics("test", metrics)
+    return trainer
+
+
+__all__ = [
+    "build_collators",
+    "build_emrrg",
+    "build_rrg_mamba",
+    "build_trainer",
+    "load_report_datasets",
+    "predict_test_split",
+    "run_training",
+]

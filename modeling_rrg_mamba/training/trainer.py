@@ -1,0 +1,174 @@
+"""`Seq2SeqTrainer` for report generation: the papers' optimiser, reproducible augmentation, time budgets.
+
+* [`ReportGenerationTrainer`] builds two learning-rate groups (visual extractor / rest, RRG-Mamba Sec. 4.2:
+  1e-3 / 2e-3) with Adam + AMSGrad when asked, and collates training batches with augmentation while evaluation
+  batches are collated without it.
+* [`SeededAugmentationCollator`] draws each training batch's random crops and flips from a generator seeded by
+  (seed, epoch, example ids), so a run resumed with ``--resume_from_checkpoint`` sees exactly the images the
+  uninterrupted run saw (the Trainer restores the global RNG only after it has pre-fetched the next batch).
+* [`TimeLimitCallback`] stops training after ``max_minutes``; [`FinalEvaluationCallback`] makes the last step
+  evaluate and save, so the best checkpoint is chosen on validation metrics up to the very end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import Seq2SeqTrainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from .arguments import ReportGenerationTrainingArguments
+
+
+def visual_extractor(model: nn.Module) -> nn.Module | None:
+    """The image backbone of RRG-Mamba (``encoder.visual_extractor``) or EMRRG (``vision_model``), PEFT-wrapped or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    encoder = getattr(base, "encoder", None)
+    if encoder is not None and hasattr(encoder, "visual_extractor"):
+        return encoder.visual_extractor
+    return getattr(base, "vision_model", None)
+
+
+def learning_rate_groups(model: nn.Module, learning_rate: float, visual_extractor_learning_rate: float | None,
+                         weight_decay: float) -> list[dict[str, Any]]:
+    """Optimiser parameter groups: the visual extractor at its own rate, every other trainable parameter at
+    ``learning_rate``; weight decay on all (R2Gen's Adam applies it to every parameter). Empty groups are left out."""
+    backbone = visual_extractor(model)
+    backbone_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("model: no trainable parameters to optimise")
+    visual = [p for p in trainable if id(p) in backbone_ids]
+    rest = [p for p in trainable if id(p) not in backbone_ids]
+    visual_rate = learning_rate if visual_extractor_learning_rate is None else visual_extractor_learning_rate
+    groups = [
+        {"params": visual, "lr": visual_rate, "weight_decay": weight_decay, "name": "visual_extractor"},
+        {"params": rest, "lr": learning_rate, "weight_decay": weight_decay, "name": "rest"},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def epoch_seed(seed: int, epoch: int, example_ids: Sequence[Any]) -> int:
+    """A 63-bit seed determined by the run's seed, the epoch and the batch's example ids."""
+    digest = hashlib.sha256(repr((seed, epoch, [str(i) for i in example_ids])).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class SeededAugmentationCollator:
+    """Wraps a collator whose processor augments with the global torch RNG (image processor ``seed=None``): each
+    batch is collated under a forked RNG seeded by `epoch_seed`, so augmentation neither depends on nor disturbs the
+    global RNG stream (dropout keeps the exact sequence it has in an uninterrupted run).
+
+    DataLoader workers get a copy of the collator when an epoch's iterator starts, after
+    `AugmentationEpochCallback` has set the epoch; with ``dataloader_persistent_workers`` they would keep the
+    first epoch's value (same crops every epoch), so leave that option off."""
+
+    def __init__(self, collator: Callable[[Sequence[Mapping[str, Any]]], Any], seed: int) -> None:
+        self.collator = collator
+        self.seed = seed
+        self.epoch = 0
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(epoch_seed(self.seed, self.epoch, [e.get("id") for e in examples]))
+            return self.collator(examples)
+
+
+class AugmentationEpochCallback(TrainerCallback):
+    """Tells a `SeededAugmentationCollator` which epoch starts (``floor(state.epoch)``, right on resume too)."""
+
+    def __init__(self, collator: SeededAugmentationCollator) -> None:
+        self.collator = collator
+
+    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self.collator.epoch = int(state.epoch or 0)
+
+
+class TimeLimitCallback(TrainerCallback):
+    """Stops training once ``max_minutes`` of training time have passed (checked after every optimiser step)."""
+
+    def __init__(self, max_minutes: float) -> None:
+        if max_minutes <= 0:
+            raise ValueError(f"max_minutes: expected a positive number, got {max_minutes}")
+        self.max_seconds = 60.0 * max_minutes
+        self.start: float | None = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        if self.start is not None and time.monotonic() - self.start >= self.max_seconds:
+            control.should_training_stop = True
+
+
+class FinalEvaluationCallback(TrainerCallback):
+    """When training is about to stop (max_steps, time limit), evaluate and save at that step as well, so model
+    selection on the validation metrics sees the final weights. Must run after the callbacks that stop training."""
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        if control.should_training_stop:
+            control.should_evaluate = args.eval_strategy != "no"
+            control.should_save = args.save_strategy != "no"
+
+
+class ReportGenerationTrainer(Seq2SeqTrainer):
+    """`Seq2SeqTrainer` with the report-generation optimiser groups and a separate training collator.
+
+    Args:
+        train_data_collator: collator of the training batches (augmentation on); ``data_collator`` serves evaluation
+            and prediction. Defaults to ``data_collator``.
+        Other arguments as for `Seq2SeqTrainer`; ``args`` should be a [`ReportGenerationTrainingArguments`].
+    """
+
+    def __init__(self, *args: Any, train_data_collator: Callable | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.train_data_collator = train_data_collator or self.data_collator
+
+    def get_train_dataloader(self) -> DataLoader:
+        evaluation_collator = self.data_collator
+        self.data_collator = self.train_data_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = evaluation_collator
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is not None:
+            return self.optimizer
+        args = self.args
+        visual_rate = getattr(args, "visual_extractor_learning_rate", None)
+        groups = learning_rate_groups(model or self.model, args.learning_rate, visual_rate, args.weight_decay)
+        if getattr(args, "amsgrad", False):
+            optimizer_cls, optimizer_kwargs = torch.optim.Adam, {
+                "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon, "amsgrad": True}
+        else:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, model or self.model)
+        optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("lr", "weight_decay")}
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+
+def default_callbacks(args: ReportGenerationTrainingArguments) -> list[TrainerCallback]:
+    """Time limit (when ``max_minutes`` is set) followed by the final evaluation."""
+    callbacks: list[TrainerCallback] = []
+    if getattr(args, "max_minutes", None):
+        callbacks.append(TimeLimitCallback(args.max_minutes))
+    callbacks.append(FinalEvaluationCallback())
+    return callbacks
+
+
+__all__ = [
+    "AugmentationEpochCallback",
+    "FinalEvaluationCallback",
+    "ReportGenerationTrainer",
+    "SeededAugmentationCollator",
+    "TimeLimitCallback",
+    "default_callbacks",
+    "epoch_seed",
+    "learning_rate_groups",
+    "visual_extractor",
+]

@@ -1,0 +1,208 @@
+"""The `rrg-mamba` command line: generate (files, folders, DICOM, heatmaps), evaluate, demo, usage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from modeling_rrg_mamba.cli import main
+from modeling_rrg_mamba.rrg_mamba import (
+    RRGMambaConfig,
+    RRGMambaForConditionalGeneration,
+    RRGMambaImageProcessor,
+    RRGMambaProcessor,
+    RRGMambaTokenizer,
+)
+from modeling_rrg_mamba.training.demo import DEMO_DATA
+from modeling_rrg_mamba.training.heatmaps import PANEL, grid_maps, key_word_positions, word_cross_attention
+from modeling_rrg_mamba.training.inference import collect_images, group_studies
+
+DEMO_IMAGES = sorted((DEMO_DATA / "images").glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> Path:
+    """A tiny random RRG-Mamba with its processor, saved the way `rrg-mamba train` saves it."""
+    annotation = json.loads((DEMO_DATA / "annotation.json").read_text())
+    tokenizer = RRGMambaTokenizer.from_reports([e["report"] for e in annotation["train"]], threshold=1)
+    processor = RRGMambaProcessor(RRGMambaImageProcessor(size=72, crop_size=64), tokenizer, max_length=16)
+    torch.manual_seed(0)
+    config = RRGMambaConfig(
+        vocab_size=len(tokenizer), visual_extractor="resnet18", backbone_kwargs={"layers": [1, 1, 1, 1]},
+        gdlm_preset=None, gdlm_dim=32, gdlm_depth=1, d_model=32, d_ff=64, num_attention_heads=2,
+        encoder_layers=1, decoder_layers=1)
+    model = RRGMambaForConditionalGeneration(config)
+    path = tmp_path_factory.mktemp("model")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------------------------- generate
+
+
+def test_generate_reads_files_folders_and_dicom_and_draws_heatmaps(saved_model, tmp_path):
+    folder = tmp_path / "films"
+    folder.mkdir()
+    for image in DEMO_IMAGES[:3]:
+        shutil.copy(image, folder / image.name)
+    dicom = get_testdata_file("CT_small.dcm")
+    output, heatmaps = tmp_path / "reports.jsonl", tmp_path / "heatmaps"
+    code = main(["generate", "--model", str(saved_model), "--images", str(folder), dicom, "--output", str(output),
+                 "--heatmaps", str(heatmaps), "--batch_size", "2", "--num_beams", "2", "--max_new_tokens", "6"])
+    assert code == 0
+    records = read_jsonl(output)
+    assert [r["images"] for r in records] == [[str(p)] for p in sorted(folder.iterdir())] + [[dicom]]
+    for record in records:
+        assert isinstance(record["prediction"], str)
+        png = Image.open(record["heatmap"])
+        assert png.size == (PANEL * max(1, len(record["heatmap_words"])), PANEL + 18)
+        assert set(record["heatmap_words"]) <= set(record["prediction"].split())
+
+
+def test_generate_groups_views_into_studies_and_draws_one_row_per_view(saved_model, tmp_path):
+    output, heatmaps = tmp_path / "reports.jsonl", tmp_path / "heatmaps"
+    images = [str(p) for p in DEMO_IMAGES[:4]]
+    main(["generate", "--model", str(saved_model), "--images", *images, "--views_per_study", "2",
+          "--output", str(output), "--heatmaps", str(heatmaps), "--num_beams", "1", "--max_new_tokens", "6"])
+    records = read_jsonl(output)
+    assert [r["images"] for r in records] == [images[:2], images[2:]]
+    assert all(Image.open(r["heatmap"]).size[1] == 2 * PANEL + 18 for r in records)
+
+
+def test_generate_rejects_missing_inputs(saved_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.png: no such image file or folder"):
+        collect_images([tmp_path / "nothere.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: folder holds no image files"):
+        collect_images([tmp_path / "empty"])
+    with pytest.raises(ValueError, match="3 images do not form studies of 2 views"):
+        group_studies(DEMO_IMAGES[:3], 2)
+    with pytest.raises(FileNotFoundError, match="no saved model directory"):
+        main(["generate", "--model", str(tmp_path / "none"), "--images", str(DEMO_IMAGES[0])])
+    with pytest.raises(ValueError, match="--views_per_study"):
+        main(["generate", "--model", str(saved_model), "--images", str(DEMO_IMAGES[0]), "--views_per_study", "0"])
+
+
+def test_heatmap_attention_is_the_generation_time_cross_attention(saved_model):
+    """Teacher forcing on the generated words gives the attention each greedy step actually used."""
+    model = RRGMambaForConditionalGeneration.from_pretrained(saved_model).eval()
+    pixel_values = RRGMambaProcessor.from_pretrained(saved_model)(images=[str(DEMO_IMAGES[0])])["pixel_values"]
+    out = model.generate(pixel_values, num_beams=1, max_new_tokens=5, min_new_tokens=5, output_attentions=True,
+                         return_dict_in_generate=True)
+    stepwise = torch.stack([step[-1].mean(dim=1)[:, -1] for step in out.cross_attentions], dim=1)  # (1, 5, N)
+    torch.testing.assert_close(word_cross_attention(model, pixel_values, out.sequences), stepwise, rtol=1e-4, atol=1e-5)
+
+
+def test_heatmap_helpers():
+    assert key_word_positions(["the", "heart", ".", "is", "normal", "heart", "size"], 2) == [1, 4]
+    attention = torch.arange(10, dtype=torch.float32)  # two views of [global + 2x2 grid]
+    first, second = grid_maps(attention, views=2)
+    np.testing.assert_array_equal(first, [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(second, [[6, 7], [8, 9]])
+    with pytest.raises(ValueError, match="do not split into 3 views"):
+        grid_maps(attention, views=3)
+
+
+# ----------------------------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_prints_and_saves_the_metrics_table(tmp_path, capsys):
+    predictions = tmp_path / "predictions.jsonl"
+    pairs = [("the heart is normal . there is a small left pleural effusion .",
+              "the heart is normal . there is a small left pleural effusion ."),
+             ("no acute cardiopulmonary abnormality .", "mild cardiomegaly . no pneumothorax .")]
+    predictions.write_text("".join(json.dumps({"prediction": p, "reference": r}) + "\n" for p, r in pairs))
+    assert main(["evaluate", "--predictions", str(predictions), "--meteor", "false"]) == 0
+    table = capsys.readouterr().out
+    assert "BLEU_4" in table and "ce_14_micro_f1" in table and "2 pairs scored" in table
+    saved = json.loads((tmp_path / "predictions.metrics.json").read_text())
+    assert saved["num_pairs"] == 2 and 0.0 < saved["metrics"]["BLEU_1"] < 1.0
+    assert f"{saved['metrics']['BLEU_4']:.4f}" in table
+
+
+def test_evaluate_rejects_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        main(["evaluate", "--predictions", str(tmp_path / "missing.jsonl")])
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prediction": "a", "reference": "b"}\n{"prediction": 3}\n')
+    with pytest.raises(ValueError, match="broken.jsonl: line 2"):
+        main(["evaluate", "--predictions", str(broken), "--meteor", "false"])
+
+
+def test_usage_and_unknown_commands(capsys):
+    assert main([]) == 2
+    assert main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
+    assert main(["fly"]) == 2
+    assert "unknown command 'fly'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------- demo
+
+
+def test_demo_runs_end_to_end_offline(tmp_path):
+    """`rrg-mamba demo` with two training steps: trains, selects on validation, generates, scores, draws."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run([sys.executable, "-m", "modeling_rrg_mamba.cli", "demo", "--output-dir", str(tmp_path),
+                             "--max-steps", "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "not on radiology reports" in result.stdout and "Where everything is" in result.stdout
+    metrics = json.loads((tmp_path / "test_metrics.json").read_text())
+    assert metrics["num_pairs"] == 6 and {"BLEU_4", "METEOR", "CIDEr", "ce_14_micro_f1"} <= set(metrics["metrics"])
+    records = read_jsonl(tmp_path / "test_reports.jsonl")
+    assert len(records) == 6 and all(r["prediction"] and r["reference"] for r in records)
+    assert all(Path(r["heatmap"]).is_file() for r in records)
+    state = json.loads((tmp_path / "model" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["best_model_checkpoint"].endswith("checkpoint-2")
+    assert any("eval_BLEU_4" in entry for entry in state["log_history"])  # selected on validation metrics
+    assert list((tmp_path / "model" / "runs").rglob("events.out.tfevents.*"))  # TensorBoard logs
+
+
+# ------------------------------------------------------------------------------------------ EMRRG generate
+
+
+def test_generate_with_an_emrrg_model_returns_only_the_report(tmp_path):
+    """EMRRG answers after its prompt: the JSONL holds the generated continuation only; heatmaps are refused."""
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    from transformers import AutoTokenizer
+
+    from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration, EMRRGProcessor, XrayMambaConfig
+    from modeling_rrg_mamba.image_processing_xray import XrayImageProcessor
+
+    spec = spec_from_file_location("finetune_example", Path(__file__).parents[1] / "examples" / "finetune_emrrg_partial_lora.py")
+    example = module_from_spec(spec)
+    spec.loader.exec_module(example)
+    llm = example.save_tiny_llm(tmp_path / "llm")
+    vision = XrayMambaConfig(hidden_size=32, num_hidden_layers=2, image_size=64, d_state=4)
+    processor = EMRRGProcessor(XrayImageProcessor(size=72, crop_size=64), AutoTokenizer.from_pretrained(llm),
+                               image_seq_length=vision.num_tokens())
+    torch.manual_seed(0)
+    model = EMRRGForConditionalGeneration.from_vision_text_pretrained(
+        vision, str(llm), image_token_id=processor.image_token_id, hybrid_layer_interval=1)
+    model.save_pretrained(tmp_path / "emrrg")
+    processor.save_pretrained(tmp_path / "emrrg")
+    output = tmp_path / "reports.jsonl"
+    main(["generate", "--model", str(tmp_path / "emrrg"), "--images", str(DEMO_IMAGES[0]), "--output", str(output),
+          "--num_beams", "1", "--max_new_tokens", "4"])
+    (record,) = read_jsonl(output)
+    # The prompt alone is longer than 4 tokens; at most the 4 new tokens remain.
+    assert record["prediction"] and len(processor.tokenizer(record["prediction"], add_special_tokens=False)["input_ids"]) <= 4
+    with pytest.raises(ValueError, match="no encoder-decoder cross-attention"):
+        main(["generate", "--model", str(tmp_path / "emrrg"), "--images", str(DEMO_IMAGES[0]),
+              "--output", str(output), "--heatmaps", str(tmp_path / "maps")])

@@ -1,0 +1,459 @@
+"""Sharing on the Hub: flat remote-code export, auto_map, model cards, push (mocked), and loading in a fresh Python
+process that cannot import modeling_rrg_mamba (same weights, same processor output, same generated ids)."""
+
+import ast
+import importlib
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from huggingface_hub import ModelCard
+from PIL import Image
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+from transformers.dynamic_module_utils import check_imports, get_imports, get_relative_import_files
+from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+import modeling_rrg_mamba.emrrg as emrrg_package
+import modeling_rrg_mamba.rrg_mamba as rrg_package
+from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration, EMRRGProcessor
+from modeling_rrg_mamba.hub import export_remote_code, load_evaluation, push_to_hub, render_model_card, save_for_hub
+from modeling_rrg_mamba.image_processing_xray import XrayImageProcessor
+from modeling_rrg_mamba.rrg_mamba import (
+    RRGMambaConfig,
+    RRGMambaForConditionalGeneration,
+    RRGMambaImageProcessor,
+    RRGMambaProcessor,
+    RRGMambaTokenizer,
+)
+
+GENERATE = dict(num_beams=2, min_new_tokens=6, max_new_tokens=6, do_sample=False)
+EMRRG_PROMPT = "Human: <Img>{image}</Img> describe the film . Assistant:"
+METRICS = {
+    "metrics": {"BLEU_1": 0.5123, "BLEU_2": 0.35, "BLEU_3": 0.25, "BLEU_4": 0.2046, "METEOR": 0.21, "ROUGE_L": 0.4,
+                "CIDEr": 0.45, "ce_14_micro_precision": 0.31, "ce_14_micro_recall": 0.22, "ce_14_micro_f1": 0.257},
+    "num_pairs": 590, "clean_style": "iu_xray", "ce_labeler": "rule-based CheXpert-style labeler",
+    "ce_uncertain_policy": "negative",
+}
+
+
+def tiny_rrg_mamba():
+    torch.manual_seed(0)
+    config = RRGMambaConfig(
+        vocab_size=20, visual_extractor="test_resnet", gdlm_preset=None, gdlm_dim=16, gdlm_depth=1, gdlm_d_state=4,
+        d_model=16, encoder_layers=1, decoder_layers=1, num_attention_heads=2, d_ff=32, max_position_embeddings=64)
+    tokenizer = RRGMambaTokenizer.from_reports(
+        ["The heart is normal. No effusion.", "Lungs are clear. No pneumothorax."], threshold=1)
+    processor = RRGMambaProcessor(RRGMambaImageProcessor(size=64, crop_size=64), tokenizer)
+    return RRGMambaForConditionalGeneration(config).eval(), processor
+
+
+def tiny_emrrg():
+    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    corpus = [EMRRG_PROMPT, "no acute cardiopulmonary abnormality . heart size is normal ."]
+    backend.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[BOS]", "[EOS]"]))
+    backend.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A", special_tokens=[("[BOS]", backend.token_to_id("[BOS]"))])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                        bos_token="[BOS]", eos_token="[EOS]")
+    processor = EMRRGProcessor(XrayImageProcessor(size=32, crop_size=32), tokenizer, image_seq_length=5,
+                               prompt_template=EMRRG_PROMPT)
+    torch.manual_seed(0)
+    # the <image> token is the last id, outside the LLM's vocabulary, so generate() cannot emit it
+    config = EMRRGConfig(
+        vision_config=dict(hidden_size=16, num_hidden_layers=1, image_size=32, patch_size=16, d_state=4),
+        text_config=dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer) - 1,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id),
+        hybrid_layer_interval=1, image_token_id=processor.image_token_id)
+    model = EMRRGForConditionalGeneration(config).eval()
+    with torch.no_grad():  # open the (zero-initialised) gates so the hybrid cross-attention takes part
+        for hybrid in model.hybrid_attentions:
+            hybrid.gated_cross_attn.gate.bias.fill_(1.0)
+    return model, processor
+
+
+def weight_sums(model) -> dict:
+    return {name: float(tensor.double().sum()) for name, tensor in model.state_dict().items()}
+
+
+def run_in_process(model, processor, image_path: str) -> dict:
+    inputs = processor(images=[Image.open(image_path)])
+    with torch.no_grad():
+        ids = model.generate(**inputs, **GENERATE)
+    return {
+        "ids": ids.tolist(),
+        "pixel_sum": float(inputs["pixel_values"].double().sum()),
+        "input_ids": inputs["input_ids"].tolist() if "input_ids" in inputs else None,
+        "weights": weight_sums(model),
+    }
+
+
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("image") / "film.png"
+    Image.fromarray((np.random.default_rng(0).random((72, 60)) * 255).astype(np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, image_path):
+    """Both architectures saved with save_for_hub, plus their in-process generations on the same film."""
+    bundles = {}
+    for name, build in (("rrg_mamba", tiny_rrg_mamba), ("emrrg", tiny_emrrg)):
+        model, processor = build()
+        folder = save_for_hub(model, processor, tmp_path_factory.mktemp("hub") / f"tiny-{name}",
+                              model_card_metrics=METRICS if name == "rrg_mamba" else None,
+                              dataset_name="IU X-Ray (test split)", datasets=["iu-xray"])
+        bundles[name] = {"folder": folder, "model": model, "processor": processor,
+                         "expected": run_in_process(model, processor, image_path)}
+    return bundles
+
+
+FRESH_PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import importlib.util, json, sys
+    from collections import OrderedDict
+    assert importlib.util.find_spec("modeling_rrg_mamba") is None, "modeling_rrg_mamba is importable"
+    import torch, transformers
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    class AutoModelForVision2Seq(_BaseAutoModelClass):  # transformers 4.x's auto class, absent in 5.x
+        _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
+
+    transformers.AutoModelForVision2Seq = transformers.models.auto.AutoModelForVision2Seq = AutoModelForVision2Seq
+    request = json.loads(sys.argv[1])
+    results = {}
+    for name, folder in request["folders"].items():
+        model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+        inputs = processor(images=[Image.open(request["image"])])
+        with torch.no_grad():
+            ids = model.generate(**inputs, **request["generate"])
+            v2s = AutoModelForVision2Seq.from_pretrained(folder, trust_remote_code=True).eval()
+            v2s_ids = v2s.generate(**inputs, **request["generate"])
+        results[name] = {
+            "ids": ids.tolist(), "vision2seq_ids": v2s_ids.tolist(),
+            "pixel_sum": float(inputs["pixel_values"].double().sum()),
+            "input_ids": inputs["input_ids"].tolist() if "input_ids" in inputs else None,
+            "weights": {k: float(v.double().sum()) for k, v in model.state_dict().items()},
+            "classes": [type(obj).__module__ for obj in (model, processor, processor.image_processor, processor.tokenizer)],
+        }
+        try:
+            pipe = pipeline("image-text-to-text", model=folder, trust_remote_code=True)
+            prompt = processor.default_prompt() if hasattr(processor, "default_prompt") else "findings"
+            output = pipe(images=request["image"], text=prompt, return_full_text=False, **request["generate"])
+            results[name]["pipeline"] = {"text": output[0]["generated_text"]}
+        except Exception as error:
+            results[name]["pipeline"] = {"error": f"{type(error).__name__}: {error}"}
+    results["package_imported"] = any(m.split(".")[0] == "modeling_rrg_mamba" for m in sys.modules)
+    print("RESULTS" + json.dumps(results))
+    """
+)
+
+
+def fresh_process(tmp_path: Path, request: dict) -> dict:
+    """Run FRESH_PROCESS_SCRIPT with ``python -S`` (no .pth files, so not the editable install of this package),
+    site-packages on PYTHONPATH, a working directory outside the repository, offline, and its own module cache."""
+    site_dirs = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    work = tmp_path / "cwd"
+    work.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_"))}
+    env.update(PYTHONPATH=os.pathsep.join(site_dirs), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"),
+               HF_MODULES_CACHE=str(tmp_path / "modules"))
+    completed = subprocess.run(
+        [sys.executable, "-S", "-c", FRESH_PROCESS_SCRIPT, json.dumps(request)],
+        cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULTS"))
+    return json.loads(line[len("RESULTS"):])
+
+
+def test_fresh_process_loads_both_models_and_generates_the_same_ids(saved, image_path, tmp_path):
+    request = {"folders": {name: str(bundle["folder"]) for name, bundle in saved.items()}, "image": image_path,
+               "generate": GENERATE}
+    results = fresh_process(tmp_path, request)
+    assert results.pop("package_imported") is False
+    for name, result in results.items():
+        expected = saved[name]["expected"]
+        # every class came from the copied remote code, none from an installed package of ours
+        assert all(module.startswith("transformers_modules.") for module in result["classes"][:3]), result["classes"]
+        assert result["weights"] == expected["weights"], f"{name}: weights differ after loading"
+        assert result["pixel_sum"] == pytest.approx(expected["pixel_sum"], rel=1e-6)
+        assert result["input_ids"] == expected["input_ids"]
+        assert result["ids"] == expected["ids"], f"{name}: generated ids differ from the in-process model"
+        assert result["vision2seq_ids"] == expected["ids"], f"{name}: AutoModelForVision2Seq (4.x) path differs"
+        assert len(expected["ids"][0]) >= GENERATE["min_new_tokens"]
+    # EMRRG runs in the image-text-to-text pipeline and gives the decoded new tokens of generate() (the pipeline
+    # strips the prompt from the full decoded text, leaving a leading space)
+    emrrg = saved["emrrg"]
+    new_tokens = [row[len(emrrg["expected"]["input_ids"][0]):] for row in emrrg["expected"]["ids"]]
+    expected_text = emrrg["processor"].batch_decode(new_tokens, skip_special_tokens=True)[0]
+    assert results["emrrg"]["pipeline"]["text"].strip() == expected_text.strip() != ""
+    # RRG-Mamba has no prompt: the pipeline's text goes to the processor as a target report (labels), and the
+    # pipeline then finds neither input_ids nor decoder_input_ids
+    assert results["rrg_mamba"]["pipeline"]["error"].startswith("KeyError"), results["rrg_mamba"]["pipeline"]
+    assert "decoder_input_ids" in results["rrg_mamba"]["pipeline"]["error"]
+
+
+@pytest.mark.parametrize("name", ["rrg_mamba", "emrrg"])
+def test_export_is_flat_self_contained_and_minimal(saved, name):
+    folder = saved[name]["folder"]
+    config = json.loads((folder / "config.json").read_text())
+    entry_files = {folder / f"{ref.split('.')[0]}.py" for ref in config["auto_map"].values()}
+    processor_config = json.loads((folder / "processor_config.json").read_text())
+    entry_files.add(folder / f"{processor_config['auto_map']['AutoProcessor'].split('.')[0]}.py")
+    entry_files.add(folder / f"{processor_config['image_processor']['auto_map']['AutoImageProcessor'].split('.')[0]}.py")
+    tokenizer_map = json.loads((folder / "tokenizer_config.json").read_text()).get("auto_map")
+    if tokenizer_map:
+        entry_files.add(folder / f"{tokenizer_map['AutoTokenizer'][0].split('.')[0]}.py")
+    # what transformers' loader will copy from the auto_map entries is exactly the set of exported files
+    reachable = set(entry_files)
+    for entry in entry_files:
+        reachable.update(Path(path) for path in get_relative_import_files(entry))
+    assert reachable == set(folder.glob("*.py"))
+    for path in folder.glob("*.py"):
+        assert "modeling_rrg_mamba" not in get_imports(path), path.name
+        check_imports(path)  # every third-party import is installed
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1 and (folder / f"{node.module}.py").exists(), (path.name, node.module)
+    # classes named by auto_map are defined in the named files
+    for ref in config["auto_map"].values():
+        module, cls = ref.split(".")
+        tree = ast.parse((folder / f"{module}.py").read_text())
+        assert cls in {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def test_auto_maps_point_at_the_flat_modules(saved):
+    rrg = saved["rrg_mamba"]["folder"]
+    config = json.loads((rrg / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_rrg_mamba.RRGMambaConfig",
+        "AutoModel": "modeling_rrg_mamba.RRGMambaForConditionalGeneration",
+        "AutoModelForImageTextToText": "modeling_rrg_mamba.RRGMambaForConditionalGeneration",
+        "AutoModelForVision2Seq": "modeling_rrg_mamba.RRGMambaForConditionalGeneration",
+    }
+    assert json.loads((rrg / "tokenizer_config.json").read_text())["auto_map"] == {
+        "AutoTokenizer": ["tokenization_rrg_mamba.RRGMambaTokenizer", None]}
+    processor_config = json.loads((rrg / "processor_config.json").read_text())
+    assert processor_config["auto_map"] == {"AutoProcessor": "processing_rrg_mamba.RRGMambaProcessor"}
+    assert processor_config["image_processor"]["auto_map"] == {
+        "AutoImageProcessor": "image_processing_rrg_mamba.RRGMambaImageProcessor"}
+    # the model needs SS2D and its kernels but not the 1-D Mamba mixer or the causal conv: those are not exported
+    names = {path.stem for path in rrg.glob("*.py")}
+    assert {"layers_ss2d", "ops_selective_scan", "report_text"} <= names
+    assert not {"layers_mamba_mixer", "ops_causal_conv1d", "layers"} & names
+    emrrg = saved["emrrg"]["folder"]
+    assert json.loads((emrrg / "config.json").read_text())["auto_map"]["AutoConfig"] == "configuration_emrrg.EMRRGConfig"
+    assert "auto_map" not in json.loads((emrrg / "tokenizer_config.json").read_text())  # a transformers tokenizer
+    assert json.loads((emrrg / "generation_config.json").read_text())["eos_token_id"] == 3
+
+
+def test_model_card_front_matter_metrics_and_citation(saved):
+    card = ModelCard.load(saved["rrg_mamba"]["folder"] / "README.md")
+    assert card.data.license == "apache-2.0"
+    assert card.data.library_name == "transformers"
+    assert card.data.pipeline_tag == "image-text-to-text"
+    assert {"rrg-mamba", "radiology-report-generation", "custom_code"} <= set(card.data.tags)
+    assert card.data.datasets == ["iu-xray"]
+    assert "| BLEU-1 | 0.512 |" in card.text and "| BLEU-4 | 0.205 |" in card.text and "| CIDEr | 0.450 |" in card.text
+    assert "| all 14 CheXpert observations | micro | 0.310 | 0.220 | 0.257 |" in card.text
+    assert "IU X-Ray (test split)" in card.text and "590 reports" in card.text
+    assert "Not for clinical use" in card.text
+    assert "Hou, Xiaodi" in card.text and "10.24963/ijcai.2025/824" in card.text
+    assert "timm" in card.text and "pydicom" in card.text  # requirements read from the exported code
+    emrrg = ModelCard.load(saved["emrrg"]["folder"] / "README.md")
+    assert "rrg-mamba" not in emrrg.data.tags and "emrrg" in emrrg.data.tags
+    assert "uploaded without evaluation results" in emrrg.text
+    assert "arXiv:2510.16776" in emrrg.text and "Not for clinical use" in emrrg.text
+    assert "`llama` language model (2 layers, width\n32)" in emrrg.text
+
+
+def test_evaluation_json_from_file_and_trainer_prefixes(tmp_path):
+    path = tmp_path / "scores.json"
+    path.write_text(json.dumps({"eval_BLEU_4": 0.1, "eval_ROUGE_L": 0.3, "eval_loss": 2.0, "epoch": 3}))
+    evaluation = load_evaluation(path)
+    assert evaluation.nlg == [("BLEU-4", 0.1), ("ROUGE-L", 0.3)]
+    assert evaluation.ce == []
+
+
+def test_evaluation_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_evaluation(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json: not valid JSON"):
+        load_evaluation(broken)
+    with pytest.raises(ValueError, match="'BLEU_1' should be a number"):
+        load_evaluation({"BLEU_1": "high"})
+    with pytest.raises(ValueError, match="no known metric keys"):
+        load_evaluation({"accuracy": 0.9})
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        load_evaluation(listed)
+
+
+def test_render_model_card_needs_a_template(saved, tmp_path):
+    with pytest.raises(FileNotFoundError, match="rrg_mamba.md"):
+        render_model_card(saved["rrg_mamba"]["model"], repo_id="me/tiny", template_dir=tmp_path)
+
+
+def test_save_for_hub_rejects_models_it_cannot_export(saved, tmp_path):
+    model, processor = saved["rrg_mamba"]["model"], saved["rrg_mamba"]["processor"]
+    with pytest.raises(ValueError, match="processor"):
+        save_for_hub(model, None, tmp_path / "a")
+    bare = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, vocab_size=10))
+    with pytest.raises(ValueError, match="not a model of modeling_rrg_mamba"):
+        save_for_hub(bare, processor, tmp_path / "b")
+
+
+def test_register_for_auto_class_does_not_break_saving(saved, tmp_path):
+    model, processor = saved["rrg_mamba"]["model"], saved["rrg_mamba"]["processor"]
+    type(model).register_for_auto_class("AutoModelForImageTextToText")
+    try:
+        folder = save_for_hub(model, processor, tmp_path / "registered")
+    finally:
+        type(model)._auto_class = None
+    assert json.loads((folder / "config.json").read_text())["auto_map"]["AutoModelForImageTextToText"] == (
+        "modeling_rrg_mamba.RRGMambaForConditionalGeneration")
+    assert type(model)._auto_class is None
+
+
+def test_push_to_hub_saves_then_uploads_the_folder(saved, tmp_path, monkeypatch):
+    """The upload itself is never run: HfApi is replaced by a recorder (no network here)."""
+    calls = []
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, private, exist_ok, repo_type):
+            calls.append(("create_repo", repo_id, private, exist_ok, repo_type))
+
+        def upload_folder(self, repo_id, folder_path, commit_message, repo_type):
+            calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path)), repo_type))
+            return "commit-info"
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    model, processor = saved["rrg_mamba"]["model"], saved["rrg_mamba"]["processor"]
+    assert push_to_hub(model, processor, "someone/tiny-rrg-mamba", tmp_path / "push", token="hf_x") == "commit-info"
+    assert calls[0] == ("init", "hf_x")
+    assert calls[1] == ("create_repo", "someone/tiny-rrg-mamba", True, True, "model")
+    uploaded = calls[2][2]
+    assert calls[2][:2] == ("upload_folder", "someone/tiny-rrg-mamba")
+    assert {"README.md", "config.json", "model.safetensors", "modeling_rrg_mamba.py", "processor_config.json"} <= set(uploaded)
+    assert 'from_pretrained("someone/tiny-rrg-mamba"' in (tmp_path / "push" / "README.md").read_text()
+
+
+def test_in_process_registration_uses_vision2seq_only_where_it_exists(monkeypatch):
+    """transformers 5 has no AutoModelForVision2Seq; with a stand-in for 4.x's class both packages register on it."""
+    assert not hasattr(transformers, "AutoModelForVision2Seq")
+
+    class AutoModelForVision2Seq(_BaseAutoModelClass):
+        _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
+
+    # sys.modules, not the name bound above: importing the EMRRG package replaces the transformers module object
+    monkeypatch.setattr(sys.modules["transformers"], "AutoModelForVision2Seq", AutoModelForVision2Seq, raising=False)
+    emrrg_package._register_auto_classes()
+    importlib.reload(rrg_package)  # its registration runs at import
+    assert AutoModelForVision2Seq._model_mapping[EMRRGConfig] is EMRRGForConditionalGeneration
+    assert AutoModelForVision2Seq._model_mapping[RRGMambaConfig] is RRGMambaForConditionalGeneration
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The exporter on a synthetic package: re-exports, aliases, nested imports, and the import forms it refuses.
+
+
+def write_package(root: Path, files: dict) -> None:
+    for relative, source in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def synthetic(tmp_path, monkeypatch):
+    def make(name: str, modeling_source: str, extra: dict | None = None) -> str:
+        write_package(tmp_path / "src", {
+            f"{name}/__init__.py": "",
+            f"{name}/sub/__init__.py": "from .a import A\nfrom .b import helper as renamed\n",
+            f"{name}/sub/a.py": "class A:\n    value = 7\n",
+            f"{name}/sub/b.py": "def helper():\n    return 1\n",
+            f"{name}/model/__init__.py": "",
+            f"{name}/model/modeling_x.py": modeling_source,
+            **(extra or {}),
+        })
+        monkeypatch.syspath_prepend(str(tmp_path / "src"))
+        importlib.invalidate_caches()
+        return name
+    return make
+
+
+def test_exporter_follows_reexports_and_rewrites_nested_imports(synthetic, tmp_path, monkeypatch):
+    package = synthetic("hubpkg_ok", """\
+        from __future__ import annotations
+        import math
+        from ..sub import A, renamed as r  # noqa
+        from ..sub.b import (
+            helper,
+        )
+
+
+        def total():
+            from ..sub import renamed
+            return A.value + r() + helper() + renamed() + math.floor(0.5)
+        """)
+    out = tmp_path / "flat" / "exported"
+    out.mkdir(parents=True)
+    flat = export_remote_code([f"{package}.model.modeling_x"], out, home_package=f"{package}.model")
+    assert flat == {f"{package}.model.modeling_x": "modeling_x", f"{package}.sub.a": "sub_a", f"{package}.sub.b": "sub_b"}
+    source = (out / "modeling_x.py").read_text()
+    assert "from .sub_a import A\nfrom .sub_b import helper as r  # noqa\n" in source
+    assert "from .sub_b import helper\n" in source
+    assert "    from .sub_b import helper as renamed\n" in source
+    assert package not in source
+    (out / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "flat"))
+    assert importlib.import_module("exported.modeling_x").total() == 10
+
+
+@pytest.mark.parametrize("package, modeling_source, message", [
+    ("hubpkg_star", "from ..sub.a import *\n", "import \\*"),
+    ("hubpkg_plain", "import hubpkg_plain.sub.a\n", "'import hubpkg_plain...'"),
+    ("hubpkg_module", "from .. import sub\n", "imports the module hubpkg_module.sub itself"),
+    ("hubpkg_oneline", "if True: from ..sub import A\n", "own line"),
+])
+def test_exporter_refuses_imports_transformers_cannot_copy(synthetic, tmp_path, package, modeling_source, message):
+    synthetic(package, modeling_source)
+    with pytest.raises(ValueError, match=message):
+        export_remote_code([f"{package}.model.modeling_x"], tmp_path, home_package=f"{package}.model")
+
+
+def test_exporter_errors_on_real_and_missing_inputs(tmp_path):
+    # the rule-based labeler imports a module object ("from . import lexicon"), which the loader cannot copy
+    with pytest.raises(ValueError, match="lexicon itself"):
+        export_remote_code(["modeling_rrg_mamba.labeler.rules"], tmp_path, home_package="modeling_rrg_mamba.labeler")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export_remote_code(["modeling_rrg_mamba.report_text"], tmp_path / "nope", home_package="modeling_rrg_mamba")
+    with pytest.raises(ValueError, match="one package"):
+        export_remote_code(["modeling_rrg_mamba.report_text", "json.decoder"], tmp_path, home_package="modeling_rrg_mamba")

@@ -1,0 +1,226 @@
+"""RRG-Mamba model: save/load, Auto classes, KV-cached generation, attentions, losses, ablations, bad input."""
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, EncoderDecoderCache
+
+from modeling_rrg_mamba.rrg_mamba import RRGMambaConfig, RRGMambaForConditionalGeneration
+
+GRID = 2  # 64 px images through a stride-32 ResNet -> 2 x 2 feature map
+
+
+def tiny_config(**overrides):
+    settings = dict(
+        vocab_size=24,
+        visual_extractor="resnet18",
+        backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "stem_width": 8},
+        gdlm_preset=None,
+        gdlm_dim=16,
+        gdlm_depth=1,
+        gdlm_d_state=4,
+        gdlm_mlp_ratio=2.0,
+        dpb_window=3,
+        d_model=32,
+        num_attention_heads=4,
+        d_ff=64,
+        encoder_layers=1,
+        decoder_layers=2,
+        dropout=0.0,
+    )
+    settings.update(overrides)
+    return RRGMambaConfig(**settings)
+
+
+def tiny_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return RRGMambaForConditionalGeneration(tiny_config(**overrides)).eval()
+
+
+def images(batch=2, views=2, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, views, 3, 64, 64, generator=generator)
+
+
+LABELS = torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, -100, -100]])
+
+
+def test_save_load_round_trip_and_auto_classes(tmp_path):
+    model = tiny_model()
+    pixel_values = images()
+    with torch.no_grad():
+        logits = model(pixel_values=pixel_values, labels=LABELS).logits
+    beams = model.generate(pixel_values, num_beams=3, max_new_tokens=6)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), RRGMambaConfig)
+    for loader in (RRGMambaForConditionalGeneration, AutoModel, AutoModelForImageTextToText):
+        loaded = loader.from_pretrained(tmp_path).eval()
+        assert isinstance(loaded, RRGMambaForConditionalGeneration)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(pixel_values=pixel_values, labels=LABELS).logits, logits, rtol=0, atol=0)
+        assert torch.equal(loaded.generate(pixel_values, num_beams=3, max_new_tokens=6), beams)
+
+
+class _DecoderInputRecorder:
+    """Records the decoder input length of every forward call and counts visual-extractor runs."""
+
+    def __init__(self, model):
+        self.decoder_lengths, self.encoder_calls = [], 0
+        model.decoder.register_forward_pre_hook(self._decoder, with_kwargs=False)
+        model.encoder.visual_extractor.register_forward_hook(self._encoder)
+
+    def _decoder(self, module, args):
+        self.decoder_lengths.append(args[0].shape[1])
+
+    def _encoder(self, module, args, output):
+        self.encoder_calls += 1
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_kv_cache_is_used_and_matches_no_cache(num_beams):
+    model = tiny_model()
+    # Forbid <eos> so every run takes all steps and compares full-length outputs.
+    settings = dict(num_beams=num_beams, max_new_tokens=7, suppress_tokens=[model.config.eos_token_id],
+                    output_scores=True, return_dict_in_generate=True)
+    recorder = _DecoderInputRecorder(model)
+    cached = model.generate(images(), use_cache=True, **settings)
+    assert recorder.encoder_calls == 1  # encoder (prefill) once per generate, not per step
+    assert recorder.decoder_lengths == [1] * 7  # one new token per step: the past came from the cache
+    assert isinstance(cached.past_key_values, EncoderDecoderCache)
+    assert cached.past_key_values.get_seq_length() == 7
+    recorder.decoder_lengths.clear()
+    uncached = model.generate(images(), use_cache=False, **settings)
+    assert recorder.decoder_lengths == list(range(1, 8))  # without a cache the whole prefix is re-run
+    assert torch.equal(cached.sequences, uncached.sequences)
+    for with_cache, without_cache in zip(cached.scores, uncached.scores):
+        torch.testing.assert_close(with_cache, without_cache, rtol=1e-4, atol=1e-4)
+
+
+def test_sampling_and_num_return_sequences_with_cache():
+    model = tiny_model()
+    settings = dict(do_sample=True, top_k=0, num_return_sequences=3, max_new_tokens=6)
+    torch.manual_seed(7)
+    cached = model.generate(images(), use_cache=True, **settings)
+    torch.manual_seed(7)
+    uncached = model.generate(images(), use_cache=False, **settings)
+    assert cached.shape[0] == 6
+    assert torch.equal(cached, uncached)
+    beams = model.generate(images(), num_beams=3, num_return_sequences=3, max_new_tokens=6)
+    assert beams.shape[0] == 6
+
+
+def test_output_attentions_gives_cross_attention_over_image_tokens():
+    model = tiny_model()
+    out = model.generate(images(batch=1), max_new_tokens=4, suppress_tokens=[2], output_attentions=True,
+                         return_dict_in_generate=True)
+    tokens = 2 * (1 + GRID * GRID)  # two views, each a global token and a 2 x 2 grid
+    assert len(out.cross_attentions) == 4  # one entry per generated word
+    for step in out.cross_attentions:
+        assert len(step) == model.config.decoder_layers
+        assert step[-1].shape == (1, model.config.num_attention_heads, 1, tokens)
+        torch.testing.assert_close(step[-1].sum(-1), torch.ones(1, model.config.num_attention_heads, 1))
+
+
+def test_loss_terms_are_exposed_and_combined():
+    model = tiny_model()
+    observation_labels = torch.tensor([[1.0] * 7 + [0.0] * 7, [-1.0] * 14])  # second study: all uncertain
+    out = model(pixel_values=images(), labels=LABELS, observation_labels=observation_labels)
+    config = model.config
+    expected = out.report_loss + config.observation_loss_weight * out.observation_loss + \
+        config.consistency_loss_weight * out.consistency_loss
+    torch.testing.assert_close(out.loss, expected)
+    assert out.observation_logits.shape == (2, 14)
+    only_first = torch.nn.functional.binary_cross_entropy_with_logits(out.observation_logits[0], observation_labels[0])
+    torch.testing.assert_close(out.observation_loss, only_first)
+    out.loss.backward()
+    gdlm_grad = sum(p.grad.abs().sum() for p in model.encoder.gdlm.parameters() if p.grad is not None)
+    assert gdlm_grad > 0  # the GDLM sits on the path to the loss
+    without_cma = tiny_model(use_cma=False)(pixel_values=images(), labels=LABELS, observation_labels=observation_labels)
+    assert without_cma.observation_loss is None and without_cma.consistency_loss is None
+    torch.testing.assert_close(without_cma.loss, without_cma.report_loss)
+
+
+def test_consistency_loss_pulls_attention_toward_foreground_map():
+    from modeling_rrg_mamba.rrg_mamba.modeling_rrg_mamba import consistency_loss
+
+    foreground = torch.tensor([[0.0, 1.0, 0.0]])
+    states = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.0, -1.0]]])
+    token = torch.tensor([[1.0, 0.0]])
+    labels = torch.tensor([[4, 5, 6, -100]])  # three words; k = 0.5 keeps ceil(1.5) = 2: positions 0 and 2
+    attention = torch.tensor([[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]])
+    loss = consistency_loss(attention, states, foreground, token, labels, word_ratio=0.5)
+    torch.testing.assert_close(loss, torch.tensor((0.0 + 0.5) / 2))  # word 2: 0.25 + 0.25
+
+
+def _parameter_count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "switch, removed",
+    [("use_gdlm", "encoder.gdlm."), ("use_dpb", ".position_bias."), ("use_cma", None), ("use_rope", None)],
+)
+def test_ablation_switches_change_parameters_and_output(switch, removed):
+    full = tiny_model()
+    with torch.no_grad():  # unit-gain weights instead of the std-0.02 start, so every path carries signal
+        for module in full.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, module.in_features ** -0.5)
+    ablated = RRGMambaForConditionalGeneration(tiny_config(**{switch: False})).eval()
+    missing, unexpected = ablated.load_state_dict(full.state_dict(), strict=False)
+    assert not missing  # every remaining weight is shared with the full model
+    full_names = dict(full.named_parameters())
+    removed_count = sum(full_names[name].numel() for name in unexpected)
+    assert _parameter_count(full) - _parameter_count(ablated) == removed_count
+    if switch == "use_rope":
+        assert removed_count == 0  # RoPE has no parameters
+    elif switch == "use_cma":
+        assert set(unexpected) == {"encoder.observation_head.classifier.weight", "encoder.observation_head.classifier.bias",
+                                   "adapter_projection.weight", "adapter_projection.bias"}
+    else:
+        assert unexpected and all(removed in name for name in unexpected)
+    with torch.no_grad():
+        full_out = full(pixel_values=images(), labels=LABELS)
+        ablated_out = ablated(pixel_values=images(), labels=LABELS)
+    logits_change = (full_out.logits - ablated_out.logits).norm() / full_out.logits.norm()
+    assert logits_change > 1e-2
+    memory_change = (full_out.encoder_last_hidden_state - ablated_out.encoder_last_hidden_state).norm()
+    relative = memory_change / full_out.encoder_last_hidden_state.norm()
+    if switch == "use_cma":
+        assert relative == 0  # the adapter acts after the encoder
+    else:
+        assert relative > 1e-2  # the visual switches change the memory the decoder reads
+
+
+def test_gdlm_presets_and_paper_size_configuration():
+    from modeling_rrg_mamba.rrg_mamba import GDLM_PRESETS
+
+    assert RRGMambaConfig(gdlm_preset="tiny").gdlm_depth == GDLM_PRESETS["tiny"]["gdlm_depth"]
+    assert RRGMambaConfig(gdlm_preset="base").gdlm_dim == 768
+    with pytest.raises(ValueError, match="gdlm_preset"):
+        RRGMambaConfig(gdlm_preset="huge")
+
+
+def test_single_view_and_vit_backbone():
+    model = tiny_model()
+    assert model.generate(images()[:, 0], max_new_tokens=3).shape[0] == 2
+    vit = tiny_model(visual_extractor="test_vit", backbone_kwargs={"img_size": 64})
+    out = vit(pixel_values=torch.randn(1, 3, 64, 64), labels=LABELS[:1])
+    patches = (64 // vit.encoder.visual_extractor.backbone.patch_embed.patch_size[0]) ** 2
+    assert out.encoder_last_hidden_state.shape[1] == 1 + patches
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="pixel_values: expected"):
+        model(pixel_values=torch.randn(3, 64, 64), labels=LABELS[:1])
+    with pytest.raises(ValueError, match="3 channels"):
+        model(pixel_values=torch.randn(2, 2, 1, 64, 64), labels=LABELS)
+    with pytest.raises(ValueError, match="batch 2 does not match the images' batch 3"):
+        model(pixel_values=torch.randn(3, 3, 64, 64), labels=LABELS)
+    with pytest.raises(ValueError, match="labels: expected"):
+        model(pixel_values=images(), labels=torch.zeros(2, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="observation_labels: expected shape"):
+        model(pixel_values=images(), labels=LABELS, observation_labels=torch.zeros(2, 13))
+    with pytest.raises(ValueError, match="pixel_values"):
+        model.generate(torch.randn(2, 2, 2, 3, 64, 64), max_new_tokens=2)
