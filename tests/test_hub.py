@@ -457,3 +457,54 @@ def test_exporter_errors_on_real_and_missing_inputs(tmp_path):
         export_remote_code(["modeling_rrg_mamba.report_text"], tmp_path / "nope", home_package="modeling_rrg_mamba")
     with pytest.raises(ValueError, match="one package"):
         export_remote_code(["modeling_rrg_mamba.report_text", "json.decoder"], tmp_path, home_package="modeling_rrg_mamba")
+
+
+# -------------------------------------------------------------------------------------- end to end
+
+E2E_REPORTS = {"rrg_mamba": "the heart is normal . no effusion .",
+               "emrrg": "no acute cardiopulmonary abnormality . heart size is normal ."}
+
+
+def overfit_one_study(model, processor, image: Image.Image, report: str, steps: int = 100) -> tuple[float, float]:
+    """A few Adam steps on one (film, report) pair; returns the first and last loss."""
+    target = {"text": [report]} if isinstance(processor, RRGMambaProcessor) else {"reports": [report]}
+    batch = processor(images=[image], **target)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses[0], losses[-1]
+
+
+def test_end_to_end_train_save_fresh_load_generate_evaluate(image_path, tmp_path):
+    """Both models: train, save_for_hub, load in a process without this package (Auto classes, remote code),
+    generate, and score the generated report with the package's metrics."""
+    from modeling_rrg_mamba.metrics import NLGEvaluator, compute_report_metrics
+
+    image = Image.open(image_path)
+    folders, processors = {}, {}
+    for name, build in (("rrg_mamba", tiny_rrg_mamba), ("emrrg", tiny_emrrg)):
+        model, processor = build()
+        first, last = overfit_one_study(model, processor, image, E2E_REPORTS[name])
+        assert last < 0.2 * first, f"{name}: training did not reduce the loss ({first:.3f} -> {last:.3f})"
+        folders[name] = str(save_for_hub(model, processor, tmp_path / name))
+        processors[name] = processor
+    generate = dict(num_beams=2, max_new_tokens=24, do_sample=False)
+    results = fresh_process(tmp_path, {"folders": folders, "image": image_path, "generate": generate})
+    assert results.pop("package_imported") is False
+    with NLGEvaluator() as evaluator:  # one METEOR JVM for both models
+        for name, result in results.items():
+            ids = result["ids"]
+            if result["input_ids"] is not None:  # decoder-only EMRRG returns the prompt too
+                ids = [row[len(result["input_ids"][0]):] for row in ids]
+            prediction = processors[name].batch_decode(ids, skip_special_tokens=True)[0]
+            scores = compute_report_metrics([prediction], [E2E_REPORTS[name]], evaluator=evaluator)
+            # the trained model reproduces its one training report, so the scores are those of an exact match
+            assert scores["BLEU_1"] > 0.9 and scores["ROUGE_L"] > 0.9, (name, prediction, scores)
+            assert "ce_14_micro_f1" in scores

@@ -203,3 +203,15 @@ def test_cuda_dispatch_matches_cpu_path():
     torch.testing.assert_close(causal_conv1d(x.cuda(), w.cuda(), activation="silu").cpu(), causal_conv1d(x, w, activation="silu"), rtol=1e-4, atol=1e-5)
     if mamba_ssm_kernels() is None:
         pytest.skip("mamba-ssm not installed: only the PyTorch path ran on the GPU")
+
+
+def test_scan_under_cpu_autocast_matches_float32():
+    inputs = {k: v.requires_grad_() for k, v in make_inputs(dtype=torch.float32, groups=2).items()}
+    expected = selective_scan(**inputs, delta_softplus=True)
+    grads_expected = torch.autograd.grad(expected.sum(), list(inputs.values()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = selective_scan(**inputs, delta_softplus=True)
+        grads = torch.autograd.grad(y.sum(), list(inputs.values()))
+    torch.testing.assert_close(y, expected)
+    for grad, grad_expected in zip(grads, grads_expected):
+        torch.testing.assert_close(grad, grad_expected)

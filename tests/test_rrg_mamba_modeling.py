@@ -224,3 +224,20 @@ def test_bad_inputs_raise_clear_errors():
         model(pixel_values=images(), labels=LABELS, observation_labels=torch.zeros(2, 13))
     with pytest.raises(ValueError, match="pixel_values"):
         model.generate(torch.randn(2, 2, 2, 3, 64, 64), max_new_tokens=2)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    """GDLM blocks and encoder / decoder layers recompute their activations in backward, with equal results."""
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model().train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            assert all(layer.gradient_checkpointing for layer in model.modules() if hasattr(layer, "gradient_checkpointing"))
+        loss = model(pixel_values=images(), labels=LABELS).loss
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    assert grads[1][1].keys() == grads[0][1].keys() and len(grads[0][1]) > 0
+    for name, grad in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][name], grad, rtol=1e-5, atol=1e-7, msg=name)

@@ -15,6 +15,15 @@ from torch import nn
 Tensor = torch.Tensor
 
 
+def relative_offsets(window: int) -> Tensor:
+    """``(window^2, 2)`` offsets ``(dh, dw)`` of a window around its centre, normalised to [-1, 1] so that the
+    MLP sees the same range for every window."""
+    radius = window // 2
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    dh, dw = torch.meshgrid(offsets, offsets, indexing="ij")
+    return torch.stack([dh, dw], dim=-1).reshape(-1, 2) / max(radius, 1)
+
+
 class DynamicPositionBias(nn.Module):
     """DPB(v) for a token grid ``(batch, H, W, dim)``; returns a tensor of the same shape."""
 
@@ -28,11 +37,12 @@ class DynamicPositionBias(nn.Module):
             nn.Linear(hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU(),
             nn.Linear(hidden_dim, dim),
         )
-        radius = window // 2
-        offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        dh, dw = torch.meshgrid(offsets, offsets, indexing="ij")
-        # Offsets normalised to [-1, 1] so the MLP sees the same range for every window.
-        self.register_buffer("offsets", torch.stack([dh, dw], dim=-1).reshape(-1, 2) / max(radius, 1), persistent=False)
+        self.register_buffer("offsets", relative_offsets(window), persistent=False)
+
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
+        """Recompute ``offsets`` (not saved in checkpoints: a model built on the meta device needs it rebuilt)."""
+        self.offsets.copy_(relative_offsets(self.window))
 
     def kernel(self) -> Tensor:
         """The position-generated depthwise kernel ``(dim, 1, window, window)``."""

@@ -22,6 +22,11 @@ def apply_rotary(x: Tensor, angles: Tensor) -> Tensor:
     return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
 
+def inverse_frequencies(dim: int, base: float) -> Tensor:
+    """``base^(-2i/dim)`` for ``i < dim/2``: the rotation speed of each channel pair."""
+    return base ** (-torch.arange(0, dim // 2, dtype=torch.float32) / (dim // 2))
+
+
 class RotaryEmbedding1D(nn.Module):
     """1-D RoPE over the last dimension of ``(batch, length, dim)`` tokens."""
 
@@ -29,8 +34,13 @@ class RotaryEmbedding1D(nn.Module):
         super().__init__()
         if dim % 2:
             raise ValueError(f"dim: RotaryEmbedding1D needs an even channel count, got {dim}")
-        self.dim = dim
-        self.register_buffer("inv_freq", base ** (-torch.arange(0, dim // 2, dtype=torch.float32) / (dim // 2)), persistent=False)
+        self.dim, self.base = dim, base
+        self.register_buffer("inv_freq", inverse_frequencies(dim, base), persistent=False)
+
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
+        """Recompute ``inv_freq`` (not saved in checkpoints: a model built on the meta device needs it rebuilt)."""
+        self.inv_freq.copy_(inverse_frequencies(self.dim, self.base))
 
     def angles(self, positions: Tensor) -> Tensor:
         """``(length,)`` positions -> ``(length, dim/2)`` rotation angles."""

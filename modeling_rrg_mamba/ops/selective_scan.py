@@ -65,6 +65,16 @@ class _SelectiveScanCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor):
+        with torch.autocast(u.device.type, enabled=False):  # the scan runs in float32 by design
+            return _SelectiveScanCPU._forward(ctx, u, delta, A, B, C)
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor, grad_last: Optional[Tensor]):
+        with torch.autocast(grad_y.device.type, enabled=False):
+            return _SelectiveScanCPU._backward(ctx, grad_y, grad_last)
+
+    @staticmethod
+    def _forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor):
         decay = (delta.unsqueeze(-1) * A).exp_()                                       # exp(delta_t A)
         states = _linear_recurrence_(decay, (delta * u).unsqueeze(-1) * B.unsqueeze(-2))  # from b_t = delta_t B_t u_t
         y = _rowwise(states, C, transpose=False)                                       # C_t . h_t
@@ -72,7 +82,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         return y, states[-1].clone()  # not a view of a saved buffer: callers may update it in place
 
     @staticmethod
-    def backward(ctx, grad_y: Tensor, grad_last: Optional[Tensor]):
+    def _backward(ctx, grad_y: Tensor, grad_last: Optional[Tensor]):
         u, delta, A, B, C, states, decay = ctx.saved_tensors
         grad_y = grad_y.contiguous()  # gradients arrive in the caller's layout
         delta_u = delta * u

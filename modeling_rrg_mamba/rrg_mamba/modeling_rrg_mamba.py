@@ -26,6 +26,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput
 
 from ..layers import SS2D, DynamicPositionBias, RotaryEmbedding1D, SelectiveSSM
@@ -145,7 +146,7 @@ class RRGMambaVisualExtractor(nn.Module):
         return features.permute(0, 2, 3, 1)
 
 
-class RRGMambaGDLMBlock(nn.Module):
+class RRGMambaGDLMBlock(GradientCheckpointingLayer):
     """One GDLM block on a grid ``(B, H, W, dim)`` (paper Eq. 7-11).
 
     v_P = v + DPB(v)  (Eq. 7, ``use_dpb``);  v_con = v_P + DWConv(v_P);
@@ -214,7 +215,7 @@ class RRGMambaObservationHead(nn.Module):
         uniform = torch.full_like(activation, 1.0 / activation.shape[-1])
         grid_map = torch.where(total > 0, activation / total.clamp_min(1e-12), uniform)
         foreground = tokens.new_zeros(tokens.shape[:2])
-        foreground[:, grid_mask] = grid_map
+        foreground[:, grid_mask] = grid_map.to(foreground.dtype)  # differs under autocast
         return logits, foreground
 
 
@@ -286,7 +287,7 @@ class RRGMambaFeedForward(nn.Module):
         return self.fc2(F.dropout(F.relu(self.fc1(x)), p=self.dropout, training=self.training))
 
 
-class RRGMambaEncoderLayer(nn.Module):
+class RRGMambaEncoderLayer(GradientCheckpointingLayer):
     """Pre-norm Transformer encoder layer (R2Gen's sublayer connection: x + dropout(f(LN(x))))."""
 
     def __init__(self, config: RRGMambaConfig) -> None:
@@ -304,7 +305,7 @@ class RRGMambaEncoderLayer(nn.Module):
         return hidden_states, probabilities
 
 
-class RRGMambaDecoderLayer(nn.Module):
+class RRGMambaDecoderLayer(GradientCheckpointingLayer):
     """Pre-norm Transformer decoder layer: masked self-attention, cross-attention to the memory, feed-forward."""
 
     def __init__(self, config: RRGMambaConfig, layer_idx: int) -> None:
@@ -335,24 +336,13 @@ class RRGMambaDecoderLayer(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _rope_inverse_frequencies(dim: int, base: float = 10000.0) -> Tensor:
-    return base ** (-torch.arange(0, dim // 2, dtype=torch.float32) / (dim // 2))
-
-
-def _dpb_offsets(window: int) -> Tensor:
-    radius = window // 2
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    rows, cols = torch.meshgrid(offsets, offsets, indexing="ij")
-    return torch.stack([rows, cols], dim=-1).reshape(-1, 2) / max(radius, 1)
-
-
 class RRGMambaPreTrainedModel(PreTrainedModel):
     config_class = RRGMambaConfig
     config: RRGMambaConfig
     base_model_prefix = "model"
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ["RRGMambaEncoderLayer", "RRGMambaDecoderLayer", "RRGMambaGDLMBlock"]
 
     @torch.no_grad()
@@ -362,10 +352,8 @@ class RRGMambaPreTrainedModel(PreTrainedModel):
         non-persistent position buffers (DPB offsets, RoPE frequencies) are rebuilt (they are not in checkpoints)."""
         if isinstance(module, SelectiveSSM):
             module.reset_parameters()
-        elif isinstance(module, DynamicPositionBias):
-            init.copy_(module.offsets, _dpb_offsets(module.window))
-        elif isinstance(module, RotaryEmbedding1D):
-            init.copy_(module.inv_freq, _rope_inverse_frequencies(module.dim))
+        elif isinstance(module, (DynamicPositionBias, RotaryEmbedding1D)):
+            module.reset_buffers()
         elif isinstance(module, (nn.Linear, nn.Embedding)):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if isinstance(module, nn.Linear) and module.bias is not None:
