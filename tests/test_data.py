@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from modeling_rrg_mamba.data import (
-    BadEntry, EMRRGDataCollator, OBSERVATION_LABELS_COLUMN, RRGMambaDataCollator, add_observation_labels,
+    BadEntry, EMRRGDataCollator, OBSERVATION_LABELS_COLUMN, ReportGenerationCollator, RRGMambaDataCollator, add_observation_labels,
     build_dataset_dict, extract_section, load_chexpert_plus, load_r2gen_annotation, mimic_cxr_annotation,
 )
 from modeling_rrg_mamba.labeler import binarize_labels, label_reports
@@ -337,3 +337,21 @@ def test_emrrg_collator_sends_reports_as_targets_and_the_prompt_as_text():
     assert processor.calls[0]["reports"] == ["report 0", "report 1", "report 2"]
     assert processor.calls[0]["text"] == ["Describe."] * 3
     assert processor.calls[1]["text"] is None  # the processor's default prompt
+
+
+def test_collator_and_verifier_read_dicom_and_16_bit_png_with_the_shared_decoder(tmp_path):
+    """Files go through load_xray_image: DICOM opens, and a 16-bit PNG is stretched to 8 bit, not clipped."""
+    from test_image_processing import _write_dicom
+
+    dicom = _write_dicom(tmp_path / "film.dcm", np.tile(np.linspace(0, 4000, 16), (8, 1)))
+    png16 = tmp_path / "film16.png"
+    Image.fromarray(np.tile(np.linspace(0, 60000, 16), (8, 1)).astype(np.uint16)).save(png16)
+    processor = FakeProcessor()
+    ReportGenerationCollator(processor, report_column=None)([{"id": 0, "images": [str(dicom), str(png16)]}])
+    dicom_image, png_image = processor.calls[0]["images"][0]
+    for image in (dicom_image, png_image):
+        pixels = np.asarray(image.convert("L"))
+        assert pixels.min() == 0 and pixels.max() == 255  # full 8-bit range: min-max stretched, not clipped
+    annotation = {"train": [{"id": "s", "report": "clear .", "image_path": ["film.dcm", "film16.png"]}]}
+    loaded = build_dataset_dict(annotation, image_root=tmp_path, verify_images=True)
+    assert loaded["train"].num_rows == 1

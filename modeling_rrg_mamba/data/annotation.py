@@ -30,6 +30,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import datasets
 
+from ..image_processing_xray import load_xray_image
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
@@ -56,12 +58,10 @@ def _entry_name(source: str, split: str, index: int, entry: Any) -> str:
 
 
 def _check_readable(path: Path, where: str) -> None:
-    from PIL import Image, UnidentifiedImageError
-
+    """Decode the file with the reader the processor uses, so DICOM and 16-bit PNG count as readable."""
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        load_xray_image(path)
+    except ValueError as error:
         raise BadEntry(f"{where}: image file {path} is unreadable ({error})") from None
 
 

@@ -17,27 +17,37 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..image_processing_xray import load_xray_image
 from .labels import OBSERVATION_LABELS_COLUMN
+
+
+def _open_file(path: str, where: str) -> Image.Image:
+    """Decode an image file with the shared X-ray reader (PNG of any bit depth, JPEG, DICOM) as 8-bit PIL."""
+    try:
+        return Image.fromarray(load_xray_image(path, output="uint8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: image file {path} does not exist") from None
+    except ValueError as error:
+        raise ValueError(f"{where}: image {path} is unreadable ({error})") from None
 
 
 def open_image(value: Any, where: str) -> Image.Image:
     """Decode one image value (path, ``{"path", "bytes"}`` dict or PIL image); errors name ``where``."""
     if isinstance(value, Image.Image):
         return value
-    try:
-        if isinstance(value, str):
-            image = Image.open(value)
-        elif isinstance(value, Mapping) and (value.get("bytes") or value.get("path")):
-            image = Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
-        else:
-            raise ValueError(f"{where}: expected an image path, a {{'path', 'bytes'}} dict or a PIL image, "
-                             f"got {type(value).__name__}")
-        image.load()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{where}: image file {value} does not exist") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{where}: image {value if isinstance(value, str) else '<bytes>'} is unreadable ({error})") from None
-    return image
+    if isinstance(value, str):
+        return _open_file(value, where)
+    if isinstance(value, Mapping) and value.get("bytes"):
+        try:
+            image = Image.open(io.BytesIO(value["bytes"]))
+            image.load()
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"{where}: image <bytes> is unreadable ({error})") from None
+        return image
+    if isinstance(value, Mapping) and value.get("path"):
+        return _open_file(value["path"], where)
+    raise ValueError(f"{where}: expected an image path, a {{'path', 'bytes'}} dict or a PIL image, "
+                     f"got {type(value).__name__}")
 
 
 class ReportGenerationCollator:
