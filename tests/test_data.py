@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class FakeProcessor:
-    """Stands in for a ProcessorMixin: images -> (B, V, 1, 8, 8) tensor, text -> padded character ids."""
+    """Stands in for a ProcessorMixin: images -> (B, V, 1, 8, 8) tensor, text / reports -> padded character ids."""
 
     def __init__(self):
         self.calls = []
@@ -38,9 +38,10 @@ class FakeProcessor:
         pixels = torch.stack([torch.stack([torch.from_numpy(np.asarray(im.convert("L").resize((8, 8)), dtype=np.float32))
                                            for im in study]) for study in images]).unsqueeze(2)
         batch = {"pixel_values": pixels}
-        if text is not None:
-            width = max(len(t) for t in text)
-            batch["input_ids"] = torch.tensor([[ord(c) for c in t] + [0] * (width - len(t)) for t in text])
+        for key, texts in (("input_ids", text), ("labels", reports)):
+            if texts is not None:
+                width = max(len(t) for t in texts)
+                batch[key] = torch.tensor([[ord(c) for c in t] + [0] * (width - len(t)) for t in texts])
         return batch
 
 
@@ -114,7 +115,7 @@ def test_rrg_mamba_collator_batches_views_reports_and_pseudo_labels(tiny_release
     # Views stay in annotation order: view 1 of each study was written one grey level brighter.
     assert torch.all(batch["pixel_values"][:, 1] - batch["pixel_values"][:, 0] == 1)
     assert batch[OBSERVATION_LABELS_COLUMN].shape == (3, 14) and batch[OBSERVATION_LABELS_COLUMN].dtype == torch.float32
-    assert processor.calls[0]["text"] == train["report"]
+    assert processor.calls[0]["reports"] == train["report"] and processor.calls[0]["text"] is None
     with pytest.raises(ValueError, match="add_observation_labels"):
         RRGMambaDataCollator(processor)([{k: v for k, v in train[0].items() if k != OBSERVATION_LABELS_COLUMN}])
 
@@ -143,8 +144,8 @@ def test_collator_works_with_trainer(tiny_release, tmp_path):
             super().__init__()
             self.linear = torch.nn.Linear(64, 1)
 
-        def forward(self, pixel_values, input_ids):
-            return {"loss": self.linear(pixel_values.flatten(2).mean(1) / 255).pow(2).mean() + 0 * input_ids.sum()}
+        def forward(self, pixel_values, labels):
+            return {"loss": self.linear(pixel_values.flatten(2).mean(1) / 255).pow(2).mean() + 0 * labels.sum()}
 
     args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, max_steps=2,
                              use_cpu=True, report_to=[], remove_unused_columns=False, save_strategy="no",

@@ -96,6 +96,17 @@ def test_kv_cache_is_used_and_matches_no_cache(num_beams):
         torch.testing.assert_close(with_cache, without_cache, rtol=1e-4, atol=1e-4)
 
 
+def test_generate_continues_a_decoder_prefix_as_greedy_decoding_would():
+    model = tiny_model()
+    settings = dict(do_sample=False, suppress_tokens=[model.config.eos_token_id])
+    from_bos = model.generate(images(), max_new_tokens=6, **settings)
+    assert (from_bos[:, 0] == model.config.decoder_start_token_id).all()
+    for use_cache in (True, False):  # the 3-token prefix is prefilled at once, then decoding goes on from it
+        continued = model.generate(images(), decoder_input_ids=from_bos[:, :3], max_new_tokens=4, use_cache=use_cache,
+                                   **settings)
+        assert torch.equal(continued, from_bos)
+
+
 def test_sampling_and_num_return_sequences_with_cache():
     model = tiny_model()
     settings = dict(do_sample=True, top_k=0, num_return_sequences=3, max_new_tokens=6)

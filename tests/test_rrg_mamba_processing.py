@@ -62,7 +62,7 @@ def _processor(**kwargs):
 def test_processor_returns_model_ready_tensors_and_decodes():
     processor = _processor()
     image = np.zeros((50, 40), np.uint8)
-    batch = processor(images=[[image, image]] * 2, text=REPORTS[:2], observation_labels=np.ones((2, 14)))
+    batch = processor(images=[[image, image]] * 2, reports=REPORTS[:2], observation_labels=np.ones((2, 14)))
     assert batch["pixel_values"].shape == (2, 2, 3, 32, 32)
     labels = batch["labels"]
     assert labels.dtype == torch.long and (labels[1] == -100).any() and not (labels[0] == -100).any()
@@ -74,20 +74,20 @@ def test_processor_returns_model_ready_tensors_and_decodes():
 
 def test_processor_truncates_but_keeps_eos():
     processor = _processor(max_length=5)
-    labels = processor(text=REPORTS)["labels"]
+    labels = processor(reports=REPORTS)["labels"]
     assert labels.shape[1] == 5
     assert (labels[:, -1] == processor.tokenizer.eos_token_id).all()
 
 
 def test_processor_rejects_empty_reports_and_count_mismatch():
     processor = _processor()
-    with pytest.raises(ValueError, match=r"text\[1\]: empty report"):
-        processor(text=["heart normal.", "  "])
-    with pytest.raises(ValueError, match=r"text\[0\]: empty report"):
-        processor(text=[" . "])
+    with pytest.raises(ValueError, match=r"reports\[1\]: empty report"):
+        processor(reports=["heart normal.", "  "])
+    with pytest.raises(ValueError, match=r"reports\[0\]: empty report"):
+        processor(reports=[" . "])
     image = np.zeros((40, 40), np.uint8)
-    with pytest.raises(ValueError, match="2 studies but 1 reports"):
-        processor(images=[image, image], text=["heart normal."])
+    with pytest.raises(ValueError, match=r"batch sizes differ .*pixel_values.: 2, .labels.: 1"):
+        processor(images=[image, image], reports=["heart normal."])
 
 
 def test_processor_save_load_with_auto_classes(tmp_path):
@@ -99,5 +99,22 @@ def test_processor_save_load_with_auto_classes(tmp_path):
         assert isinstance(loaded.image_processor, RRGMambaImageProcessor)
         assert loaded.max_length == 42 and loaded.image_processor.crop_size == 32
         image = np.zeros((40, 40), np.uint8)
-        torch.testing.assert_close(loaded(images=[image], text=REPORTS[:1])["labels"], processor(text=REPORTS[:1])["labels"])
+        torch.testing.assert_close(loaded(images=[image], reports=REPORTS[:1])["labels"], processor(reports=REPORTS[:1])["labels"])
     assert isinstance(AutoImageProcessor.from_pretrained(tmp_path), RRGMambaImageProcessor)
+
+
+def test_text_gives_decoder_prompts_that_generate_continues():
+    processor = _processor()
+    bos = processor.tokenizer.bos_token_id
+    assert processor(text="")["decoder_input_ids"].tolist() == [[bos]]
+    prompts = processor(text=["The heart is", "Lungs clear."])["decoder_input_ids"]
+    # an unfinished prefix loses the " ." the R2Gen cleaner closes it with; a finished one keeps it
+    assert [processor.tokenizer.convert_ids_to_tokens(row[1:]) for row in prompts.tolist()] == [
+        ["the", "heart", "is"], ["lungs", "clear", "."]]
+    assert processor.batch_decode(prompts, skip_special_tokens=True) == ["the heart is", "lungs clear ."]
+    with pytest.raises(ValueError, match=r"same number of words, got \[3, 1\]"):
+        processor(text=["the heart is", "normal"])
+    with pytest.raises(ValueError, match="return_tensors"):
+        processor(text="", return_tensors="np")
+    batch = processor(images=[np.zeros((40, 40), np.uint8)], text="the heart", reports="the heart is normal.")
+    assert set(batch) == {"pixel_values", "decoder_input_ids", "labels"}

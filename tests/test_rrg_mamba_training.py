@@ -127,7 +127,7 @@ def test_seq2seq_trainer_trains_and_evaluates_with_generation(tmp_path):
     processor = RRGMambaProcessor(RRGMambaImageProcessor(size=SIZE, crop_size=SIZE), TOKENIZER, max_length=24)
 
     def collate(examples):
-        labels = processor(text=[example["report"] for example in examples])["labels"]
+        labels = processor(reports=[example["report"] for example in examples])["labels"]
         return {"pixel_values": torch.stack([example["pixel_values"] for example in examples]), "labels": labels}
 
     torch.manual_seed(0)

@@ -2,7 +2,7 @@
 
 Images are opened only here, one batch at a time, from whatever the dataset holds: file paths (the default of
 :func:`~modeling_rrg_mamba.data.load_r2gen_annotation`), ``datasets.Image`` values (``{"path", "bytes"}``
-dicts or PIL images). The processor is called as ``processor(images=[[views of study 1], ...], text=[reports])``
+dicts or PIL images). The processor is called as ``processor(images=[[views of study 1], ...], reports=[reports])``
 with one list of views per study (IU X-Ray: two; MIMIC-CXR / CheXpert Plus: one).
 
 With ``Trainer`` set ``TrainingArguments(remove_unused_columns=False)``: the collators read the raw ``images``
@@ -51,7 +51,7 @@ def open_image(value: Any, where: str) -> Image.Image:
 
 
 class ReportGenerationCollator:
-    """Turn examples ``{"id", "images", "report", ...}`` into a batch via ``processor(images=..., text=...)``.
+    """Turn examples ``{"id", "images", "report", ...}`` into a batch via ``processor(images=..., reports=...)``.
 
     Args:
         processor: any callable processor (e.g. a ``ProcessorMixin``) returning model tensors.
@@ -90,8 +90,6 @@ class ReportGenerationCollator:
             texts.append(report)
         return texts
 
-    report_keyword = "text"  # the processor argument that receives the target reports
-
     def processor_call_kwargs(self, examples: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
         return dict(self.processor_kwargs)
 
@@ -100,7 +98,7 @@ class ReportGenerationCollator:
             raise ValueError("examples: empty batch")
         kwargs = self.processor_call_kwargs(examples)
         if self.report_column is not None:
-            kwargs[self.report_keyword] = self.reports(examples)
+            kwargs["reports"] = self.reports(examples)
         return self.processor(images=[self.study_images(e) for e in examples], **kwargs)
 
 
@@ -135,8 +133,6 @@ class RRGMambaDataCollator(ReportGenerationCollator):
 class EMRRGDataCollator(ReportGenerationCollator):
     """EMRRG batches: the reports go to the processor as ``reports=`` (targets, prompt masked in the labels) and
     the instruction ``prompt`` as ``text=``, one per sample (``None`` = the processor's default prompt)."""
-
-    report_keyword = "reports"
 
     def __init__(self, processor: Any, prompt: Optional[str] = None, **kwargs: Any):
         super().__init__(processor, **kwargs)

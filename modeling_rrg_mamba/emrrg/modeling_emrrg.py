@@ -7,8 +7,9 @@
     and the rest of the layer (residual, MLP) is the LLM's own, so at step 0 the model is exactly the LLM.
 
 Any causal LM of ``transformers`` whose decoder layers call an attention child named ``self_attn`` / ``attn`` /
-``attention`` / ``self_attention`` and forward extra keyword arguments to it (Llama, Qwen2, Mistral, GPT-2, ...) can
-be used. The hybrid layer wraps that attention child: the LLM's weights stay where they were, one level deeper
+``attention`` / ``self_attention`` and whose decoder stack forwards extra keyword arguments down to it (Llama, Qwen2,
+Mistral, GPT-2, ...) can be used. The visual tokens enter at that stack (``language_model.base_model``), not at the
+causal-LM head's ``forward``, which some LLMs (GPT-2 on transformers 4.57) call without passing extra arguments on. The hybrid layer wraps that attention child: the LLM's weights stay where they were, one level deeper
 (``...layers.7.self_attn.self_attn.q_proj``), and the new trainable weights sit next to them
 (``...layers.7.self_attn.gated_cross_attn``).
 
@@ -37,6 +38,7 @@ Tensor = torch.Tensor
 
 DECODER_LAYER_LIST_NAMES = ("layers", "h", "blocks", "block")
 ATTENTION_CHILD_NAMES = ("self_attn", "attn", "attention", "self_attention")
+PENDING_VISUAL_TOKENS = "_emrrg_pending_visual_tokens"
 
 
 @dataclass
@@ -135,7 +137,7 @@ class HybridAttention(nn.Module):
 
     Both read the same pre-normed states ``h`` (the layer's shared LayerNorm); their sum replaces the
     self-attention output inside the LLM's own decoder layer, whose residual and MLP are untouched.
-    ``visual_tokens`` arrives as a keyword argument the LLM forwards to its attention modules.
+    ``visual_tokens`` arrives as a keyword argument the LLM's decoder stack forwards to its attention modules.
     """
 
     def __init__(self, self_attn: nn.Module, config: EMRRGConfig, cross_cache_index: int) -> None:
@@ -189,8 +191,17 @@ def attention_child_name(layer: nn.Module) -> str:
     raise ValueError(f"text_config: decoder layer {type(layer).__name__} has no attention child named one of {ATTENTION_CHILD_NAMES}")
 
 
+def _pass_visual_tokens_to_layers(decoder: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    """Forward pre-hook of the LLM's decoder stack: hand the visual tokens EMRRG left on it to its layers as a kwarg."""
+    visual_tokens = decoder.__dict__.pop(PENDING_VISUAL_TOKENS, None)
+    if visual_tokens is not None:
+        kwargs["visual_tokens"] = visual_tokens
+    return args, kwargs
+
+
 def insert_hybrid_layers(language_model: PreTrainedModel, config: EMRRGConfig) -> None:
     """Make layers ``config.hybrid_layer_indices`` of ``language_model`` hybrid, in place."""
+    language_model.base_model.register_forward_pre_hook(_pass_visual_tokens_to_layers, with_kwargs=True)
     layers = decoder_layers(language_model)
     num_layers = language_model.config.num_hidden_layers
     for j, index in enumerate(config.hybrid_layer_indices):
@@ -221,6 +232,15 @@ class EMRRGPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.linear.bias)
             nn.init.ones_(module.layer_norm.weight)
             nn.init.zeros_(module.layer_norm.bias)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict[str, Any]] = None, **kwargs: Any) -> None:
+        """Non-reentrant checkpointing (transformers 4.57 defaults to reentrant): the visual tokens reach the hybrid
+        layers as a keyword argument, which reentrant checkpointing neither differentiates nor can replay."""
+        gradient_checkpointing_kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        if gradient_checkpointing_kwargs["use_reentrant"]:
+            raise ValueError("gradient_checkpointing_kwargs: use_reentrant=True cannot carry the visual tokens to the "
+                             "hybrid layers; leave it unset or False")
+        super().gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs, **kwargs)
 
 
 class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
@@ -373,17 +393,21 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         if use_cache and past_key_values is None:
             # Created here (not by the LLM) so that the cache the visual keys/values are written to is the one returned.
             past_key_values = DynamicCache(config=self.config.text_config)
-        outputs = self.language_model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            labels=labels,
-            use_cache=use_cache,
-            logits_to_keep=logits_to_keep,
-            visual_tokens=visual_tokens,
-            **kwargs,
-        )
+        decoder = self.language_model.base_model
+        decoder.__dict__[PENDING_VISUAL_TOKENS] = visual_tokens  # picked up by _pass_visual_tokens_to_layers
+        try:
+            outputs = self.language_model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                labels=labels,
+                use_cache=use_cache,
+                logits_to_keep=logits_to_keep,
+                **kwargs,
+            )
+        finally:
+            decoder.__dict__.pop(PENDING_VISUAL_TOKENS, None)
         return EMRRGCausalLMOutputWithPast(
             loss=outputs.loss,
             logits=outputs.logits,
@@ -392,3 +416,14 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             image_hidden_states=visual_tokens,
         )
+
+    def prepare_inputs_for_generation(
+        self, input_ids: Tensor, past_key_values: Optional[Cache] = None, pixel_values: Optional[Tensor] = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Images enter at prefill (and at every step without a cache); later steps read the visual keys/values from the
+        cache. transformers 5 drops ``pixel_values`` after prefill itself, 4.57 would pass them at every step."""
+        model_inputs = super().prepare_inputs_for_generation(input_ids, past_key_values=past_key_values, **kwargs)
+        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        if prefill or not kwargs.get("use_cache", True):
+            model_inputs["pixel_values"] = pixel_values
+        return model_inputs

@@ -211,8 +211,38 @@ def export_remote_code(entry_modules: Sequence[str], folder: str | Path, home_pa
         raise ValueError(f"modules would share a flat file name in the exported folder: {clashes}")
     for module in modules:
         source = _rewrite_imports(graph.source(module), graph.internal_imports(module), flat_names, graph.module(module).path)
+        if module in entry_modules:
+            source += _import_indirect_dependencies(graph, module, flat_names)
         (folder / f"{flat_names[module]}.py").write_text(source, encoding="utf-8")
     return flat_names
+
+
+def _import_indirect_dependencies(graph: ModuleGraph, entry: str, flat_names: Mapping[str, str]) -> str:
+    """Import lines naming every module ``entry`` needs only through other modules.
+
+    From a local folder, transformers 4.57 copies just the files an ``auto_map`` module imports itself (from the Hub
+    it follows imports recursively), so each entry module names all of its dependencies directly.
+    """
+    imported: dict[str, dict[str, str]] = {}  # module -> {module it imports: a name it takes from it}
+    queue, seen = [entry], {entry}
+    while queue:
+        module = queue.pop(0)
+        imported[module] = {}
+        for _, names in graph.internal_imports(module):
+            for item in names:
+                imported[module].setdefault(item.module, item.name)
+                if item.module not in seen:
+                    seen.add(item.module)
+                    queue.append(item.module)
+    indirect = {}
+    for module in imported:
+        for dependency, name in imported[module].items():
+            if dependency != entry and dependency not in imported[entry]:
+                indirect.setdefault(dependency, name)
+    if not indirect:
+        return ""
+    lines = [f"from .{flat_names[m]} import {name} as _dependency_{flat_names[m]}  # noqa: E402, F401" for m, name in indirect.items()]
+    return "\n\n# transformers 4.57 copies only the files this module imports itself from a local folder\n" + "\n".join(lines) + "\n"
 
 
 __all__ = ["collect_modules", "export_remote_code", "flat_module_name", "in_package"]

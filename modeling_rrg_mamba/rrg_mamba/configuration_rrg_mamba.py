@@ -72,6 +72,8 @@ class RRGMambaConfig(PretrainedConfig):
         use_cache (`bool`, defaults to `True`): return the decoder's key/value cache when not training on labels.
         pad_token_id / bos_token_id / eos_token_id / decoder_start_token_id (`int`): ids of the special tokens of
             [`RRGMambaTokenizer`] (the decoder starts from `<bos>`).
+        tie_word_embeddings (`bool`, defaults to `False`): R2Gen's output layer has its own weight and bias, so it is
+            not tied to the decoder's word embedding (transformers 4.57 would tie them by default).
     """
 
     model_type = "rrg_mamba"
@@ -114,6 +116,7 @@ class RRGMambaConfig(PretrainedConfig):
         eos_token_id: int = 2,
         decoder_start_token_id: int = 1,
         is_encoder_decoder: bool = True,
+        tie_word_embeddings: bool = False,
         **kwargs,
     ):
         if gdlm_preset is not None:
@@ -164,6 +167,7 @@ class RRGMambaConfig(PretrainedConfig):
             eos_token_id=eos_token_id,
             decoder_start_token_id=decoder_start_token_id,
             is_encoder_decoder=is_encoder_decoder,
+            tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
 

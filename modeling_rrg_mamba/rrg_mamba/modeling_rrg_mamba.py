@@ -24,10 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput
+
+try:  # transformers 5: initialisers that skip tensors already loaded from a checkpoint
+    from transformers import initialization as init
+except ImportError:  # transformers 4.57: _init_weights only runs on modules with missing weights
+    from torch.nn import init
 
 from ..layers import SS2D, DynamicPositionBias, RotaryEmbedding1D, SelectiveSSM
 from .configuration_rrg_mamba import RRGMambaConfig

@@ -16,6 +16,7 @@ from ..report_text import REPORT_CLEANERS, clean_report
 
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN]  # ids 0, 1, 2, 3
+ENCODES_IN_BATCH_METHOD = hasattr(PreTrainedTokenizerFast, "_batch_encode_plus")  # transformers 4.57
 
 
 class RRGMambaTokenizer(PreTrainedTokenizerFast):
@@ -80,17 +81,24 @@ class RRGMambaTokenizer(PreTrainedTokenizerFast):
         """The report as this tokenizer sees it (R2Gen cleaning with ``report_style``)."""
         return clean_report(text, self.report_style)
 
+    # Every encoding passes through one of these two once: transformers 5 encodes everything in `_encode_plus`;
+    # 4.57 routes single texts and batches alike to `_batch_encode_plus`, which 5 no longer has.
     def _encode_plus(self, text: Any, text_pair: Any = None, is_split_into_words: bool = False, **kwargs: Any):
-        if self.clean_reports and not is_split_into_words:
+        if self.clean_reports and not is_split_into_words and not ENCODES_IN_BATCH_METHOD:
             text = self._clean_input(text)
             text_pair = self._clean_input(text_pair)
         return super()._encode_plus(text, text_pair, is_split_into_words=is_split_into_words, **kwargs)
+
+    def _batch_encode_plus(self, batch_text_or_text_pairs: Any, *args: Any, is_split_into_words: bool = False, **kwargs: Any):
+        if self.clean_reports and not is_split_into_words:
+            batch_text_or_text_pairs = [self._clean_input(item) for item in batch_text_or_text_pairs]
+        return super()._batch_encode_plus(batch_text_or_text_pairs, *args, is_split_into_words=is_split_into_words, **kwargs)
 
     def _clean_input(self, text: Any) -> Any:
         if isinstance(text, str):
             return self.clean(text)
         if isinstance(text, (list, tuple)) and all(isinstance(item, str) for item in text):
-            return [self.clean(item) for item in text]
+            return type(text)(self.clean(item) for item in text)
         return text
 
 
