@@ -1,12 +1,14 @@
 """EMRRG model: configs, X-ray Mamba, hybrid layers (exact step-0 identity, caching, beam search), errors."""
 
 import copy
+import warnings
 
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, PretrainedConfig
 
 from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration, XrayMambaConfig, XrayMambaModel  # registers Auto classes
+from modeling_rrg_mamba.emrrg.modeling_emrrg import attention_child_name, decoder_layers
 
 IMAGE_TOKEN_ID = 60
 TEXT_CONFIGS = {
@@ -68,8 +70,6 @@ def test_step0_equals_bare_llm_exactly_and_gates_condition(family):
     out = model(input_ids=ids, pixel_values=pixels)
     embeds = model._merge_visual_tokens(ids, out.image_hidden_states)
     # restore the LLM's own attention modules in the copy
-    from modeling_rrg_mamba.emrrg.modeling_emrrg import attention_child_name, decoder_layers
-
     for layer in decoder_layers(bare):
         name = attention_child_name(layer)
         setattr(layer, name, getattr(getattr(layer, name), "self_attn", getattr(layer, name)))
@@ -115,7 +115,15 @@ def test_gradient_checkpointing_keeps_hybrid_gradients():
                 for h in model.hybrid_attentions]
 
     plain = gate_and_key_grads()
-    model.gradient_checkpointing_enable()
+    with pytest.raises(ValueError, match="use_reentrant=True"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    # the entry point of each series: activation_checkpointing_enable (5.x, what its Trainer calls) or
+    # gradient_checkpointing_enable (4.57, whose default would be reentrant)
+    enable = getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecation warning of our making
+        enable()
+    assert all(layer.gradient_checkpointing for layer in decoder_layers(model.language_model))
     checkpointed = gate_and_key_grads()
     for a, b in zip(plain, checkpointed):
         assert a.abs().sum() > 0 and torch.allclose(a, b, atol=1e-6)

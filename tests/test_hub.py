@@ -20,7 +20,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
-from transformers.dynamic_module_utils import check_imports, get_imports, get_relative_import_files
+from transformers.dynamic_module_utils import check_imports, get_imports, get_relative_import_files, get_relative_imports
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
@@ -239,6 +239,10 @@ def test_export_is_flat_self_contained_and_minimal(saved, name):
     for entry in entry_files:
         reachable.update(Path(path) for path in get_relative_import_files(entry))
     assert reachable == set(folder.glob("*.py"))
+    # from a local folder transformers 4.57 copies only the files each entry file imports itself: those suffice
+    for entry in entry_files:
+        direct = {folder / f"{module}.py" for module in get_relative_imports(entry)}
+        assert {Path(path) for path in get_relative_import_files(entry)} <= direct, entry.name
     for path in folder.glob("*.py"):
         assert "modeling_rrg_mamba" not in get_imports(path), path.name
         check_imports(path)  # every third-party import is installed

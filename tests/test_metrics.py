@@ -248,3 +248,27 @@ def test_score_predictions_script_help_runs():
 
 def test_observation_order_is_chexpert_order():
     assert OBSERVATIONS[0] == "No Finding" and OBSERVATIONS[-1] == "Support Devices" and len(OBSERVATIONS) == 14
+
+
+def test_text_only_baselines_example_scores_the_training_mode_and_seeded_draws(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    try:
+        import score_text_only_baselines as baselines
+    finally:
+        sys.path.pop(0)
+    train = ["The heart is normal. The lungs are clear.", "the heart is normal . the lungs are clear .",
+             "Small left pleural effusion. Mild cardiomegaly."]
+    predictions = baselines.baseline_predictions(train, 4, "iu_xray", seed=3)
+    assert predictions["most_frequent_report"] == ["the heart is normal . the lungs are clear ."] * 4
+    assert predictions["random_training_report"] == baselines.baseline_predictions(train, 4, "iu_xray", 3)["random_training_report"]
+    assert set(predictions["random_training_report"]) <= set(train)
+    annotation = tmp_path / "annotation.json"
+    annotation.write_text(json.dumps({"train": [{"report": r} for r in train],
+                                      "test": [{"report": train[0]}] * 3 + [{"report": train[2]}]}))
+    scores = baselines.main(["--annotation", str(annotation), "--output", str(tmp_path / "scores.json")])
+    # the mode (10 tokens, periods included) matches three test reports fully and only the two "." of the fourth:
+    # BLEU-1 = 32 clipped matches / 40 predicted tokens (no brevity penalty: 40 >= 38 reference tokens)
+    assert scores["most_frequent_report"]["BLEU_1"] == pytest.approx(32 / 40, abs=1e-6)
+    assert json.loads((tmp_path / "scores.json").read_text())["num_studies"] == 4
+    with pytest.raises(ValueError, match="no split 'val'"):
+        baselines.main(["--annotation", str(annotation), "--split", "val"])

@@ -116,5 +116,6 @@ def test_text_gives_decoder_prompts_that_generate_continues():
         processor(text=["the heart is", "normal"])
     with pytest.raises(ValueError, match="return_tensors"):
         processor(text="", return_tensors="np")
-    batch = processor(images=[np.zeros((40, 40), np.uint8)], text="the heart", reports="the heart is normal.")
-    assert set(batch) == {"pixel_values", "decoder_input_ids", "labels"}
+    assert set(processor(images=[np.zeros((40, 40), np.uint8)], text="the heart")) == {"pixel_values", "decoder_input_ids"}
+    with pytest.raises(ValueError, match="not both"):
+        processor(text="the heart", reports="the heart is normal.")

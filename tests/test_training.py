@@ -299,13 +299,23 @@ DDP_DRIVER = textwrap.dedent("""
 """)
 
 
-def test_two_cpu_processes_train_in_data_parallel_and_end_with_identical_weights(tmp_path):
-    """`torchrun --nproc_per_node 2` on CPU (gloo): both ranks end with the same parameters, changed by training."""
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    # accelerate's --multi_gpu means "multi-process data parallel" and runs on CPU with gloo (its --cpu flag would
+    # start a single process)
+    "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_cpu_processes_train_in_data_parallel_and_end_with_identical_weights(tmp_path, launcher):
+    """Two processes on CPU (gloo), under torchrun and under accelerate launch: both ranks end with the same
+    parameters, changed by training, each having seen its own half of the data."""
     script = tmp_path / "ddp_driver.py"
     script.write_text(DDP_DRIVER)
     argv = [*tiny_train_argv(tmp_path / "ddp", 2, 100, train_samples=16), "--ddp_backend", "gloo"]
-    result = run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *argv],
-                        tmp_path)
+    result = run_python([*LAUNCHERS[launcher], str(script), *argv], tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [load_file(tmp_path / "ddp" / f"final-rank{r}-of-2.safetensors") for r in (0, 1)]
     initial = load_file(tmp_path / "ddp" / "initial-rank0.safetensors")

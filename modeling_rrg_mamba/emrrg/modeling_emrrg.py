@@ -8,9 +8,10 @@
 
 Any causal LM of ``transformers`` whose decoder layers call an attention child named ``self_attn`` / ``attn`` /
 ``attention`` / ``self_attention`` and whose decoder stack forwards extra keyword arguments down to it (Llama, Qwen2,
-Mistral, GPT-2, ...) can be used. The visual tokens enter at that stack (``language_model.base_model``), not at the
-causal-LM head's ``forward``, which some LLMs (GPT-2 on transformers 4.57) call without passing extra arguments on. The hybrid layer wraps that attention child: the LLM's weights stay where they were, one level deeper
-(``...layers.7.self_attn.self_attn.q_proj``), and the new trainable weights sit next to them
+Mistral, GPT-2, ...) can be used. The visual tokens enter at that stack (``language_model.base_model``, through a
+forward pre-hook), not at the causal-LM class's ``forward``, which some LLMs (GPT-2 on transformers 4.57) do not
+pass extra arguments on from. The hybrid layer wraps that attention child: the LLM's weights stay where they were,
+one level deeper (``...layers.7.self_attn.self_attn.q_proj``), and the new trainable weights sit next to them
 (``...layers.7.self_attn.gated_cross_attn``).
 
 Cross-attention keys/values of the visual tokens are computed once per prompt and kept in the generation cache,
@@ -235,12 +236,20 @@ class EMRRGPreTrainedModel(PreTrainedModel):
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict[str, Any]] = None, **kwargs: Any) -> None:
         """Non-reentrant checkpointing (transformers 4.57 defaults to reentrant): the visual tokens reach the hybrid
-        layers as a keyword argument, which reentrant checkpointing neither differentiates nor can replay."""
+        layers as a keyword argument, which reentrant checkpointing neither differentiates nor can replay.
+
+        transformers 5 routes ``activation_checkpointing_enable`` (what its Trainer calls) through this override too.
+        """
         gradient_checkpointing_kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
         if gradient_checkpointing_kwargs["use_reentrant"]:
             raise ValueError("gradient_checkpointing_kwargs: use_reentrant=True cannot carry the visual tokens to the "
                              "hybrid layers; leave it unset or False")
-        super().gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs, **kwargs)
+        # transformers 5: the implementation behind its (deprecated, warning) gradient_checkpointing_enable
+        enable = getattr(super(), "_activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(gradient_checkpointing_kwargs, **kwargs)
+        else:
+            super().gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs, **kwargs)
 
 
 class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):

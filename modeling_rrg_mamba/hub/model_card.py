@@ -21,7 +21,7 @@ from ..metrics.nlg import NLG_METRIC_NAMES
 MetricsSource = Union[str, os.PathLike, Mapping[str, Any]]
 
 #: Folder of the card templates (``model_cards/`` at the root of the repository).
-MODEL_CARD_DIR = Path(__file__).resolve().parents[2] / "model_cards"
+MODEL_CARD_DIR = Path(__file__).resolve().parents[1] / "model_cards"  # the repository's model_cards/, packaged
 
 CE_SUBSETS = (("14", "all 14 CheXpert observations"), ("5", "5 common observations"))
 CE_AVERAGES = ("micro", "macro", "example")

@@ -1,7 +1,8 @@
 """Export the package's model code as the flat folder of modules that ``trust_remote_code=True`` loads.
 
-transformers loads remote code by copying the file named in ``auto_map`` and, recursively, every file it imports
-with ``from .name import ...`` into one flat folder (``dynamic_module_utils.get_relative_import_files``). Our model
+transformers loads remote code by copying the file named in ``auto_map`` and every file it imports with
+``from .name import ...`` into one flat folder (recursively from the Hub; from a local folder, 4.57 copies only the
+entry file's own imports, see :func:`_import_indirect_dependencies`). Our model
 files live in a package and import with ``from ..layers import ...`` / ``from ..ops import ...``, which that loader
 cannot follow (it would look for a file called ``.layers.py``), so ``register_for_auto_class`` + ``save_pretrained``
 alone does not give a loadable repository.

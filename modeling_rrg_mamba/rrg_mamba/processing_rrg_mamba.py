@@ -64,6 +64,9 @@ class RRGMambaProcessor(ProcessorMixin):
         """
         if images is None and text is None and reports is None:
             raise ValueError("RRGMambaProcessor: give images, text (report prefixes), reports or a combination")
+        if text is not None and reports is not None:
+            raise ValueError("text / reports: give report prefixes to generate from (text) or target reports to train "
+                             "on (reports), not both; the decoder inputs of training are the shifted reports")
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors: RRGMambaProcessor returns PyTorch tensors only, got {return_tensors!r}")
         data: dict[str, Any] = {}

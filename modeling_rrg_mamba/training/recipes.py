@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import yaml
 from transformers import HfArgumentParser
 
-CONFIGURATION_DIR = Path(__file__).resolve().parents[2] / "configuration"
+CONFIGURATION_DIR = Path(__file__).resolve().parents[1] / "configuration"  # the repository's configuration/, packaged
 #: Recipe entries naming a file; a relative name that exists next to the recipe is resolved against its folder.
 FILE_ARGUMENTS = ("deepspeed", "generation_config")
 
