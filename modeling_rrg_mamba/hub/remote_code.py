@@ -224,22 +224,16 @@ def _import_indirect_dependencies(graph: ModuleGraph, entry: str, flat_names: Ma
     From a local folder, transformers 4.57 copies just the files an ``auto_map`` module imports itself (from the Hub
     it follows imports recursively), so each entry module names all of its dependencies directly.
     """
-    imported: dict[str, dict[str, str]] = {}  # module -> {module it imports: a name it takes from it}
-    queue, seen = [entry], {entry}
+    direct = {item.module for _, names in graph.internal_imports(entry) for item in names}
+    reached: dict[str, str] = {}  # module reached from entry -> a name some module imports from it
+    queue = [entry]
     while queue:
-        module = queue.pop(0)
-        imported[module] = {}
-        for _, names in graph.internal_imports(module):
+        for _, names in graph.internal_imports(queue.pop(0)):
             for item in names:
-                imported[module].setdefault(item.module, item.name)
-                if item.module not in seen:
-                    seen.add(item.module)
+                if item.module not in reached:
+                    reached[item.module] = item.name
                     queue.append(item.module)
-    indirect = {}
-    for module in imported:
-        for dependency, name in imported[module].items():
-            if dependency != entry and dependency not in imported[entry]:
-                indirect.setdefault(dependency, name)
+    indirect = {module: name for module, name in reached.items() if module != entry and module not in direct}
     if not indirect:
         return ""
     lines = [f"from .{flat_names[m]} import {name} as _dependency_{flat_names[m]}  # noqa: E402, F401" for m, name in indirect.items()]

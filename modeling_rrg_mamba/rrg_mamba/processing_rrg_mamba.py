@@ -96,8 +96,8 @@ class RRGMambaProcessor(ProcessorMixin):
             if ids and ids[-1] == period and not prefix.rstrip().endswith("."):
                 ids = ids[:-1]
             encoded.append(ids)
-        if len({len(ids) for ids in encoded}) > 1:
-            lengths = [len(ids) for ids in encoded]
+        lengths = [len(ids) for ids in encoded]
+        if len(set(lengths)) > 1:
             raise ValueError(f"text: report prefixes of one batch must have the same number of words, got {lengths}")
         return torch.tensor([[self.tokenizer.bos_token_id, *ids] for ids in encoded], dtype=torch.long)
 
