@@ -1,22 +1,63 @@
 """Rule-based CheXpert-style labeler: mention extraction, negation / uncertainty, aggregation, No Finding.
 
-The stages follow the CheXpert labeler's design (Irvin et al., AAAI 2019, Sec. "Report labeling"), with this
-package's own lexicon (:mod:`.lexicon`) and context rules:
+The stages follow the CheXpert labeler (Irvin et al., AAAI 2019; github.com/stanfordmlgroup/chexpert-labeler),
+with this package's own lexicon (:mod:`.lexicon`) and token-window context rules instead of CheXpert's
+dependency-parse patterns (no parser, thousands of reports per second inside the CE metric):
 
-1. *Mention extraction.* Each sentence is tokenised and scanned for the longest lexicon phrase at every
-   position. A phrase is either a finding by itself ("cardiomegaly") or a *subject* ("heart size") whose
-   polarity comes from the nearest attribute ("enlarged" -> positive, "normal" -> negative,
-   "borderline" -> uncertain), looked for first after the subject, then just before it.
-2. *Classification.* A mention is uncertain or negative when the nearest trigger before it (within a few
-   words, no scope terminator such as "but" in between) is an uncertainty or negation phrase; failing that,
-   a trigger right after it ("... cannot be excluded", "... is not seen") decides. A mention in an "X or Y"
-   differential with no other trigger is uncertain. Otherwise it is positive.
-3. *Aggregation.* Per observation: positive if any mention is positive, else uncertain if any is uncertain,
-   else negative if any is negative, else blank.
-4. *No Finding* is positive when no observation other than Support Devices is positive or uncertain, and
-   blank otherwise.
+1. *Sentences.* Report text is split on full stops (not decimal points), ``;`` ``?`` ``!`` ``:`` newlines and
+   numbered-list markers ("1. ... 2. ..."), so every item of an impression list is its own sentence. IU X-Ray's
+   ``XXXX`` anonymisation tokens stay ordinary words: they break nothing and match nothing.
+2. *Mentions.* Each sentence is tokenised (commas are remembered) and scanned for the longest lexicon phrase
+   at every position. A phrase is either a finding by itself ("cardiomegaly") or a *subject* ("heart size")
+   whose polarity comes from the nearest attribute ("enlarged" -> positive, "normal" -> negative, "borderline"
+   -> uncertain, "stable" -> uncertain for heart / mediastinum), looked for first after the subject, then just
+   before it. Excluded phrases ("pericardial effusion", "surgical clips") hide the shorter phrase they contain.
+3. *Classification*, in CheXpert's order: (a) *pre-negation uncertainty* ("cannot exclude X", "X is not
+   excluded", "no new X") -> uncertain; else (b) *negation* ("no", "without", "free of", "X is not seen",
+   "resolved X", "X has been removed") -> negative; else (c) *post-negation uncertainty* (hedges, "X or Y",
+   "X versus Y") -> uncertain; else positive. Because negation is decided before hedges, a hedge that modifies
+   one item of a negated list ("No focal consolidation, suspicious pulmonary opacity, pleural effusion, or
+   pneumothorax") cannot take over the negation of the others. Scopes: a negation (or a clause-level hedge
+   such as "may represent") before a mention reaches it across a coordinated list ("A, B, or C") up to a
+   terminator ("but", "however", "which", "there is", ...); across a comma only when the list is coordinated;
+   an item-level hedge ("possible", "suspicious", "likely") reaches only its own list item; triggers after a
+   mention ("... cannot be excluded", "... is not seen") reach back a few words. "No (significant / interval)
+   change in X", "unchanged X", "stable X", "no increase in X", "partially resolved X" are neutral: X keeps
+   the status it has (present) -- except a stable heart / mediastinum, uncertain as in CheXpert.
+4. *Aggregation.* Per observation: positive if any mention is positive, else uncertain if any is uncertain,
+   else negative if any is negative, else blank. A positive or uncertain "CHF" / "heart failure" also adds an
+   uncertain Cardiomegaly mention (CheXpert's rule).
+5. *No Finding* is positive when no observation other than Support Devices is positive or uncertain *and* no
+   other abnormality outside the 14 (emphysema, granuloma, calcification, scoliosis, degenerative change,
+   hernia, hyperinflation, ...; CheXpert's "no finding" phrase list) is positive or uncertain; blank otherwise.
 
 Labels use the CheXpert CSV codes: 1 positive, 0 negative, -1 uncertain, NaN blank.
+
+Deliberate differences from the CheXpert labeler's rules (and why):
+
+* Subjects without an attribute are no mention. CheXpert labels "the heart", "heart size", "contour",
+  "mediastinum" positive unless a negation pattern fires, so "The mediastinum is midline" or "Pacemaker over
+  the heart" would be Cardiomegaly / Enlarged Cardiomediastinum positive; we require an attribute
+  ("midline", "normal" -> negative). "Pulmonary vascularity is normal" and "costophrenic angles are sharp" are
+  read as negative Edema / Pleural Effusion (CheXpert: blank); increased vascularity and blunted angles are
+  uncertain, like CheXpert's congestion / blunting rules.
+* Support Devices: sternotomy / sternal / cerclage wires, stents and chest ports are devices (CheXpert's list
+  has no "wire", "stent" or "port"); surgical clips and staples are not, as in CheXpert. Nipple and skin
+  "markers" are not devices (CheXpert counts "marker"); "tracheostomy" and "defibrillator" count as Support
+  Devices only (CheXpert also lists them among "no finding" blockers).
+* "Fibrosis" is Lung Opacity, "pleural fibrosis" is Pleural Other (CheXpert files bare "fibrosis" under Pleural
+  Other). "Density" in the lungs, "haziness", "ground glass", "reticulonodular" are Lung Opacity (CheXpert:
+  only "increased density"; bare "density" only blocks No Finding). "Lesion", "malignancy", "cavitation",
+  "pulmonary metastases" are Lung Lesion (CheXpert: mass / nodule / tumor / carcinoma / neoplasm / lump /
+  cavitary lesion; metastasis only blocks No Finding). "Mediastinal mass" is Lung Lesion and Enlarged
+  Cardiomediastinum. Hydropneumothorax is Pneumothorax and Pleural Effusion (CheXpert: Pneumothorax only).
+* "Compression deformity" is Fracture (CheXpert: "deformity", a No Finding blocker only). Pleural plaques /
+  calcification, pleural caps and mesothelioma are Pleural Other (CheXpert: "plaque" only blocks No Finding).
+  "Kerley lines", "fluid overload" are Edema. "Pneumonitis" is Pneumonia.
+* "X was not appreciated" is negative (CheXpert: uncertain, a quirk of its parse rule); "Heart size at the
+  upper limits of normal" is negative as in CheXpert, "borderline" uncertain, "mildly prominent" positive.
+* "Bronchiectasis" and "osteophytes" block No Finding as other abnormalities; a bare "fissure" does not
+  (CheXpert lists "fissure", which would make "the minor fissure is normal in position" abnormal).
 """
 
 from __future__ import annotations
@@ -25,7 +66,7 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, FrozenSet, Generic, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Dict, FrozenSet, Generic, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar
 
 import numpy as np
 
@@ -34,16 +75,21 @@ from . import lexicon
 POSITIVE, NEGATIVE, UNCERTAIN, BLANK = 1.0, 0.0, -1.0, math.nan
 _STATUS_VALUE = {"positive": POSITIVE, "negative": NEGATIVE, "uncertain": UNCERTAIN}
 
-_WORD = re.compile(r"[a-z0-9]+")
-_SENTENCE_BREAK = re.compile(r"(?<!\d)\.(?!\d)|[;!?\n]")
+_WORD = re.compile(r"[a-z0-9]+|,")
+# Sentence breaks: full stops that are not decimal points, ; ? ! newlines, ": " and numbered-list markers.
+_SENTENCE_BREAK = re.compile(r"(?<!\d)\.(?!\d)|[;!?\n]|:(?=\s|$)|(?:(?<=\s)|^)\(?\d{1,2}[.)](?!\d)")
+_SLASH = re.compile(r"(?<=[a-z])\s*/\s*(?=[a-z])")
 
 # Scope limits in tokens between a trigger and the mention it governs.
-_NEGATION_REACH = 12
-_UNCERTAINTY_REACH = 8
-_POST_REACH = 6
+_REACH = {"first_pre": 14, "neg_pre": 14, "unc_pre": 10, "unc_item": 6, "neg_item": 3}
+_SHORT_NEGATIONS = {"not": 4}
+_POST_REACH = {"first_post": 8, "neg_post": 6, "unc_post": 6}
 _DISJUNCTION_REACH = 3
 _ATTRIBUTE_AFTER = 8
 _ATTRIBUTE_BEFORE = 3
+_CLAUSE_PRE = ("first_pre", "neg_pre", "unc_pre")
+_ATTRIBUTE_BLOCKERS = frozenset({"but", "however", "although", "though", "whereas", "while", "which", "except",
+                                 "otherwise"})
 
 T = TypeVar("T")
 
@@ -59,14 +105,27 @@ def _fold(token: str) -> str:
     return token
 
 
+def _words_and_commas(text: str) -> Tuple[List[str], FrozenSet[int]]:
+    """Folded word tokens, and the indices of tokens that follow a comma."""
+    words: List[str] = []
+    commas: Set[int] = set()
+    for item in _WORD.findall(_SLASH.sub(" or ", text.lower().replace("and/or", "and or"))):
+        if item == ",":
+            commas.add(len(words))
+        else:
+            words.append(_fold(item))
+    return words, frozenset(commas)
+
+
 def tokenize(text: str) -> List[str]:
     """Lower-case word tokens with plural folding (hyphens and punctuation separate words)."""
-    return [_fold(word) for word in _WORD.findall(text.lower())]
+    return _words_and_commas(text)[0]
 
 
 def split_sentences(text: str) -> List[str]:
-    """Split report text into sentences on full stops (not decimal points), semicolons, ?, ! and newlines."""
-    return [part for part in _SENTENCE_BREAK.split(text) if part.strip()]
+    """Split report text into sentences on full stops (not decimal points), ; ? ! ": ", newlines and
+    numbered-list markers ("1. ", "2) ")."""
+    return [part for part in _SENTENCE_BREAK.split(text) if part and part.strip()]
 
 
 @dataclass(frozen=True)
@@ -92,38 +151,63 @@ class PhraseMatcher(Generic[T]):
     def find(self, tokens: Sequence[str]) -> List[PhraseMatch[T]]:
         matches: List[PhraseMatch[T]] = []
         position = 0
-        while position < len(tokens):
-            for phrase, payload in self._by_first.get(tokens[position], ()):
-                if tuple(tokens[position:position + len(phrase)]) == phrase:
-                    matches.append(PhraseMatch(position, position + len(phrase), payload))
-                    position += len(phrase)
-                    break
+        by_first = self._by_first
+        n = len(tokens)
+        while position < n:
+            candidates = by_first.get(tokens[position])
+            if candidates:
+                for phrase, payload in candidates:
+                    length = len(phrase)
+                    if length == 1 or tuple(tokens[position:position + length]) == phrase:
+                        matches.append(PhraseMatch(position, position + length, payload))
+                        position += length
+                        break
+                else:
+                    position += 1
             else:
                 position += 1
         return matches
 
 
+_CLOSING_NEUTRAL = ("change", "changed", "increase", "worsening", "resolved", "resolution", "difference",
+                    "development", "different")
+
+
 def _roles() -> Dict[str, FrozenSet[str]]:
     table: Dict[str, set] = {}
-    for role, phrases in (("negation_pre", lexicon.NEGATION_PRE), ("negation_post", lexicon.NEGATION_POST),
-                          ("uncertainty_pre", lexicon.UNCERTAINTY_PRE),
-                          ("uncertainty_post", lexicon.UNCERTAINTY_POST), ("neutral", lexicon.NEUTRAL),
-                          ("terminator", lexicon.TERMINATORS), ("disjunction", lexicon.DISJUNCTIONS)):
+    for role, phrases in (("first_pre", lexicon.UNCERTAINTY_FIRST_PRE),
+                          ("first_post", lexicon.UNCERTAINTY_FIRST_POST),
+                          ("neg_pre", lexicon.NEGATION_PRE), ("neg_post", lexicon.NEGATION_POST),
+                          ("neg_item", lexicon.NEGATION_ITEM), ("unc_item", lexicon.UNCERTAINTY_ITEM),
+                          ("unc_pre", lexicon.UNCERTAINTY_PRE), ("unc_post", lexicon.UNCERTAINTY_POST),
+                          ("neutral", lexicon.NEUTRAL), ("terminator", lexicon.TERMINATORS),
+                          ("disjunction", lexicon.DISJUNCTIONS), ("coordinator", lexicon.COORDINATORS)):
         for phrase in phrases:
             table.setdefault(" ".join(tokenize(phrase)), set()).add(role)
-    return {phrase: frozenset(roles) for phrase, roles in table.items()}
+    out = {}
+    for phrase, roles in table.items():
+        if "neg_item" in roles:
+            roles.discard("neg_pre")
+        if "neutral" in roles:
+            closing = any(word in phrase.split() for word in _CLOSING_NEUTRAL)
+            roles = {"neutral", "terminator"} if closing or "terminator" in roles else {"neutral"}
+        out[phrase] = frozenset(roles)
+    return out
 
 
 @dataclass(frozen=True)
 class _Entry:
     observations: Tuple[str, ...]
     needs_attribute: bool
+    weak: bool
 
 
-_MENTIONS = PhraseMatcher({**{p: _Entry(o, False) for p, o in lexicon.MENTIONS.items()},
-                           **{p: _Entry(o, True) for p, o in lexicon.SUBJECTS.items()}})
+_MENTIONS = PhraseMatcher({**{p: _Entry(o, False, False) for p, o in lexicon.MENTIONS.items()},
+                           **{p: _Entry(o, False, True) for p, o in lexicon.WEAK_MENTIONS.items()},
+                           **{p: _Entry(o, True, False) for p, o in lexicon.SUBJECTS.items()}})
 _ATTRIBUTES = PhraseMatcher(dict(lexicon.ATTRIBUTES))
 _TRIGGERS = PhraseMatcher(_roles())
+_WEAK_SUBJECTS = frozenset({"Edema", "Pleural Effusion"})
 
 
 @dataclass(frozen=True)
@@ -136,77 +220,170 @@ class Mention:
     sentence: str
 
 
-def _nearest_attribute(subject: PhraseMatch, attributes: List[PhraseMatch[str]],
-                       terminators: List[PhraseMatch]) -> Optional[PhraseMatch[str]]:
+def _nearest_attribute(subject: PhraseMatch, attributes: List[PhraseMatch[str]], tokens: Sequence[str],
+                       allow_stable: bool) -> Optional[PhraseMatch[str]]:
     def blocked(lo: int, hi: int) -> bool:
-        return any(lo <= t.start < hi for t in terminators)
+        return any(tokens[i] in _ATTRIBUTE_BLOCKERS for i in range(lo, hi))
 
-    after = [a for a in attributes if subject.end <= a.start <= subject.end + _ATTRIBUTE_AFTER
+    usable = [a for a in attributes if allow_stable or a.payload != "stable"]
+    after = [a for a in usable if subject.end <= a.start <= subject.end + _ATTRIBUTE_AFTER
              and not blocked(subject.end, a.start)]
-    if after:
-        return min(after, key=lambda a: a.start)
-    before = [a for a in attributes if subject.start - _ATTRIBUTE_BEFORE <= a.end <= subject.start
+    before = [a for a in usable if subject.start - _ATTRIBUTE_BEFORE <= a.end <= subject.start
               and not blocked(a.end, subject.start)]
-    return max(before, key=lambda a: a.end) if before else None
+    chosen = min(after, key=lambda a: a.start) if after else (max(before, key=lambda a: a.end) if before else None)
+    if chosen is not None and chosen.payload == "stable":
+        # "stable and normal", "normal and stable", "stable normal": the normal / enlarged word decides.
+        near = [a for a in usable if a.payload != "stable" and (0 <= a.start - chosen.end <= 2
+                                                                or 0 <= chosen.start - a.end <= 2)]
+        if near:
+            chosen = near[0]
+    return chosen
 
 
-def _classify(start: int, end: int, triggers: List[PhraseMatch[FrozenSet[str]]]) -> str:
+class _Context:
+    """Triggers of one sentence with the index structures the scope rules need."""
+
+    def __init__(self, tokens: List[str], commas: FrozenSet[int]):
+        self.tokens = tokens
+        self.commas = commas
+        self.triggers = [t for t in _TRIGGERS.find(tokens) if t.payload - {"neutral"}]
+        self.terminator_starts = sorted(t.start for t in self.triggers if "terminator" in t.payload)
+        self.coordinators = [t.start for t in self.triggers if "coordinator" in t.payload]
+        self.clause_pre = [t for t in self.triggers if t.payload & set(_CLAUSE_PRE)]
+        self.has_disjunction = any("disjunction" in t.payload for t in self.triggers)
+
+    def terminated(self, lo: int, hi: int) -> bool:
+        """A terminator starts in [lo, hi)."""
+        return any(lo <= s < hi for s in self.terminator_starts)
+
+    def clause_end(self, position: int) -> int:
+        for s in self.terminator_starts:
+            if s >= position:
+                return s
+        return len(self.tokens)
+
+    def comma_between(self, lo: int, hi: int) -> Optional[int]:
+        hits = [c for c in self.commas if lo <= c <= hi]
+        return min(hits) if hits else None
+
+
+def _pre_reaches(ctx: _Context, t: PhraseMatch, role: str, start: int) -> bool:
+    if role not in t.payload or t.end > start:
+        return False
+    reach = _SHORT_NEGATIONS.get(" ".join(ctx.tokens[t.start:t.end]), _REACH[role]) if role == "neg_pre" \
+        else _REACH[role]
+    if start - t.end > reach or ctx.terminated(t.end, start):
+        return False
+    comma = ctx.comma_between(t.end, start)
+    if role in ("unc_item", "neg_item"):
+        return comma is None
+    if comma is not None:
+        # Across a comma only inside a coordinated list: "no A, B, or C".
+        end = ctx.clause_end(start)
+        if not any(comma <= c < end for c in ctx.coordinators):
+            return False
+    # A clause-level trigger's scope ends at the next negation / pre-negation uncertainty.
+    if role in _CLAUSE_PRE:
+        for other in ctx.clause_pre:
+            if other is not t and t.end <= other.start and other.end <= start \
+                    and other.payload & {"first_pre", "neg_pre"}:
+                return False
+    return True
+
+
+def _disjuncts(ctx: _Context, spans: List[Tuple[int, int]]) -> Set[int]:
+    """Indices of the mention spans next to an "or" / "versus" on either side ("X or Y": a differential)."""
+    out: Set[int] = set()
+    for t in ctx.triggers:
+        if "disjunction" not in t.payload:
+            continue
+        before = [i for i, (s, e) in enumerate(spans) if e <= t.start and t.start - e <= _DISJUNCTION_REACH
+                  and not ctx.terminated(e, t.start)]
+        after = [i for i, (s, e) in enumerate(spans) if s >= t.end and s - t.end <= _DISJUNCTION_REACH
+                 and not ctx.terminated(t.end, s)]
+        if before:
+            out.add(max(before, key=lambda i: spans[i][1]))
+        if after:
+            out.add(min(after, key=lambda i: spans[i][0]))
+    return out
+
+
+def _classify(start: int, end: int, ctx: _Context, disjunct: bool = False) -> str:
     """Status of the mention spanning tokens [start, end) from the context triggers of its sentence."""
-    terminators = [t for t in triggers if "terminator" in t.payload]
-
-    def open_between(lo: int, hi: int) -> bool:
-        return not any(lo <= t.start and t.end <= hi for t in terminators)
-
-    def reaches(t: PhraseMatch[FrozenSet[str]]) -> bool:
+    found: Set[str] = {"disjunction"} if disjunct else set()
+    for t in ctx.triggers:
+        payload = t.payload
         if start < t.start and t.end <= end:  # inside a subject-attribute span ("heart may be enlarged")
-            return True
-        limit = _UNCERTAINTY_REACH if "uncertainty_pre" in t.payload else _NEGATION_REACH
-        return t.end <= start and start - t.end <= limit and open_between(t.end, start)
-
-    pre = [t for t in triggers if t.payload & {"negation_pre", "uncertainty_pre"} and reaches(t)]
-    if pre:
-        nearest = max(pre, key=lambda t: t.end)
-        return "uncertain" if "uncertainty_pre" in nearest.payload else "negative"
-    post = [t for t in triggers if t.start >= end and t.start - end <= _POST_REACH
-            and t.payload & {"negation_post", "uncertainty_post"} and open_between(end, t.start)]
-    if post:
-        nearest = min(post, key=lambda t: t.start)
-        return "uncertain" if "uncertainty_post" in nearest.payload else "negative"
-    if any("disjunction" in t.payload and (0 <= start - t.end <= _DISJUNCTION_REACH
-                                           or 0 <= t.start - end <= _DISJUNCTION_REACH)
-           for t in triggers):
+            for role in ("first_pre", "neg_pre", "unc_pre", "unc_item", "neg_item", "first_post", "unc_post"):
+                if role in payload:
+                    found.add(role)
+            continue
+        if t.end <= start:
+            for role in ("first_pre", "neg_pre", "neg_item", "unc_pre", "unc_item"):
+                if role in payload and _pre_reaches(ctx, t, role, start):
+                    found.add(role)
+        elif t.start >= end:
+            for role, reach in _POST_REACH.items():
+                if role in payload and t.start - end <= reach and not ctx.terminated(end, t.start):
+                    found.add(role)
+    if found & {"first_pre", "first_post"}:
+        return "uncertain"
+    if found & {"neg_pre", "neg_post", "neg_item"}:
+        return "negative"
+    if found & {"unc_pre", "unc_post", "unc_item", "disjunction"}:
         return "uncertain"
     return "positive"
 
 
-def _sentence_mentions(sentence: str) -> List[Mention]:
-    tokens = tokenize(sentence)
-    triggers = _TRIGGERS.find(tokens)
-    terminators = [t for t in triggers if "terminator" in t.payload]
-    attributes = _ATTRIBUTES.find(tokens)
-    found: List[Mention] = []
-    for match in _MENTIONS.find(tokens):
+@lru_cache(maxsize=131072)
+def _sentence_statuses(sentence: str) -> Tuple[Tuple[str, str, str], ...]:
+    tokens, commas = _words_and_commas(sentence)
+    if not tokens:
+        return ()
+    ctx = _Context(tokens, commas)
+    attributes: Optional[List[PhraseMatch[str]]] = None
+    found: List[Tuple[str, str, str]] = []
+    matches = _MENTIONS.find(tokens)
+    disjuncts = _disjuncts(ctx, [(m.start, m.end) for m in matches]) if ctx.has_disjunction else set()
+    for number, match in enumerate(matches):
         entry: _Entry = match.payload
+        if not entry.observations:
+            continue
         start, end = match.start, match.end
+        weak = entry.weak
         if entry.needs_attribute:
-            attribute = _nearest_attribute(match, attributes, terminators)
+            if attributes is None:
+                attributes = _ATTRIBUTES.find(tokens)
+            allow_stable = any(o in lexicon.STABLE_UNCERTAIN for o in entry.observations)
+            attribute = _nearest_attribute(match, attributes, tokens, allow_stable)
             if attribute is None:
                 continue
             start, end = min(start, attribute.start), max(end, attribute.end)
-            if attribute.payload != "positive":
+            text = " ".join(tokens[start:end])
+            if attribute.payload in ("normal", "uncertain", "stable"):
                 status = "negative" if attribute.payload == "normal" else "uncertain"
-                found.extend(Mention(o, " ".join(tokens[start:end]), status, sentence) for o in entry.observations)
+                found.extend((o, text, status) for o in entry.observations)
                 continue
-        status = _classify(start, end, triggers)
-        found.extend(Mention(o, " ".join(tokens[start:end]), status, sentence) for o in entry.observations)
-    return found
+            weak = any(o in _WEAK_SUBJECTS for o in entry.observations)
+        status = _classify(start, end, ctx, number in disjuncts)
+        if weak and status == "positive":
+            status = "uncertain"
+        text = " ".join(tokens[start:end])
+        found.extend((o, text, status) for o in entry.observations)
+    return tuple(found)
 
 
 def extract_mentions(report: str) -> List[Mention]:
-    """All classified mentions of the 14 observations in ``report``, in reading order."""
+    """All classified mentions of the 14 observations (and of other abnormalities, observation
+    ``"Other Finding"``) in ``report``, in reading order."""
     if not isinstance(report, str):
         raise ValueError(f"report: expected a string, got {type(report).__name__}")
-    return [mention for sentence in split_sentences(report) for mention in _sentence_mentions(sentence)]
+    return [Mention(observation, text, status, sentence)
+            for sentence in split_sentences(report)
+            for observation, text, status in _sentence_statuses(sentence.strip())]
+
+
+_HEART_FAILURE = frozenset({"chf", "heart failure", "congestive heart failure"})
 
 
 def aggregate(mentions: Iterable[Mention]) -> np.ndarray:
@@ -215,16 +392,28 @@ def aggregate(mentions: Iterable[Mention]) -> np.ndarray:
     index = {name: i for i, name in enumerate(lexicon.OBSERVATIONS)}
     rank = {"positive": 3, "uncertain": 2, "negative": 1}
     best: Dict[str, str] = {}
+
+    def add(observation: str, status: str) -> None:
+        if rank[status] > rank.get(best.get(observation, ""), 0):
+            best[observation] = status
+
+    other_finding = False
     for mention in mentions:
-        if rank[mention.status] > rank.get(best.get(mention.observation, ""), 0):
-            best[mention.observation] = mention.status
+        if mention.observation == lexicon.OTHER_FINDING:
+            other_finding = other_finding or mention.status != "negative"
+            continue
+        if mention.observation not in index:
+            continue
+        add(mention.observation, mention.status)
+        if mention.observation == "Edema" and mention.status != "negative" and mention.text in _HEART_FAILURE:
+            add("Cardiomegaly", "uncertain")
     for observation, status in best.items():
         labels[index[observation]] = _STATUS_VALUE[status]
     findings = [index[o] for o in lexicon.OBSERVATIONS if o not in lexicon.NO_FINDING_EXEMPT]
-    if not any(labels[i] in (POSITIVE, UNCERTAIN) for i in findings):
-        labels[index["No Finding"]] = POSITIVE
-    else:
+    if other_finding or any(labels[i] in (POSITIVE, UNCERTAIN) for i in findings):
         labels[index["No Finding"]] = BLANK
+    else:
+        labels[index["No Finding"]] = POSITIVE
     return labels
 
 
