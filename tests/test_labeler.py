@@ -34,7 +34,8 @@ GOLDEN = [
     ("Normal heart size.", "Cardiomegaly", N),
     ("Heart size and mediastinal contours are within normal limits.", "Cardiomegaly", N),
     ("Borderline cardiomegaly.", "Cardiomegaly", U),
-    ("Heart size is upper limits of normal.", "Cardiomegaly", U),
+    ("Heart size is upper limits of normal.", "Cardiomegaly", N),  # CheXpert: "at/within upper limits of normal" negates
+    ("Heart size is stable.", "Cardiomegaly", U),  # CheXpert: a stable heart / silhouette is uncertain
     ("The heart may be enlarged.", "Cardiomegaly", U),
     ("Possible cardiomegaly.", "Cardiomegaly", U),
     # Lung Opacity
@@ -56,11 +57,12 @@ GOLDEN = [
     ("Nodule is not seen on the current study.", "Lung Lesion", N),
     ("Possible nodule in the left lower lobe.", "Lung Lesion", U),
     ("A mass cannot be excluded.", "Lung Lesion", U),
-    ("Nodular opacity which may represent a nipple shadow.", "Lung Lesion", U),
+    ("Questionable nodule in the right midlung.", "Lung Lesion", U),
     # Edema
     ("Mild pulmonary edema.", "Edema", P),
     ("There is interstitial edema.", "Edema", P),
-    ("Pulmonary vascular congestion.", "Edema", P),
+    ("Pulmonary vascular congestion.", "Edema", U),  # CheXpert: congestion alone is uncertain edema
+    ("Findings consistent with interstitial pulmonary edema.", "Edema", P),
     ("No pulmonary edema.", "Edema", N),
     ("Pulmonary vascularity is within normal limits.", "Edema", N),
     ("There is no evidence of edema.", "Edema", N),
@@ -110,7 +112,8 @@ GOLDEN = [
     # Pleural Effusion
     ("Small bilateral pleural effusions.", "Pleural Effusion", P),
     ("Moderate left effusion.", "Pleural Effusion", P),
-    ("Blunting of the costophrenic angle.", "Pleural Effusion", P),
+    ("Blunting of the costophrenic angle.", "Pleural Effusion", U),  # CheXpert: blunting is uncertain
+    ("Trace right pleural fluid.", "Pleural Effusion", P),
     ("No pleural effusion.", "Pleural Effusion", N),
     ("The costophrenic angles are sharp.", "Pleural Effusion", N),
     ("No pneumothorax or pleural effusion is seen.", "Pleural Effusion", N),
@@ -225,3 +228,135 @@ def test_bad_inputs_raise_clear_errors():
         label_reports("a report")
     with pytest.raises(ValueError, match="uncertain"):
         binarize_labels(np.zeros((1, 14)), uncertain="ignore")
+
+
+def _label(report, observation):
+    return label_report(report)[OBSERVATIONS.index(observation)]
+
+
+def _blank(value):
+    return math.isnan(value)
+
+
+# Issue 15: error classes of the previous labeler, one test each.
+
+def test_hedge_on_one_item_of_a_negated_list_does_not_take_over_the_negation():
+    report = "No focal consolidation, suspicious pulmonary opacity, pleural effusion, or pneumothorax."
+    for observation in ("Consolidation", "Lung Opacity", "Pleural Effusion", "Pneumothorax"):
+        assert _label(report, observation) == N, observation
+    assert _label(report, "No Finding") == P
+    assert _label("No focal airspace consolidation, questionable small nodule, pleural effusion, or "
+                  "pneumothorax.", "Lung Lesion") == N
+
+
+def test_hedge_outside_a_negated_list_still_counts():
+    assert _label("No pneumothorax. Possible small left pleural effusion.", "Pleural Effusion") == U
+    assert _label("Possible small left effusion. No pneumothorax or consolidation.", "Pleural Effusion") == U
+    assert _label("Cannot exclude a small left effusion, no pneumothorax.", "Pneumothorax") == N
+    assert _label("Cannot exclude a small left effusion, no pneumothorax.", "Pleural Effusion") == U
+
+
+@pytest.mark.parametrize("report", [
+    "Cholecystectomy clips.", "Left axillary surgical clips.", "There are left-sided axillary clips.",
+    "Right upper quadrant surgical clips from prior cholecystectomy.", "Surgical staples in the abdomen.",
+])
+def test_surgical_clips_are_not_support_devices(report):
+    assert _blank(_label(report, "Support Devices"))
+    assert _label(report, "No Finding") == P
+
+
+def test_devices_next_to_clips_still_count():
+    assert _label("Surgical clips in the left axilla and a left chest port.", "Support Devices") == P
+    assert _label("Median sternotomy wires are intact.", "Support Devices") == P
+
+
+@pytest.mark.parametrize("report", [
+    "No significant change in pneumothorax.", "No significant change in the small right apical pneumothorax.",
+    "No change in the small right pneumothorax.", "Unchanged small left pneumothorax.",
+    "Stable tiny left apical pneumothorax.", "The right pneumothorax is unchanged in size.",
+    "No increase in the size of the right pneumothorax.", "No interval change in the left pneumothorax.",
+])
+def test_no_change_in_a_finding_means_it_is_present(report):
+    assert _label(report, "Pneumothorax") == P
+    assert _blank(_label(report, "No Finding"))
+
+
+@pytest.mark.parametrize("report, observation", [
+    ("Resolved left pneumothorax.", "Pneumothorax"), ("The right pneumothorax has resolved.", "Pneumothorax"),
+    ("Interval resolution of the left pleural effusion.", "Pleural Effusion"),
+    ("The nasogastric tube has been removed.", "Support Devices"),
+    ("Interval removal of the chest tube.", "Support Devices"),
+])
+def test_resolved_and_removed_are_not_present(report, observation):
+    assert _label(report, observation) == N
+
+
+def test_resolved_does_not_leak_into_the_next_clause():
+    report = "Pneumothorax has resolved, small effusion persists."
+    assert _label(report, "Pneumothorax") == N
+    assert _label(report, "Pleural Effusion") == P
+
+
+@pytest.mark.parametrize("report, observation", [
+    ("A tiny pneumothorax cannot be excluded.", "Pneumothorax"),
+    ("Small left apical pneumothorax is not excluded.", "Pneumothorax"),
+    ("Pneumonia or atelectasis cannot be excluded.", "Atelectasis"),
+    ("Cannot rule out a small left pneumothorax.", "Pneumothorax"),
+    ("No definite pneumothorax, though a tiny apical pneumothorax cannot be excluded.", "Pneumothorax"),
+])
+def test_cannot_be_excluded_is_uncertain(report, observation):
+    assert _label(report, observation) == U
+
+
+@pytest.mark.parametrize("report, expected", [
+    ("1. Cardiomegaly 2. No pleural effusion.", {"Cardiomegaly": P, "Pleural Effusion": N}),
+    ("1. No pneumothorax 2. Small left pleural effusion.", {"Pneumothorax": N, "Pleural Effusion": P}),
+    ("IMPRESSION: 1. No acute cardiopulmonary process. 2. Mild cardiomegaly.", {"Cardiomegaly": P}),
+    ("1. No acute cardiopulmonary abnormality 2. Bibasilar atelectasis 3. Stable cardiomegaly",
+     {"Atelectasis": P, "Cardiomegaly": P}),
+    ("Impression: 1) No pneumothorax. 2) Small right pleural effusion.",
+     {"Pneumothorax": N, "Pleural Effusion": P}),
+])
+def test_numbered_impression_lists(report, expected):
+    for observation, value in expected.items():
+        assert _label(report, observation) == value, observation
+    assert _blank(_label(report, "No Finding"))
+
+
+def test_numbered_list_split_keeps_decimals():
+    from modeling_rrg_mamba.labeler.rules import split_sentences
+
+    parts = [part.strip() for part in split_sentences("A 1.9 x 2.1 cm nodule. 2. No effusion") if part.strip()]
+    assert parts == ["A 1.9 x 2.1 cm nodule", "No effusion"]
+
+
+@pytest.mark.parametrize("report, expected", [
+    ("Heart size normal. Lungs are clear. XXXX are normal.", {"Cardiomegaly": N, "No Finding": P}),
+    ("There are no XXXX of pleural effusion.", {"Pleural Effusion": N, "No Finding": P}),
+    ("No focal XXXX, pleural effusion, or pneumothorax.", {"Pleural Effusion": N, "Pneumothorax": N}),
+    ("XXXX XXXX and lateral chest examination was obtained. XXXX. XXXX XXXX.", {"No Finding": P}),
+    ("Comparison XXXX, XXXX. The heart is enlarged. XXXX. No pleural effusion.",
+     {"Cardiomegaly": P, "Pleural Effusion": N}),
+])
+def test_iu_xray_anonymisation_tokens(report, expected):
+    labels = label_report(report)
+    for observation, value in expected.items():
+        assert labels[OBSERVATIONS.index(observation)] == value, observation
+    findings = {o for o in OBSERVATIONS if o != "No Finding" and o not in expected}
+    assert all(_blank(labels[OBSERVATIONS.index(o)]) for o in findings)
+
+
+def test_other_abnormalities_block_no_finding_like_chexpert():
+    assert _blank(_label("Calcified granuloma in the left upper lobe.", "No Finding"))
+    assert _blank(_label("Degenerative changes of the thoracic spine.", "No Finding"))
+    assert _label("No evidence of emphysema.", "No Finding") == P
+    assert _label("Tortuous aorta.", "No Finding") == P
+
+
+def test_heart_failure_adds_uncertain_cardiomegaly():
+    assert _label("Findings consistent with congestive heart failure.", "Cardiomegaly") == U
+    assert _label("Cardiomegaly with mild pulmonary edema, consistent with CHF.", "Cardiomegaly") == P
+
+
+def test_no_new_is_uncertain_like_chexpert():
+    assert _label("No new focal consolidation.", "Consolidation") == U
