@@ -7,19 +7,25 @@ For every channel ``d`` and state index ``n`` the scan runs the discretised line
 and gates the result with ``silu(z)`` when ``z`` is given (Gu & Dao 2023, Alg. 2; RRG-Mamba Eq. 10).
 
 ``selective_scan`` has the signature and shapes of mamba-ssm's ``selective_scan_fn``. It runs mamba-ssm's
-CUDA kernel when that package is importable and the tensors live on a GPU; otherwise it runs
-:class:`_SelectiveScanCPU`, a pure-PyTorch scan whose backward pass is written by hand: the recurrence
-runs once forward and once in reverse over a time-major ``(L, B, D, N)`` buffer and everything else is
-vectorised, which is what makes it fast on CPU (see ``benchmarks/bench_mixer.py``).
+CUDA kernel when that package is importable and the tensors live on a GPU. On the CPU it runs the fused C kernel
+of :mod:`._fused_scan_cpu` (states kept in registers, backward by recomputation, no ``(L, B, D, N)`` buffer; built
+with the system C compiler at first use, see that module for why this means) when it can be built, else
+:class:`_SelectiveScanCPU`, the reference pure-PyTorch scan whose backward pass is written by hand: the recurrence
+runs once forward and once in reverse over a time-major ``(L, B, D, N)`` buffer and everything else is vectorised.
+The fallback is automatic, with one warning per process; :func:`set_selective_scan_backend` or the environment
+variable ``RRG_MAMBA_SELECTIVE_SCAN`` (``auto``, ``fused``, ``reference``) chooses the CPU path by hand.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from ._fused_scan_cpu import SelectiveScanFused, load_library
 from ._validation import check_floating, check_shape
 from .kernels import mamba_ssm_kernels
 
@@ -143,6 +149,49 @@ def _num_groups(B: Tensor, C: Tensor) -> int:
     return max(B.shape[1] if B.ndim == 4 else 1, C.shape[1] if C.ndim == 4 else 1)
 
 
+_BACKENDS = ("auto", "fused", "reference")
+_backend_override: Optional[str] = None
+_warned_fallback = False
+
+
+def set_selective_scan_backend(backend: Optional[str]) -> None:
+    """Choose the CPU scan for this process: ``"auto"`` (fused when it can be built, else the reference),
+    ``"fused"`` (an error if it cannot be built), ``"reference"`` (the pure-PyTorch scan), or ``None`` to follow
+    ``RRG_MAMBA_SELECTIVE_SCAN`` again (default ``auto``). The GPU path (mamba-ssm) is not affected."""
+    global _backend_override
+    if backend is not None and backend not in _BACKENDS:
+        raise ValueError(f"backend: expected one of {_BACKENDS} or None, got {backend!r}")
+    _backend_override = backend
+
+
+def _requested_backend() -> str:
+    if _backend_override is not None:
+        return _backend_override
+    value = os.environ.get("RRG_MAMBA_SELECTIVE_SCAN", "auto").strip().lower() or "auto"
+    if value not in _BACKENDS:
+        raise ValueError(f"RRG_MAMBA_SELECTIVE_SCAN: expected one of {_BACKENDS}, got {value!r}")
+    return value
+
+
+def selective_scan_backend() -> str:
+    """The CPU scan that :func:`selective_scan` runs now: ``"fused"`` or ``"reference"`` (builds the fused
+    kernel if that is needed to know)."""
+    requested = _requested_backend()
+    if requested == "reference":
+        return "reference"
+    lib, reason = load_library()
+    if lib is not None:
+        return "fused"
+    if requested == "fused":
+        raise RuntimeError(f"selective scan: the fused CPU kernel was requested but is unavailable: {reason}")
+    global _warned_fallback
+    if not _warned_fallback:
+        _warned_fallback = True
+        warnings.warn(f"modeling_rrg_mamba: {reason}; the CPU selective scan falls back to the slower pure-PyTorch "
+                      "path (set RRG_MAMBA_SELECTIVE_SCAN=reference to choose it and silence this).", RuntimeWarning, stacklevel=3)
+    return "reference"
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -182,6 +231,16 @@ def selective_scan(
     groups = _num_groups(B, C)
     per_group = dim // groups
     compute = torch.promote_types(u.dtype, torch.float32)  # float32, or float64 when given float64
+    if u.device.type == "cpu" and compute in (torch.float32, torch.float64) and selective_scan_backend() == "fused":
+        def prepared(t: Optional[Tensor]) -> Optional[Tensor]:
+            return None if t is None else t.to(compute).contiguous()
+
+        y, last = SelectiveScanFused.apply(
+            prepared(u), prepared(delta), prepared(A), B.to(compute), C.to(compute), prepared(D), prepared(z),
+            prepared(delta_bias), bool(delta_softplus), groups,
+        )
+        y = y.to(u.dtype)
+        return (y, last) if return_last_state else y
     delta = delta.to(compute)
     if delta_bias is not None:
         delta = delta + delta_bias.to(compute)[:, None]
