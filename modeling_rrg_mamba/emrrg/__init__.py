@@ -4,8 +4,9 @@ Importing this package registers the classes with the ``transformers`` Auto API 
 ``"xray_mamba"``).
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
 
+from .._compat import register_auto_model
 from ..image_processing_xray import XrayImageProcessor
 
 from .configuration_emrrg import EMRRGConfig, XrayMambaConfig
@@ -24,15 +25,10 @@ from .processing_emrrg import EMRRGProcessor
 
 
 def _register_auto_classes() -> None:
-    import transformers
-
     AutoConfig.register(XrayMambaConfig.model_type, XrayMambaConfig, exist_ok=True)
     AutoConfig.register(EMRRGConfig.model_type, EMRRGConfig, exist_ok=True)
     AutoModel.register(XrayMambaConfig, XrayMambaModel, exist_ok=True)
-    AutoModel.register(EMRRGConfig, EMRRGForConditionalGeneration, exist_ok=True)
-    AutoModelForImageTextToText.register(EMRRGConfig, EMRRGForConditionalGeneration, exist_ok=True)
-    if hasattr(transformers, "AutoModelForVision2Seq"):  # transformers < 5
-        transformers.AutoModelForVision2Seq.register(EMRRGConfig, EMRRGForConditionalGeneration, exist_ok=True)
+    register_auto_model(EMRRGConfig, EMRRGForConditionalGeneration)
     AutoImageProcessor.register(EMRRGConfig, slow_image_processor_class=XrayImageProcessor, exist_ok=True)
     AutoProcessor.register(EMRRGConfig, EMRRGProcessor, exist_ok=True)
 

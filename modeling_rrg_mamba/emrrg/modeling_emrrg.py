@@ -30,8 +30,16 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from .._compat import (
+    CACHE_NAME,
+    GENERATE_PASSES_PIXEL_VALUES_EVERY_STEP,
+    accepts_legacy_cache_name,
+    cache_field,
+    enable_activation_checkpointing,
+    output_cache,
+)
 from .configuration_emrrg import EMRRGConfig, XrayMambaConfig
 from .modeling_xray_mamba import XrayMambaModel
 
@@ -43,14 +51,11 @@ PENDING_VISUAL_TOKENS = "_emrrg_pending_visual_tokens"
 
 
 @dataclass
-class EMRRGCausalLMOutputWithPast(ModelOutput):
-    """Output of :class:`EMRRGForConditionalGeneration`: the LLM's output plus the projected visual tokens."""
+class EMRRGCausalLMOutputWithPast(CausalLMOutputWithPast):
+    """Output of :class:`EMRRGForConditionalGeneration`: transformers' `CausalLMOutputWithPast` (its cache field named
+    as the installed release names it: ``cache`` from 5.24, ``past_key_values`` before) plus the projected visual
+    tokens ``image_hidden_states`` ``(batch, visual tokens, hidden)``."""
 
-    loss: Optional[Tensor] = None
-    logits: Optional[Tensor] = None
-    past_key_values: Optional[Cache] = None
-    hidden_states: Optional[tuple[Tensor, ...]] = None
-    attentions: Optional[tuple[Tensor, ...]] = None
     image_hidden_states: Optional[Tensor] = None
 
 
@@ -153,18 +158,18 @@ class HybridAttention(nn.Module):
             if cached is None:
                 raise ValueError(
                     "pixel_values: a hybrid layer got neither visual tokens nor cached visual keys/values; "
-                    "pass pixel_values (or a past_key_values filled by a previous call with them)")
+                    "pass pixel_values (or a cache filled by a previous call with them)")
             return cached
         keys, values = self.gated_cross_attn.visual_keys_values(visual_tokens)
         if cache is not None:
             if not isinstance(cache, DynamicCache):
-                raise ValueError(f"past_key_values: EMRRG keeps visual keys/values in a DynamicCache, got {type(cache).__name__}")
+                raise ValueError(f"cache: EMRRG keeps visual keys/values in a DynamicCache, got {type(cache).__name__}")
             _write_cross_cache(cache, self.cross_cache_index, keys, values)
         return keys, values
 
     def forward(self, hidden_states: Tensor, *args: Any, visual_tokens: Optional[Tensor] = None, **kwargs: Any):
         outputs = self.self_attn(hidden_states, *args, **kwargs)
-        keys, values = self._visual_keys_values(visual_tokens, kwargs.get("past_key_values"))
+        keys, values = self._visual_keys_values(visual_tokens, kwargs.get(CACHE_NAME))
         cross = self.gated_cross_attn(hidden_states, keys, values)
         if isinstance(outputs, tuple):
             return (outputs[0] + cross,) + outputs[1:]
@@ -222,7 +227,7 @@ class EMRRGPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _skip_keys_device_placement = "past_key_values"
+    _skip_keys_device_placement = CACHE_NAME
     _no_split_modules = ["XrayMambaBlock", "HybridAttention"]
 
     @torch.no_grad()
@@ -244,12 +249,7 @@ class EMRRGPreTrainedModel(PreTrainedModel):
         if gradient_checkpointing_kwargs["use_reentrant"]:
             raise ValueError("gradient_checkpointing_kwargs: use_reentrant=True cannot carry the visual tokens to the "
                              "hybrid layers; leave it unset or False")
-        # transformers 5: the implementation behind its (deprecated, warning) gradient_checkpointing_enable
-        enable = getattr(super(), "_activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(gradient_checkpointing_kwargs, **kwargs)
-        else:
-            super().gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs, **kwargs)
+        enable_activation_checkpointing(super(), gradient_checkpointing_kwargs, **kwargs)
 
 
 class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
@@ -368,22 +368,26 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
                 "build prompts with EMRRGProcessor")
         return embeds.masked_scatter(image_mask.unsqueeze(-1), visual_tokens.to(embeds.dtype))
 
+    @accepts_legacy_cache_name
     def forward(
         self,
         input_ids: Optional[Tensor] = None,
         pixel_values: Optional[Tensor] = None,
         attention_mask: Optional[Tensor] = None,
         position_ids: Optional[Tensor] = None,
-        past_key_values: Optional[Cache] = None,
+        cache: Optional[Cache] = None,
         inputs_embeds: Optional[Tensor] = None,
         labels: Optional[Tensor] = None,
         use_cache: Optional[bool] = None,
         logits_to_keep: Union[int, Tensor] = 0,
+        return_dict: Optional[bool] = None,
         **kwargs: Any,
-    ) -> EMRRGCausalLMOutputWithPast:
+    ) -> Union[EMRRGCausalLMOutputWithPast, tuple]:
         r"""
         pixel_values (`(batch, [views,] channels, height, width)`): the study's images; needed at prefill (and at
-            every step without a cache). Later decoding steps read the visual keys/values from ``past_key_values``.
+            every step without a cache). Later decoding steps read the visual keys/values from ``cache``.
+        cache (`DynamicCache`): the LLM's key/value cache, with the hybrid layers' visual keys/values appended
+            (`generate()` passes it; also accepted as ``past_key_values``, its name before transformers 5.24).
         labels (`(batch, length)`): next-token targets; ``-100`` (prompt, image placeholders, padding) is ignored.
         inputs_embeds: already-merged embeddings; the visual tokens of ``pixel_values`` then reach the model only
             through the hybrid layers (nothing is written into ``inputs_embeds``).
@@ -399,9 +403,9 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
             raise ValueError(
                 f"pixel_values: {visual_tokens.shape[0]} image sets for {inputs_embeds.shape[0]} prompts; give one per prompt")
         use_cache = use_cache if use_cache is not None else getattr(self.config.text_config, "use_cache", True)
-        if use_cache and past_key_values is None:
+        if use_cache and cache is None:
             # Created here (not by the LLM) so that the cache the visual keys/values are written to is the one returned.
-            past_key_values = DynamicCache(config=self.config.text_config)
+            cache = DynamicCache(config=self.config.text_config)
         decoder = self.language_model.base_model
         decoder.__dict__[PENDING_VISUAL_TOKENS] = visual_tokens  # picked up by _pass_visual_tokens_to_layers
         try:
@@ -409,30 +413,32 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
                 labels=labels,
                 use_cache=use_cache,
                 logits_to_keep=logits_to_keep,
+                return_dict=True,
+                **cache_field(cache),
                 **kwargs,
             )
         finally:
             decoder.__dict__.pop(PENDING_VISUAL_TOKENS, None)
-        return EMRRGCausalLMOutputWithPast(
+        output = EMRRGCausalLMOutputWithPast(
             loss=outputs.loss,
             logits=outputs.logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=visual_tokens,
+            **cache_field(output_cache(outputs)),
         )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
 
-    def prepare_inputs_for_generation(
-        self, input_ids: Tensor, past_key_values: Optional[Cache] = None, pixel_values: Optional[Tensor] = None, **kwargs: Any
-    ) -> dict[str, Any]:
-        """Images enter at prefill (and at every step without a cache); later steps read the visual keys/values from the
-        cache. transformers 5 drops ``pixel_values`` after prefill itself, 4.57 would pass them at every step."""
-        model_inputs = super().prepare_inputs_for_generation(input_ids, past_key_values=past_key_values, **kwargs)
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-        if prefill or not kwargs.get("use_cache", True):
-            model_inputs["pixel_values"] = pixel_values
+    def prepare_inputs_for_generation(self, input_ids: Tensor, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Images enter at prefill (and at every step without a cache); later steps read the visual keys/values from
+        the cache. transformers 5 drops ``pixel_values`` after prefill itself."""
+        model_inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+        if GENERATE_PASSES_PIXEL_VALUES_EVERY_STEP and kwargs.get("use_cache", True):
+            cache = model_inputs.get(CACHE_NAME)
+            if cache is not None and cache.get_seq_length() > 0:
+                model_inputs.pop("pixel_values", None)
         return model_inputs

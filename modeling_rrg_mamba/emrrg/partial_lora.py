@@ -27,6 +27,8 @@ from peft.tuners.lora.layer import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraVariant
 from torch import nn
 
+from .._compat import register_peft_custom_module
+
 Tensor = torch.Tensor
 
 PARTIAL_LORA_MODULE_NAME = "in_proj"
@@ -108,7 +110,7 @@ PARTIAL_LORA_MODULES: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: Parti
 
 def register_partial_lora(config: LoraConfig) -> LoraConfig:
     """Make ``config`` dispatch targeted ``nn.Linear`` layers to :class:`PartialLoraLinear` (in place)."""
-    config._register_custom_module(PARTIAL_LORA_MODULES)
+    register_peft_custom_module(config, PARTIAL_LORA_MODULES)
     return config
 
 

@@ -17,13 +17,16 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, Union
 
 import torch
-from transformers import BatchFeature, ProcessorMixin, processing_utils
+from transformers import BatchFeature, ProcessorMixin
+
+from .._compat import subprocessors_by_auto_class
 
 DEFAULT_INSTRUCTION = "<Img>{image}</Img> Generate a comprehensive and detailed diagnosis report for this chest xray image."
 DEFAULT_PROMPT_TEMPLATE = f"Human: {DEFAULT_INSTRUCTION} \nAssistant:"
 IGNORE_INDEX = -100
 
 
+@subprocessors_by_auto_class
 class EMRRGProcessor(ProcessorMixin):
     r"""Builds EMRRG inputs from X-ray images, optional prompts and optional target reports.
 
@@ -39,9 +42,6 @@ class EMRRGProcessor(ProcessorMixin):
     """
 
     attributes = ["image_processor", "tokenizer"]
-    if not hasattr(processing_utils, "MODALITY_TO_AUTOPROCESSOR_MAPPING"):  # transformers 4.57 (5 reads __init__)
-        image_processor_class = "AutoImageProcessor"
-        tokenizer_class = "AutoTokenizer"
     valid_kwargs = ["image_seq_length", "image_token", "prompt_template", "instruction", "use_chat_template", "chat_template"]
 
     def __init__(

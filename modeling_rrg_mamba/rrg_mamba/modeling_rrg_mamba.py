@@ -26,13 +26,9 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput
 
-try:  # transformers 5: initialisers that skip tensors already loaded from a checkpoint
-    from transformers import initialization as init
-except ImportError:  # transformers 4.57: _init_weights only runs on modules with missing weights
-    from torch.nn import init
-
+from .._compat import LegacyCacheNameForMambaClasses, accepts_legacy_cache_name, cache_field, init
 from ..layers import SS2D, DynamicPositionBias, RotaryEmbedding1D, SelectiveSSM
 from .configuration_rrg_mamba import RRGMambaConfig
 
@@ -67,35 +63,28 @@ class RRGMambaEncoderOutput(ModelOutput):
 
 
 @dataclass
-class RRGMambaSeq2SeqLMOutput(ModelOutput):
+class RRGMambaSeq2SeqLMOutput(Seq2SeqLMOutput):
     """
-    Output of [`RRGMambaForConditionalGeneration`].
+    Output of [`RRGMambaForConditionalGeneration`]: transformers' `Seq2SeqLMOutput` (its cache field is named as the
+    installed release names it: ``cache`` from 5.24, ``past_key_values`` before) plus the cross-modal adapter's terms.
 
     Args:
         loss: ``report_loss + observation_loss_weight * observation_loss + consistency_loss_weight *
             consistency_loss`` (the auxiliary terms only when they are computed).
+        logits (`(batch, length, vocab_size)`): next-word scores.
+        cache / past_key_values: the `EncoderDecoderCache` (decoder self-attention and cross-attention K/V).
+        cross_attentions: per decoder layer ``(batch, heads, length, num_encoder_tokens)`` when
+            ``output_attentions`` (the paper's Fig. 3 word-to-image heatmaps).
         report_loss: token cross-entropy of the report (labels = -100 are ignored).
         observation_loss: BCE of the observation head against ``observation_labels`` (entries < 0 ignored).
         consistency_loss: squared distance between the decoder's cross-attention of the selected words and the
             foreground map (see `consistency_loss`).
-        logits (`(batch, length, vocab_size)`): next-word scores.
-        past_key_values: the `EncoderDecoderCache` (decoder self-attention and cross-attention K/V).
-        cross_attentions: per decoder layer ``(batch, heads, length, num_encoder_tokens)`` when
-            ``output_attentions`` (the paper's Fig. 3 word-to-image heatmaps).
+        observation_logits (`(batch, num_observations)`): the observation head's scores (use_cma).
     """
 
-    loss: Tensor | None = None
     report_loss: Tensor | None = None
     observation_loss: Tensor | None = None
     consistency_loss: Tensor | None = None
-    logits: Tensor | None = None
-    past_key_values: Cache | None = None
-    decoder_hidden_states: tuple[Tensor, ...] | None = None
-    decoder_attentions: tuple[Tensor, ...] | None = None
-    cross_attentions: tuple[Tensor, ...] | None = None
-    encoder_last_hidden_state: Tensor | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    encoder_attentions: tuple[Tensor, ...] | None = None
     observation_logits: Tensor | None = None
 
 
@@ -574,7 +563,7 @@ def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, GenerationMixin):
+class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameForMambaClasses, GenerationMixin):
     r"""
     RRG-Mamba report generator: images in, report out.
 
@@ -600,23 +589,14 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, GenerationMixin)
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.decoder.embed_tokens = value
 
-    def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict[str, Any], *args: Any, **kwargs: Any):
-        # transformers keys the cache of any class whose name contains "mamba" as `cache_params` (Mamba's recurrent
-        # state) and never creates `past_key_values`. RRG-Mamba's decoder is attention-based: let the parent build
-        # its usual EncoderDecoderCache, then store it under the name our forward reads.
-        if model_kwargs.get("past_key_values") is not None:
-            model_kwargs["cache_params"] = model_kwargs.pop("past_key_values")
-        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
-        if "cache_params" in model_kwargs:
-            model_kwargs["past_key_values"] = model_kwargs.pop("cache_params")
-
+    @accepts_legacy_cache_name
     def forward(
         self,
         pixel_values: Tensor | None = None,
         decoder_input_ids: Tensor | None = None,
         decoder_attention_mask: Tensor | None = None,
         encoder_outputs: RRGMambaEncoderOutput | tuple | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         labels: Tensor | None = None,
         observation_labels: Tensor | None = None,
         use_cache: bool | None = None,
@@ -629,6 +609,8 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, GenerationMixin)
         labels (`(batch, length)`): report token ids ending with `<eos>`, -100 where padded; the decoder input is
             the labels shifted right behind `<bos>`.
         observation_labels (`(batch, num_observations)`): CheXpert-style pseudo-labels for the observation BCE.
+        cache (`EncoderDecoderCache`): decoder key/value cache (`generate()` passes it; also accepted as
+            ``past_key_values``, its name before transformers 5.24).
         """
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         output_hidden_states = bool(
@@ -650,9 +632,10 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, GenerationMixin)
                 f"decoder_input_ids: batch {decoder_input_ids.shape[0]} does not match the images' batch {memory.shape[0]}"
             )
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and labels is None)
-        if use_cache and past_key_values is None:
-            past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
-        cache = past_key_values if use_cache else None
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        elif not use_cache:
+            cache = None
 
         decoder_states, hidden_states, self_attentions, cross_attentions = self.decoder(
             decoder_input_ids, memory, decoder_attention_mask, cache, output_attentions, output_hidden_states
@@ -677,13 +660,13 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, GenerationMixin)
                     obs_loss = observation_loss(encoder_outputs.observation_logits, observation_labels)
                     loss = loss + self.config.observation_loss_weight * obs_loss
 
-        return RRGMambaSeq2SeqLMOutput(
+        output = RRGMambaSeq2SeqLMOutput(
             loss=loss,
             report_loss=report_loss,
             observation_loss=obs_loss,
             consistency_loss=cons_loss,
             logits=logits,
-            past_key_values=cache,
+            **cache_field(cache),
             decoder_hidden_states=hidden_states or None,
             decoder_attentions=self_attentions or None,
             cross_attentions=cross_attentions if output_attentions else None,
@@ -692,6 +675,8 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, GenerationMixin)
             encoder_attentions=encoder_outputs.attentions,
             observation_logits=encoder_outputs.observation_logits,
         )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

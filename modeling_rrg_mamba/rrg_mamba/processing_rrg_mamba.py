@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from transformers import BatchFeature, ProcessorMixin, processing_utils
+from transformers import BatchFeature, ProcessorMixin
+
+from .._compat import subprocessors_by_auto_class
 
 
+@subprocessors_by_auto_class
 class RRGMambaProcessor(ProcessorMixin):
     r"""
     Turns X-ray images and reports into model inputs, and generated ids back into reports.
@@ -28,12 +31,8 @@ class RRGMambaProcessor(ProcessorMixin):
     """
 
     # Sub-processors are loaded with the Auto classes (this package registers RRGMambaImageProcessor /
-    # RRGMambaTokenizer for model_type "rrg_mamba"). transformers 5 reads them off the __init__ parameter names;
-    # 4.57 needs them spelled out.
+    # RRGMambaTokenizer for model_type "rrg_mamba").
     attributes = ["image_processor", "tokenizer"]
-    if not hasattr(processing_utils, "MODALITY_TO_AUTOPROCESSOR_MAPPING"):  # transformers 4.57
-        image_processor_class = "AutoImageProcessor"
-        tokenizer_class = "AutoTokenizer"
 
     def __init__(self, image_processor=None, tokenizer=None, max_length: int = 60, **kwargs: Any) -> None:
         if max_length < 2:

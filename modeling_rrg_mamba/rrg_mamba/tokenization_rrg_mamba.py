@@ -12,11 +12,11 @@ from typing import Any, Iterable
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from .._compat import TOKENIZER_ENCODES_IN_BATCH_METHOD
 from ..report_text import REPORT_CLEANERS, clean_report
 
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN]  # ids 0, 1, 2, 3
-ENCODES_IN_BATCH_METHOD = hasattr(PreTrainedTokenizerFast, "_batch_encode_plus")  # transformers 4.57
 
 
 class RRGMambaTokenizer(PreTrainedTokenizerFast):
@@ -84,7 +84,7 @@ class RRGMambaTokenizer(PreTrainedTokenizerFast):
     # Every encoding passes through one of these two once: transformers 5 encodes everything in `_encode_plus`;
     # 4.57 routes single texts and batches alike to `_batch_encode_plus`, which 5 no longer has.
     def _encode_plus(self, text: Any, text_pair: Any = None, is_split_into_words: bool = False, **kwargs: Any):
-        if self.clean_reports and not is_split_into_words and not ENCODES_IN_BATCH_METHOD:
+        if self.clean_reports and not is_split_into_words and not TOKENIZER_ENCODES_IN_BATCH_METHOD:
             text = self._clean_input(text)
             text_pair = self._clean_input(text_pair)
         return super()._encode_plus(text, text_pair, is_split_into_words=is_split_into_words, **kwargs)

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import yaml
 from transformers import HfArgumentParser
 
+from .._compat import fractional_warmup_as_ratio
+
 CONFIGURATION_DIR = Path(__file__).resolve().parents[1] / "configuration"  # the repository's configuration/, packaged
 #: Recipe entries naming a file; a relative name that exists next to the recipe is resolved against its folder.
 FILE_ARGUMENTS = ("deepspeed", "generation_config")
@@ -59,7 +61,7 @@ def parse_with_recipe(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[An
         unknown = sorted(set(recipe) - known)
         if unknown:
             raise ValueError(f"{resolve_recipe_path(recipe_path)}: unknown argument(s) {unknown}")
-        _fractional_warmup_as_ratio(recipe, known)
+        fractional_warmup_as_ratio(recipe, known)
         _make_optional(parser, recipe)
         parser.set_defaults(**recipe)
     parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
@@ -79,13 +81,6 @@ def _pop_option(argv: list[str], option: str) -> str | None:
             del argv[index]
             return item.split("=", 1)[1]
     return None
-
-
-def _fractional_warmup_as_ratio(recipe: dict[str, Any], known: set[str]) -> None:
-    """transformers 5 reads ``warmup_steps`` below 1 as a share of all steps; 4.57 takes that share as ``warmup_ratio``."""
-    steps = recipe.get("warmup_steps")
-    if isinstance(steps, float) and 0 < steps < 1 and "warmup_ratio" in known:
-        recipe["warmup_ratio"] = recipe.pop("warmup_steps")
 
 
 def _make_optional(parser: HfArgumentParser, recipe: dict[str, Any]) -> None:

@@ -1,0 +1,214 @@
+"""Every difference between the transformers and PEFT releases rrg-mamba supports, in one place.
+
+Supported: transformers 4.57.x and 5.x (CI tests 4.57, the locked 5.x release and the newest one; README,
+"transformers versions"), PEFT >= 0.17. Each item below is small, named for what differs, and says which releases
+need it. Items are detected by feature, not by version number, so a release that back-ports or drops a feature is
+handled by what it actually has. Nothing else in the package looks at the installed versions.
+
+The remote-code exporter (:mod:`modeling_rrg_mamba.hub.remote_code`) follows the imports of the model files, so
+this module travels with every exported model folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, TypeVar
+
+import transformers
+from transformers import PreTrainedTokenizerFast, processing_utils
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+try:  # transformers 5: initialisers that skip tensors already loaded from a checkpoint
+    from transformers import initialization as init
+except ImportError:  # transformers 4.57: _init_weights only runs on modules with missing weights
+    from torch.nn import init
+
+__all__ = [
+    "CACHE_NAME",
+    "GENERATE_PASSES_PIXEL_VALUES_EVERY_STEP",
+    "TOKENIZER_ENCODES_IN_BATCH_METHOD",
+    "LegacyCacheNameForMambaClasses",
+    "accepts_legacy_cache_name",
+    "cache_field",
+    "enable_activation_checkpointing",
+    "fractional_warmup_as_ratio",
+    "init",
+    "output_cache",
+    "register_auto_model",
+    "register_peft_custom_module",
+    "subprocessors_by_auto_class",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T", bound=type)
+
+# ----------------------------------------------------------------------------------------------------------------
+# The cache's name. transformers 5.24 renamed `past_key_values` / `cache_params` to `cache` in model outputs, forward
+# keyword arguments and `prepare_inputs_for_generation` (the old names warn until 5.40). Up to 5.23 `generate()`
+# hands the cache to `forward` as `past_key_values` (as `cache_params` for a class whose name contains "mamba") and
+# reads it back from the output field of that name; from 5.24 on it uses `cache` everywhere.
+# ----------------------------------------------------------------------------------------------------------------
+
+CACHE_NAME: str = (
+    "cache" if "cache" in {field.name for field in dataclasses.fields(CausalLMOutputWithPast)} else "past_key_values"
+)
+"""Name of the cache in model outputs and in the keyword arguments of a language model's ``forward``."""
+
+_LEGACY_CACHE_NAMES = ("past_key_values", "cache_params")
+
+
+def cache_field(cache: Any) -> dict[str, Any]:
+    """``{CACHE_NAME: cache}``: the cache as a keyword argument of an output class or of an LLM's ``forward``."""
+    return {CACHE_NAME: cache}
+
+
+def output_cache(outputs: Any) -> Any:
+    """The cache of a model output, read under this release's name (no deprecation warning on 5.24+)."""
+    return getattr(outputs, CACHE_NAME, None)
+
+
+def accepts_legacy_cache_name(forward: F) -> F:
+    """Let ``forward(..., cache=...)`` also take the cache as ``past_key_values`` / ``cache_params``.
+
+    transformers up to 5.23 passes the cache under those names (they are the native ones there, so no warning);
+    5.24+ passes ``cache`` and, like its own models, warns once that the old names are deprecated.
+    """
+
+    @functools.wraps(forward)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for legacy in _LEGACY_CACHE_NAMES:
+            if legacy not in kwargs:
+                continue
+            value = kwargs.pop(legacy)
+            if kwargs.get("cache") is not None and value is not None:
+                raise ValueError(f"{legacy}: pass the cache once, as `cache` (got both `cache` and `{legacy}`)")
+            if value is not None:
+                if CACHE_NAME == "cache":
+                    _warn_legacy_cache_name(legacy)
+                kwargs["cache"] = value
+        return forward(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_legacy_cache_name(name: str) -> None:
+    transformers.logging.get_logger(__name__).warning(
+        f"`{name}` is deprecated since transformers 5.24 (removed in 5.40); pass the cache as `cache`."
+    )
+
+
+if CACHE_NAME == "cache":
+
+    class LegacyCacheNameForMambaClasses:
+        """Nothing to do on transformers 5.24+: `generate()` keys every cache as ``cache``."""
+
+else:
+
+    class LegacyCacheNameForMambaClasses:  # type: ignore[no-redef]
+        """transformers <= 5.23 keys the generation cache of any class whose name contains "mamba" as
+        ``cache_params`` (Mamba's recurrent state) and never builds a key/value cache for it. An attention decoder
+        with "Mamba" in its class name (RRG-Mamba) mixes this in before ``GenerationMixin`` to get the usual
+        ``EncoderDecoderCache`` / ``DynamicCache`` under ``past_key_values``."""
+
+        def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict[str, Any], *args, **kwargs):
+            if model_kwargs.get("past_key_values") is not None:
+                model_kwargs["cache_params"] = model_kwargs.pop("past_key_values")
+            super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+            if "cache_params" in model_kwargs:
+                model_kwargs["past_key_values"] = model_kwargs.pop("cache_params")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generation inputs. transformers 5 drops `pixel_values` from `prepare_inputs_for_generation` after the prefill step
+# when a cache is used; 4.57 passes them at every step (models that cache their visual keys/values drop them).
+# ----------------------------------------------------------------------------------------------------------------
+
+GENERATE_PASSES_PIXEL_VALUES_EVERY_STEP: bool = not hasattr(
+    transformers.generation.utils, "MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL"
+)
+
+# ----------------------------------------------------------------------------------------------------------------
+# Auto classes. AutoModelForVision2Seq exists up to 4.57 (deprecated there); 5.x removed it.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def register_auto_model(config_class: type, model_class: type) -> None:
+    """Register ``model_class`` with AutoModel, AutoModelForImageTextToText and, where the installed transformers
+    still has it (<= 4.57), AutoModelForVision2Seq."""
+    transformers.AutoModel.register(config_class, model_class, exist_ok=True)
+    transformers.AutoModelForImageTextToText.register(config_class, model_class, exist_ok=True)
+    vision2seq = getattr(transformers, "AutoModelForVision2Seq", None)
+    if vision2seq is not None:
+        vision2seq.register(config_class, model_class, exist_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Processors. transformers 5 finds a processor's sub-processors from its __init__ parameter names (and warns that
+# `image_processor_class` / `tokenizer_class` are deprecated); 4.57 needs those class attributes.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def subprocessors_by_auto_class(processor_class: T) -> T:
+    """Class decorator: on transformers 4.57, load the image processor and tokenizer through the Auto classes."""
+    if not hasattr(processing_utils, "MODALITY_TO_AUTOPROCESSOR_MAPPING"):
+        processor_class.image_processor_class = "AutoImageProcessor"
+        processor_class.tokenizer_class = "AutoTokenizer"
+    return processor_class
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tokenizers. transformers 5 encodes everything in `_encode_plus`; 4.57 routes single texts and batches alike through
+# `_batch_encode_plus` (which 5 no longer has).
+# ----------------------------------------------------------------------------------------------------------------
+
+TOKENIZER_ENCODES_IN_BATCH_METHOD: bool = hasattr(PreTrainedTokenizerFast, "_batch_encode_plus")
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training arguments. transformers 5 reads `warmup_steps` below 1 as a share of all steps; 4.57 takes that share as
+# `warmup_ratio` (which 5 removed).
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def fractional_warmup_as_ratio(arguments: dict[str, Any], known_fields: set[str]) -> None:
+    """In place: move a fractional ``warmup_steps`` to ``warmup_ratio`` where TrainingArguments has that field."""
+    steps = arguments.get("warmup_steps")
+    if isinstance(steps, float) and 0 < steps < 1 and "warmup_ratio" in known_fields:
+        arguments["warmup_ratio"] = arguments.pop("warmup_steps")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Activation checkpointing. transformers 5 implements it in `_activation_checkpointing_enable` (the public
+# `gradient_checkpointing_enable` warns, and its Trainer calls `activation_checkpointing_enable`); 4.57 only has
+# `gradient_checkpointing_enable`, and defaults to reentrant checkpointing.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def enable_activation_checkpointing(model_super: Any, checkpointing_kwargs: dict[str, Any], **kwargs: Any) -> None:
+    """Call the installed release's implementation; ``model_super`` is ``super()`` inside the model's override."""
+    enable = getattr(model_super, "_activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(checkpointing_kwargs, **kwargs)
+    else:
+        model_super.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# PEFT. A custom LoRA layer class is dispatched through `LoraConfig._register_custom_module` (PEFT >= 0.15, private
+# API: this is the one place that touches it, and a test fails loudly if PEFT renames it).
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def register_peft_custom_module(lora_config: Any, mapping: dict[type, type]) -> Any:
+    """Make ``lora_config`` build ``mapping[base_layer_type]`` LoRA layers; returns ``lora_config``."""
+    register = getattr(lora_config, "_register_custom_module", None)
+    if register is None:
+        import peft
+
+        raise RuntimeError(
+            f"peft {peft.__version__}: LoraConfig._register_custom_module is gone, so Partial LoRA cannot be attached; "
+            "install a peft release that rrg-mamba's lock file lists (scripts/bootstrap.sh) and report this"
+        )
+    register(mapping)
+    return lora_config
