@@ -111,11 +111,11 @@ def test_heatmap_attention_is_the_generation_time_cross_attention(saved_model):
 def test_heatmap_helpers():
     assert key_word_positions(["the", "heart", ".", "is", "normal", "heart", "size"], 2) == [1, 4]
     attention = torch.arange(10, dtype=torch.float32)  # two views of [global + 2x2 grid]
-    first, second = grid_maps(attention, views=2)
+    first, second = grid_maps(RRGMambaForConditionalGeneration, attention, views=2)
     np.testing.assert_array_equal(first, [[1, 2], [3, 4]])
     np.testing.assert_array_equal(second, [[6, 7], [8, 9]])
     with pytest.raises(ValueError, match="do not split into 3 views"):
-        grid_maps(attention, views=3)
+        grid_maps(RRGMambaForConditionalGeneration, attention, views=3)
 
 
 # ----------------------------------------------------------------------------------------------- evaluate

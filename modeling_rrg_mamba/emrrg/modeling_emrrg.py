@@ -337,6 +337,10 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
     def get_decoder(self) -> PreTrainedModel:
         return self.language_model
 
+    def get_vision_backbone(self) -> nn.Module:
+        """The X-ray Mamba image backbone, e.g. for its own learning rate."""
+        return self.vision_model
+
     def get_image_features(self, pixel_values: Tensor) -> Tensor:
         """``(B, C, H, W)`` or ``(B, views, C, H, W)`` -> visual tokens ``(B, views * tokens per view, D_text)``."""
         if pixel_values.ndim == 4:

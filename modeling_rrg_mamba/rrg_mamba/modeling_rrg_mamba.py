@@ -586,6 +586,22 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
     def get_input_embeddings(self) -> nn.Embedding:
         return self.decoder.embed_tokens
 
+    def get_vision_backbone(self) -> nn.Module:
+        """The image backbone (the visual extractor), e.g. for its own learning rate (paper Sec. 4.2)."""
+        return self.encoder.visual_extractor
+
+    @staticmethod
+    def encoder_token_grids(scores: Tensor, views: int) -> list[Tensor]:
+        """Split scores over the encoder tokens ``(..., N)`` into one ``(..., h, w)`` grid per view, dropping each
+        view's global token (the token layout in this module's docstring: per view ``[global, h*w grid]``)."""
+        per_view = scores.shape[-1] // views
+        side = math.isqrt(max(per_view - 1, 0))
+        if views < 1 or views * per_view != scores.shape[-1] or side * side != per_view - 1:
+            raise ValueError(
+                f"scores: {scores.shape[-1]} encoder tokens do not split into {views} views of [global token + square grid]"
+            )
+        return [scores[..., v * per_view + 1 : (v + 1) * per_view].unflatten(-1, (side, side)) for v in range(views)]
+
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.decoder.embed_tokens = value
 

@@ -9,7 +9,6 @@ adapter's consistency loss supervises. Per view, the encoder tokens are ``[globa
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -51,14 +50,9 @@ def word_cross_attention(model: torch.nn.Module, pixel_values: torch.Tensor, seq
     return outputs.cross_attentions[-1].mean(dim=1)[:, :-1].float()
 
 
-def grid_maps(attention: torch.Tensor, views: int) -> list[np.ndarray]:
-    """Split one word's attention ``(N,)`` into per-view square grid maps, dropping each view's global token."""
-    per_view = attention.shape[-1] // views
-    side = math.isqrt(per_view - 1)
-    if views * per_view != attention.shape[-1] or side * side != per_view - 1:
-        raise ValueError(f"attention: {attention.shape[-1]} encoder tokens do not split into {views} views of "
-                         "[global token + square grid]")
-    return [attention[v * per_view + 1 : (v + 1) * per_view].reshape(side, side).cpu().numpy() for v in range(views)]
+def grid_maps(model: torch.nn.Module, attention: torch.Tensor, views: int) -> list[np.ndarray]:
+    """Split one word's attention ``(N,)`` into per-view grid maps with the model's ``encoder_token_grids``."""
+    return [grid.cpu().numpy() for grid in model.encoder_token_grids(attention, views)]
 
 
 def colormap(values: np.ndarray) -> np.ndarray:

@@ -61,7 +61,7 @@ def write_heatmap(model: torch.nn.Module, processor: Any, pixel_values: torch.Te
     views = 1 if pixel_values.ndim == 3 else pixel_values.shape[0]
     films = [load_xray_image(image) for image in study]
     films = [film if film.ndim == 2 else film.mean(axis=-1) for film in films]
-    maps = [grid_maps(attention[p], views) for p in positions]
+    maps = [grid_maps(model, attention[p], views) for p in positions]
     path.parent.mkdir(parents=True, exist_ok=True)
     render_heatmaps(films, [words[p] for p in positions], maps).save(path)
     return [words[p] for p in positions]

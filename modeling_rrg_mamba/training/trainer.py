@@ -25,12 +25,10 @@ from .arguments import ReportGenerationTrainingArguments
 
 
 def visual_extractor(model: nn.Module) -> nn.Module | None:
-    """The image backbone of RRG-Mamba (``encoder.visual_extractor``) or EMRRG (``vision_model``), PEFT-wrapped or not."""
+    """The model's image backbone (its ``get_vision_backbone()``; PEFT-wrapped or not), or ``None`` if it has none."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    encoder = getattr(base, "encoder", None)
-    if encoder is not None and hasattr(encoder, "visual_extractor"):
-        return encoder.visual_extractor
-    return getattr(base, "vision_model", None)
+    get_backbone = getattr(base, "get_vision_backbone", None)
+    return get_backbone() if get_backbone is not None else None
 
 
 def learning_rate_groups(model: nn.Module, learning_rate: float, visual_extractor_learning_rate: float | None,
