@@ -1,4 +1,4 @@
-"""Fused CPU selective scan: one C kernel per direction, compiled at first use and loaded with :mod:`ctypes`.
+"""Fused CPU selective scan: a C forward and backward kernel, compiled at first use and loaded with :mod:`ctypes`.
 
 Why this means (issue 16). The reference CPU path (:class:`.selective_scan._SelectiveScanCPU`) is vectorised
 PyTorch over time-major ``(L, B, D, N)`` buffers: at RRG-Mamba's sizes each buffer is ~19 MB, far past the caches,
@@ -7,23 +7,28 @@ mixer's GEMMs. A fused kernel keeps the ``N`` states of one channel in registers
 mamba-ssm's CUDA kernel does), and the backward recomputes the states of one channel into a per-thread scratch of
 ``L x N`` (12 KB at L=196: it stays in L1/L2) instead of saving them. Of the means considered:
 
-* **Plain C through ctypes (chosen).** ~150 lines of C99 with no header but ``math.h``; ``cc -O3`` builds it in
-  about a second (not the ~1 min of a ``torch.utils.cpp_extension`` build, whose cost is the ATen/pybind11
-  headers, and with no need for ninja); the library is cached on disk, keyed by the source, flags and CPU, so later
-  processes (tests, the CLI) only ``dlopen`` it. The hot ``exp`` is an inlined Cephes-style polynomial that the
-  compiler vectorises over the state dimension (glibc's vector ``expf`` needs ``-ffast-math``, which would also
-  reorder the reductions and drop NaN semantics). Threads: OpenMP over batch x channels with
-  ``torch.get_num_threads()`` threads; on Linux, PyTorch's wheels load their ``libgomp.so.1`` first, so the kernel
-  runs on the very thread pool ATen uses (no second pool spinning against it). Without OpenMP (e.g. Apple clang)
-  the build is retried serial. No new dependency.
+* **Plain C through ctypes (chosen).** ~250 lines of C99 with no header but ``math.h``; ``cc -O3`` builds it in
+  about a second (1.2 s measured here; a ``torch.utils.cpp_extension`` build spends tens of seconds on the
+  ATen/pybind11 headers and needs ninja); the library is cached on disk, keyed by the source, flags and CPU
+  (``-march=native``), so later processes (tests, the CLI) only ``dlopen`` it. The C source is a string in this
+  module, so the remote-code exporter carries it like any other module. The hot ``exp`` is an inlined
+  Cephes-style polynomial that the compiler vectorises over the state dimension (glibc's vector ``expf`` needs
+  ``-ffast-math``, which would also reorder the reductions and drop NaN semantics); N=16 is specialised at
+  compile time. Threads: OpenMP over batch x channels (forward) and over batch x groups x channel chunks
+  (backward, each chunk with its own partial dB/dC rows, summed afterwards, so no atomics), dynamically scheduled,
+  with ``torch.get_num_threads()`` threads; on Linux, PyTorch's wheels load their ``libgomp.so.1`` first, so the
+  kernel runs on the very thread pool ATen uses (no second pool spinning against it). Without OpenMP (e.g. Apple
+  clang) the build is retried serial. No new dependency. Per thread the backward keeps one channel's states and
+  decays, ``2 L N`` values (25 KB at L=196, N=16, float32); nothing of size ``(L, B, D, N)`` is allocated, and only
+  the inputs are saved for backward (as mamba-ssm does).
 * numba: would add numba + llvmlite (~50 MB) as a dependency, costs seconds of JIT per process unless its cache
   works in the install location, and without Intel's SVML it does not vectorise ``exp``, the scan's hot op.
 * torch.compile: needs the same C++ compiler, compiles for tens of seconds per shape/process, and a recurrence
   over L is a sequential loop that inductor unrolls or leaves to the very element-wise passes we want to avoid.
 
-Fallback. Without a C compiler (``CC`` or ``cc``/``gcc``/``clang`` on PATH), when the build or load fails, or on a
-read-only cache (a temp dir is then used), :func:`load_library` returns ``None`` and the caller keeps the
-reference path, with one warning per process. ``RRG_MAMBA_SELECTIVE_SCAN=reference`` (or
+Fallback. Without a C compiler (``CC`` or ``cc``/``gcc``/``clang`` on PATH), or when the build or load fails,
+:func:`load_library` returns ``None`` and the caller keeps the reference path, with one warning per process (an
+unwritable cache folder is not a failure: the build goes to a temp folder instead). ``RRG_MAMBA_SELECTIVE_SCAN=reference`` (or
 :func:`~modeling_rrg_mamba.ops.set_selective_scan_backend`) forces the reference path, ``=fused`` makes a
 missing fused path an error (for CI). ``RRG_MAMBA_KERNEL_CACHE`` moves the cache folder.
 """
