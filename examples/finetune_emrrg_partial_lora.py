@@ -30,7 +30,7 @@ from modeling_rrg_mamba.training import (
     build_trainer,
     parse_with_recipe,
 )
-from modeling_rrg_mamba.training.demo import DEMO_DATA
+from modeling_rrg_mamba.commands.demo import DEMO_DATA
 
 
 def save_tiny_llm(folder: Path) -> Path:

@@ -29,7 +29,7 @@ from modeling_rrg_mamba.training import (
     ReportGenerationTrainingArguments,
     SeededAugmentationCollator,
 )
-from modeling_rrg_mamba.training.demo import DEMO_DATA
+from modeling_rrg_mamba.commands.demo import DEMO_DATA
 from modeling_rrg_mamba.training.trainer import AugmentationEpochCallback
 
 PAPER_MODEL = {"visual_extractor": "densenet121", "pretrained_backbone": True, "gdlm_preset": "base"}

@@ -40,7 +40,8 @@ def train(argv: Sequence[str]) -> None:
 
 
 def evaluate(argv: Sequence[str]) -> None:
-    from .training import EvaluateArguments, format_metrics_table, score_predictions
+    from .commands.arguments import EvaluateArguments
+    from .commands.evaluate import format_metrics_table, score_predictions
 
     (args,) = HfArgumentParser(EvaluateArguments, prog="rrg-mamba evaluate").parse_args_into_dataclasses(args=list(argv))
     result = score_predictions(args.predictions, args.output, clean_style=args.clean_style,
@@ -70,8 +71,9 @@ def load_processor(model_dir: str):
 def generate(argv: Sequence[str]) -> None:
     from transformers import AutoModelForImageTextToText
 
-    from .training import GenerateArguments, collect_images, generate_reports, group_studies
-    from .training.inference import write_jsonl
+    from .commands.arguments import GenerateArguments
+    from .commands.generate import collect_images, generate_reports, group_studies
+    from .data import write_jsonl
 
     (args,) = HfArgumentParser(GenerateArguments, prog="rrg-mamba generate").parse_args_into_dataclasses(args=list(argv))
     processor = load_processor(args.model)  # registers the model type with the Auto classes
@@ -85,8 +87,8 @@ def generate(argv: Sequence[str]) -> None:
 
 
 def demo(argv: Sequence[str]) -> None:
-    from .training import DemoArguments
-    from .training.demo import run_demo
+    from .commands.arguments import DemoArguments
+    from .commands.demo import run_demo
 
     (args,) = HfArgumentParser(DemoArguments, prog="rrg-mamba demo").parse_args_into_dataclasses(args=list(argv))
     run_demo(args)

@@ -23,9 +23,9 @@ from modeling_rrg_mamba.rrg_mamba import (
     RRGMambaProcessor,
     RRGMambaTokenizer,
 )
-from modeling_rrg_mamba.training.demo import DEMO_DATA
-from modeling_rrg_mamba.training.heatmaps import PANEL, grid_maps, key_word_positions, word_cross_attention
-from modeling_rrg_mamba.training.inference import collect_images, group_studies
+from modeling_rrg_mamba.commands.demo import DEMO_DATA
+from modeling_rrg_mamba.commands.heatmaps import PANEL, grid_maps, key_word_positions, word_cross_attention
+from modeling_rrg_mamba.commands.generate import collect_images, group_studies
 
 DEMO_IMAGES = sorted((DEMO_DATA / "images").glob("*.jpg"))
 
@@ -155,6 +155,7 @@ def test_usage_and_unknown_commands(capsys):
 # ------------------------------------------------------------------------------------------------- demo
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_offline(tmp_path):
     """`rrg-mamba demo` with two training steps: trains, selects on validation, generates, scores, draws."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -189,6 +189,7 @@ def fresh_process(tmp_path: Path, request: dict) -> dict:
     return json.loads(line[len("RESULTS"):])
 
 
+@pytest.mark.slow
 def test_fresh_process_loads_both_models_and_generates_the_same_ids(saved, image_path, tmp_path):
     request = {"folders": {name: str(bundle["folder"]) for name, bundle in saved.items()}, "image": image_path,
                "generate": GENERATE}
@@ -499,6 +500,7 @@ def overfit_one_study(model, processor, image: Image.Image, report: str, steps: 
     return losses[0], losses[-1]
 
 
+@pytest.mark.slow
 def test_end_to_end_train_save_fresh_load_generate_evaluate(image_path, tmp_path):
     """Both models: train, save_for_hub, load in a process without this package (Auto classes, remote code),
     generate, and score the generated report with the package's metrics."""

@@ -65,6 +65,7 @@ def _pycocoevalcap_scores(gts, res):
             "ROUGE_L": Rouge().compute_score(gts, res)[0], "CIDEr": Cider().compute_score(gts, res)[0]}
 
 
+@pytest.mark.slow
 def test_nlg_parity_with_pycocoevalcap_on_300_pairs_and_multi_reference(evaluator, report_pairs):
     predictions, references = report_pairs
     gts = {i: [clean_report(r)] for i, r in enumerate(references)}
@@ -82,6 +83,7 @@ def test_nlg_parity_with_pycocoevalcap_on_300_pairs_and_multi_reference(evaluato
     assert 0.2 < ours["BLEU_1"] < 1.0 and 0.0 < ours["CIDEr"]
 
 
+@pytest.mark.slow
 def test_identical_reports_score_top_and_evaluator_reuses_one_jvm(evaluator):
     meteor_process = evaluator._meteor._process
     texts = ["The heart is normal in size. The lungs are clear.", "No pneumothorax or effusion. Mild atelectasis."]
@@ -92,6 +94,7 @@ def test_identical_reports_score_top_and_evaluator_reuses_one_jvm(evaluator):
     assert evaluator._meteor._process is meteor_process and meteor_process.poll() is None
 
 
+@pytest.mark.slow
 def test_meteor_scorer_closes_its_jvm():
     # Scoring through a scorer is covered by the parity test; here only the lifecycle (no paraphrase loading).
     with MeteorScorer() as scorer:
@@ -103,6 +106,7 @@ def test_meteor_scorer_closes_its_jvm():
     scorer.close()  # idempotent
 
 
+@pytest.mark.slow
 def test_nlg_input_errors(evaluator):
     with pytest.raises(ValueError, match="lengths differ"):
         evaluator.compute(["a ."], ["a .", "b ."])
@@ -170,6 +174,7 @@ class _WordTokenizer:
         return [" ".join(self.vocab[t] for t in row if not (skip_special_tokens and t == 0)) for row in rows]
 
 
+@pytest.mark.slow
 def test_trainer_compute_metrics_decodes_ids_with_padding_and_ignore_index(evaluator):
     texts = ["the heart is normal in size .", "there is a small left pleural effusion .", "no pneumothorax ."]
     generated = ["the heart is normal .", "small left pleural effusion .", "no pneumothorax is seen ."]
@@ -192,6 +197,7 @@ def test_trainer_compute_metrics_decodes_ids_with_padding_and_ignore_index(evalu
         with_refs(SimpleNamespace(predictions=preds, label_ids=labels))
 
 
+@pytest.mark.slow
 def test_evaluate_module_loads_offline_from_the_package(evaluator, report_pairs, tmp_path):
     predictions, references = (list(x[:25]) for x in report_pairs)
     script = (
@@ -213,6 +219,7 @@ def test_evaluate_module_loads_offline_from_the_package(evaluator, report_pairs,
         assert loaded[name] == pytest.approx(value, abs=1e-9), name
 
 
+@pytest.mark.slow
 def test_score_prediction_file_writes_metrics_json(evaluator, tmp_path):
     lines = [{"prediction": "The heart is normal. No effusion.", "reference": "Heart size normal. No effusion."},
              {"prediction": "Cardiomegaly.", "reference": ["The heart is enlarged.", "Cardiomegaly."]}]
@@ -250,6 +257,7 @@ def test_observation_order_is_chexpert_order():
     assert OBSERVATIONS[0] == "No Finding" and OBSERVATIONS[-1] == "Support Devices" and len(OBSERVATIONS) == 14
 
 
+@pytest.mark.slow
 def test_text_only_baselines_example_scores_the_training_mode_and_seeded_draws(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
     try:

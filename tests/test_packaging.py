@@ -1,6 +1,8 @@
 """The built wheel carries what the package reads at run time: recipes, model-card templates and the demo data."""
 
 import subprocess
+
+import pytest
 import sys
 import sysconfig
 import textwrap
@@ -15,7 +17,7 @@ CHECK = textwrap.dedent(
     from pathlib import Path
     import modeling_rrg_mamba
     from modeling_rrg_mamba.hub.model_card import MODEL_CARD_DIR
-    from modeling_rrg_mamba.training.demo import DEMO_DATA
+    from modeling_rrg_mamba.commands.demo import DEMO_DATA
     from modeling_rrg_mamba.training.recipes import load_recipe, resolve_recipe_path
 
     installed = Path(sys.argv[1]).resolve()
@@ -32,6 +34,7 @@ CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_wheel_installs_recipes_model_cards_and_demo_data(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
                     str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True, timeout=600)

@@ -26,7 +26,7 @@ from modeling_rrg_mamba.training import (
     parse_with_recipe,
     run_training,
 )
-from modeling_rrg_mamba.training.demo import DEMO_DATA
+from modeling_rrg_mamba.commands.demo import DEMO_DATA
 from modeling_rrg_mamba.training.recipes import CONFIGURATION_DIR
 
 TINY_CONFIG = {
@@ -240,6 +240,7 @@ def logged_losses(output_dir: Path) -> dict[int, float]:
     return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_the_same_data_order_and_no_lost_steps(tmp_path):
     """12 studies, batch 4: 3 steps per epoch; 7 steps cross two epoch boundaries. The run is killed right after
     the checkpoint of step 2 (mid-epoch), resumed with `rrg-mamba train --resume_from_checkpoint`, and must end
@@ -308,6 +309,7 @@ LAUNCHERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_two_cpu_processes_train_in_data_parallel_and_end_with_identical_weights(tmp_path, launcher):
     """Two processes on CPU (gloo), under torchrun and under accelerate launch: both ranks end with the same
@@ -331,6 +333,7 @@ def test_two_cpu_processes_train_in_data_parallel_and_end_with_identical_weights
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.mark.slow
 def test_train_iu_xray_example_runs_its_smoke_setting(tmp_path):
     result = run_python([str(EXAMPLES / "train_iu_xray.py"), "--smoke", "--output_dir", str(tmp_path / "run")], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -338,6 +341,7 @@ def test_train_iu_xray_example_runs_its_smoke_setting(tmp_path):
     assert state["global_step"] == 2 and any("eval_BLEU_4" in entry for entry in state["log_history"])
 
 
+@pytest.mark.slow
 def test_finetune_emrrg_partial_lora_example_runs_its_smoke_setting(tmp_path):
     result = run_python([str(EXAMPLES / "finetune_emrrg_partial_lora.py"), "--smoke"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

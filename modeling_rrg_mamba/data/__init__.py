@@ -2,6 +2,7 @@
 
 from .annotation import BadEntry, MissingImage, build_dataset_dict, load_r2gen_annotation, read_annotation
 from .collators import EMRRGDataCollator, ReportGenerationCollator, RRGMambaDataCollator, open_image
+from .jsonl import write_jsonl
 from .labels import OBSERVATION_LABELS_COLUMN, add_observation_labels
 from .sources import (
     chexpert_plus_annotation,
@@ -26,5 +27,5 @@ __all__ = [
     "BadEntry", "EMRRGDataCollator", "MissingImage", "OBSERVATION_LABELS_COLUMN", "ReportGenerationCollator",
     "RRGMambaDataCollator", "add_observation_labels", "build_dataset_dict", "chexpert_plus_annotation",
     "extract_section", "iu_xray_annotation", "load_chexpert_plus", "load_r2gen_annotation", "mimic_cxr_annotation",
-    "open_image", "parse_open_i_report", "read_annotation", "read_projections", "write_annotation",
+    "open_image", "parse_open_i_report", "read_annotation", "read_projections", "write_annotation", "write_jsonl",
 ]

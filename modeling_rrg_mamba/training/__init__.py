@@ -1,17 +1,11 @@
-"""Training, generation, evaluation and the demo behind the ``rrg-mamba`` command line."""
+"""Training: the Trainer wiring, the papers' recipes and the ``train`` command's arguments.
 
-from .arguments import (
-    DataArguments,
-    DemoArguments,
-    EvaluateArguments,
-    GenerateArguments,
-    ModelArguments,
-    ReportGenerationTrainingArguments,
-)
+Above the models, data and metrics; below :mod:`..commands` and the CLI.
+"""
+
+from .arguments import MODEL_TYPES, DataArguments, ModelArguments, ReportGenerationTrainingArguments
 from .build import build_trainer, load_report_datasets, predict_test_split, run_training
-from .inference import collect_images, generate_reports, group_studies
-from .recipes import load_recipe, parse_with_recipe
-from .scoring import format_metrics_table, score_predictions
+from .recipes import load_recipe, parse_with_recipe, resolve_recipe_path
 from .trainer import (
     FinalEvaluationCallback,
     ReportGenerationTrainer,
@@ -21,26 +15,20 @@ from .trainer import (
 )
 
 __all__ = [
+    "MODEL_TYPES",
     "DataArguments",
-    "DemoArguments",
-    "EvaluateArguments",
     "FinalEvaluationCallback",
-    "GenerateArguments",
     "ModelArguments",
     "ReportGenerationTrainer",
     "ReportGenerationTrainingArguments",
     "SeededAugmentationCollator",
     "TimeLimitCallback",
     "build_trainer",
-    "collect_images",
-    "format_metrics_table",
-    "generate_reports",
-    "group_studies",
     "learning_rate_groups",
     "load_recipe",
     "load_report_datasets",
     "parse_with_recipe",
     "predict_test_split",
+    "resolve_recipe_path",
     "run_training",
-    "score_predictions",
 ]

@@ -14,6 +14,7 @@ import datasets
 from transformers import TrainerCallback, set_seed
 
 from ..data import (
+    write_jsonl,
     EMRRGDataCollator,
     RRGMambaDataCollator,
     add_observation_labels,
@@ -22,7 +23,6 @@ from ..data import (
 )
 from ..metrics import ReportGenerationMetrics, decode_token_ids
 from .arguments import DataArguments, ModelArguments, ReportGenerationTrainingArguments
-from .inference import write_jsonl
 from .trainer import AugmentationEpochCallback, ReportGenerationTrainer, SeededAugmentationCollator, default_callbacks
 
 logger = logging.getLogger(__name__)

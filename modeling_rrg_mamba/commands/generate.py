@@ -101,12 +101,4 @@ def generate_reports(model: torch.nn.Module, processor: Any, studies: Sequence[S
     return records
 
 
-def write_jsonl(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
-    """One JSON object per line (parent folders created)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-
-
-__all__ = ["IMAGE_SUFFIXES", "collect_images", "generate_reports", "group_studies", "write_heatmap", "write_jsonl"]
+__all__ = ["IMAGE_SUFFIXES", "collect_images", "generate_reports", "group_studies", "write_heatmap"]

@@ -19,10 +19,11 @@ from typing import Any
 
 from transformers import set_seed
 
-from .arguments import DataArguments, DemoArguments, ModelArguments, ReportGenerationTrainingArguments
-from .build import run_training
-from .inference import generate_reports, write_jsonl
-from .scoring import format_metrics_table, score_predictions
+from ..data import write_jsonl
+from ..training import DataArguments, ModelArguments, ReportGenerationTrainingArguments, run_training
+from .arguments import DemoArguments
+from .evaluate import format_metrics_table, score_predictions
+from .generate import generate_reports
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
 DEMO_MODEL_CONFIG: dict[str, Any] = {
