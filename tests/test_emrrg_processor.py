@@ -39,10 +39,13 @@ def test_training_batch_masks_prompt_and_pads_right():
 
 
 def test_generation_batch_pads_left_and_expands_views():
-    proc = processor()
+    proc = processor(multi_view_fusion="concat")
     batch = proc(images=films(2, views=2), text=[PROMPT.format(image="<image>"), "describe <image> ."])
     assert batch["pixel_values"].shape == (2, 2, 3, 32, 32)
     assert ((batch["input_ids"] == proc.image_token_id).sum(1) == 2 * SEQ).all()
+    # the default, as the authors ran it: the views are averaged, so a study has one view's tokens
+    averaged = processor()(images=films(2, views=2))
+    assert ((averaged["input_ids"] == proc.image_token_id).sum(1) == SEQ).all()
     assert "labels" not in batch
     assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][:, -1].all()  # left padding
 

@@ -10,7 +10,7 @@ from .._compat import register_auto_model
 from ..image_processing_xray import XrayImageProcessor
 
 from .configuration_emrrg import EMRRGConfig, XrayMambaConfig
-from .modeling_emrrg import EMRRGForConditionalGeneration, EMRRGPreTrainedModel, HybridAttention
+from .modeling_emrrg import EMRRGForConditionalGeneration, EMRRGPreTrainedModel, HybridAttention, HybridAttentionMixin
 from .modeling_xray_mamba import XrayMambaModel
 from .partial_lora import (
     PartialLoraLinear,
@@ -41,6 +41,7 @@ __all__ = [
     "EMRRGPreTrainedModel",
     "EMRRGProcessor",
     "HybridAttention",
+    "HybridAttentionMixin",
     "PartialLoraLinear",
     "PartialLoraVariant",
     "XrayMambaConfig",

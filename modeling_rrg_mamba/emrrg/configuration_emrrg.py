@@ -92,6 +92,9 @@ class XrayMambaConfig(PretrainedConfig):
         return side * side + 1
 
 
+MULTI_VIEW_FUSIONS = ("mean", "concat")
+CROSS_ATTENTION_QUERIES = ("self_attention", "separate")
+CROSS_ATTENTION_GATES = ("token", "channel")
 REQUIRED_TEXT_CONFIG_ATTRIBUTES = ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size")
 
 
@@ -106,11 +109,28 @@ class EMRRGConfig(PretrainedConfig):
         image_token_id (`int`, defaults to 32000): id of the ``<image>`` placeholder. The processor repeats it once
             per visual token; the model writes the projected visual tokens at those positions. It may lie outside
             the LLM's vocabulary (its embedding is never read).
-        num_views (`int`, defaults to 1): images per study (IU X-Ray uses 2). Only used to size the image-token run.
-        hybrid_layer_interval (`int`, defaults to 8): every ``n``-th LLM layer (layers ``n-1, 2n-1, ...``) becomes a
-            hybrid layer, its self-attention running in parallel with gated cross-attention to the visual tokens.
-        cross_attention_heads (`int`, *optional*): heads of that cross-attention, each as wide as one LLM head;
-            a quarter of the LLM's heads if unset (keeps the trainable share near the paper's 2.3 %).
+        num_views (`int`, defaults to 1): images per study (IU X-Ray uses 2).
+        multi_view_fusion (`str`, defaults to `"mean"`): how the views of a study become visual tokens.
+            `"mean"` (the authors' code, ``encode_img``; the paper is silent): the views' X-ray Mamba tokens are
+            averaged, so a study has the tokens of one view. `"concat"` (ours before): the views' tokens are
+            concatenated (``num_views`` times as many ``<image>`` placeholders).
+        hybrid_layer_interval (`int`, defaults to 8): a hybrid layer every ``n`` LLM layers (paper §3.3, their ``8``).
+        hybrid_layer_start (`int`, defaults to 0): index of the first hybrid layer, so the hybrid layers are
+            ``start, start + n, ...``. ``0`` gives the authors' 0/8/16/24 on a 32-layer LLM (their
+            ``range(0, num_layers, n)``); ``n - 1`` gives our former 7/15/23/31.
+        cross_attention_queries (`str`, defaults to `"self_attention"`): where the cross-attention's queries come from.
+            `"self_attention"` (the authors' code): the hybrid layer's own self-attention queries (after RoPE) attend
+            to keys/values of one new ``kv_proj`` (``2 * num_key_value_heads * head_dim`` outputs, with bias) over the
+            visual tokens normalised by the layer's shared pre-attention norm; the gated result goes through the
+            layer's own output projection: ``o_proj(ctx_self + g * ctx_cross)``. `"separate"` (ours before): a
+            cross-attention with its own q/k/v/o projections and ``cross_attention_heads`` heads on the raw visual
+            tokens, added after ``o_proj``.
+        cross_attention_heads (`int`, *optional*): heads of the `"separate"` cross-attention, each as wide as one LLM
+            head; a quarter of the LLM's heads if unset. Ignored for `"self_attention"` (the LLM's heads are used).
+        cross_attention_gate (`str`, defaults to `"token"`): the dynamic gate ``g(h)`` on the cross-attention output,
+            zero at initialisation so that the model starts as the bare LLM. `"token"` (the authors' code,
+            ``whole-dynamic`` gating): one scalar per token, ``tanh(w^T h + b)``. `"channel"` (ours before): one value
+            per token and channel, ``tanh(W_g h + b_g)`` (``hidden_size^2`` parameters per hybrid layer).
         projector_layer_norm_eps (`float`, defaults to 1e-5): epsilon of the projector's LayerNorm.
     """
 
@@ -123,8 +143,12 @@ class EMRRGConfig(PretrainedConfig):
         text_config: Optional[Union[PretrainedConfig, dict]] = None,
         image_token_id: int = 32000,
         num_views: int = 1,
+        multi_view_fusion: str = "mean",
         hybrid_layer_interval: int = 8,
+        hybrid_layer_start: int = 0,
+        cross_attention_queries: str = "self_attention",
         cross_attention_heads: Optional[int] = None,
+        cross_attention_gate: str = "token",
         projector_layer_norm_eps: float = 1e-5,
         **kwargs: Any,
     ) -> None:
@@ -148,6 +172,16 @@ class EMRRGConfig(PretrainedConfig):
             raise ValueError(
                 f"hybrid_layer_interval: expected 1..{text_config.num_hidden_layers} (the LLM's layers), "
                 f"got {hybrid_layer_interval}; no layer would become hybrid")
+        if not 0 <= hybrid_layer_start < text_config.num_hidden_layers:
+            raise ValueError(
+                f"hybrid_layer_start: expected 0..{text_config.num_hidden_layers - 1} (the LLM's layers), got {hybrid_layer_start}")
+        for name, value, choices in (
+            ("multi_view_fusion", multi_view_fusion, MULTI_VIEW_FUSIONS),
+            ("cross_attention_queries", cross_attention_queries, CROSS_ATTENTION_QUERIES),
+            ("cross_attention_gate", cross_attention_gate, CROSS_ATTENTION_GATES),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
         heads = cross_attention_heads or max(1, text_config.num_attention_heads // 4)
         if text_config.hidden_size % text_config.num_attention_heads:
             raise ValueError(
@@ -155,8 +189,12 @@ class EMRRGConfig(PretrainedConfig):
                 f"num_attention_heads {text_config.num_attention_heads}")
         self.image_token_id = image_token_id
         self.num_views = num_views
+        self.multi_view_fusion = multi_view_fusion
         self.hybrid_layer_interval = hybrid_layer_interval
+        self.hybrid_layer_start = hybrid_layer_start
+        self.cross_attention_queries = cross_attention_queries
         self.cross_attention_heads = heads
+        self.cross_attention_gate = cross_attention_gate
         self.projector_layer_norm_eps = projector_layer_norm_eps
         kwargs.setdefault("tie_word_embeddings", getattr(text_config, "tie_word_embeddings", False))
         # The base class pushes its (unset) attention implementation down to the sub-configs; keep the LLM's own.
@@ -167,11 +205,10 @@ class EMRRGConfig(PretrainedConfig):
 
     @property
     def hybrid_layer_indices(self) -> list[int]:
-        """LLM layers that become hybrid: ``n-1, 2n-1, ...`` for ``n = hybrid_layer_interval``."""
-        n = self.hybrid_layer_interval
-        return list(range(n - 1, self.text_config.num_hidden_layers, n))
+        """LLM layers that become hybrid: ``start, start + n, ...`` (§3.3; the authors' 0/8/16/24 at n = 8)."""
+        return list(range(self.hybrid_layer_start, self.text_config.num_hidden_layers, self.hybrid_layer_interval))
 
     @property
     def num_image_tokens(self) -> int:
-        """Image-token placeholders per study: tokens per view times ``num_views``."""
-        return self.vision_config.num_tokens() * self.num_views
+        """Image-token placeholders per study: tokens per view, times ``num_views`` when the views are concatenated."""
+        return self.vision_config.num_tokens() * (self.num_views if self.multi_view_fusion == "concat" else 1)

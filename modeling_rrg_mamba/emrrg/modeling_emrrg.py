@@ -1,27 +1,33 @@
 """EMRRG (Zhang et al., 2025): X-ray Mamba + projector + a pretrained causal LLM with hybrid decoder layers.
 
-    V   = LN(Linear(XrayMamba(images)))                       visual tokens in the LLM's width (§3.2)
+    V   = LN(Linear(XrayMamba(images)))                       visual tokens in the LLM's width (§3.2; views averaged)
     e   = Embed(prompt) with the <image> placeholders replaced by V      ("<Img><ImageHere></Img>" of the paper)
-    every n-th LLM layer is hybrid (§3.3): with h = its (shared) attention pre-norm of the residual stream,
-        a   = SelfAttn(h) + g(h) ⊙ CrossAttn(h, V),      g(h) = tanh(W_g h + b_g),  W_g = b_g = 0 at start
-    and the rest of the layer (residual, MLP) is the LLM's own, so at step 0 the model is exactly the LLM.
+    the LLM's layers start, start + n, ... are hybrid (§3.3). With h = the layer's shared pre-attention norm of the
+    residual stream and Q the layer's own self-attention queries (after RoPE), their attention output becomes
+        a   = o_proj(SelfAttnContext(h) + g(h) * CrossAttnContext(Q, K_v, V_v)),   [K_v | V_v] = kv_proj(norm(V))
+        g(h) = tanh(w^T h + b), one scalar per token, w = b = 0 at start (so at step 0 the model is exactly the LLM)
+    and the rest of the layer (residual, MLP) is the LLM's own. ``EMRRGConfig`` documents the other forms.
 
-Any causal LM of ``transformers`` whose decoder layers call an attention child named ``self_attn`` / ``attn`` /
-``attention`` / ``self_attention`` and whose decoder stack forwards extra keyword arguments down to it (Llama, Qwen2,
-Mistral, GPT-2, ...) can be used. The visual tokens enter at that stack (``language_model.base_model``, through a
-forward pre-hook), not at the causal-LM class's ``forward``, which some LLMs (GPT-2 on transformers 4.57) do not
-pass extra arguments on from. The hybrid layer wraps that attention child: the LLM's weights stay where they were,
-one level deeper (``...layers.7.self_attn.self_attn.q_proj``), and the new trainable weights sit next to them
-(``...layers.7.self_attn.gated_cross_attn``).
+Data flow, top to bottom: :meth:`EMRRGForConditionalGeneration.forward` computes ``V`` and calls the LLM's decoder
+stack (``language_model.base_model``) with ``cross_attention_states=V``; the stack passes that keyword to every
+decoder layer and each layer to its attention (Llama, Qwen2, Mistral, GPT-2, ... all forward extra keyword arguments),
+as transformers' Mllama does. The attention of a hybrid layer is the LLM's own attention module, its class extended
+by :class:`HybridAttentionMixin` (``EMRRGHybridLlamaAttention`` for Llama): same object, same weights under the same
+names (``...layers.0.self_attn.q_proj``, so a stock LLM checkpoint and the LLM's tensor-parallel plan apply
+unchanged), plus one new child ``gated_cross_attn``. The logits are the LLM's output embeddings of the stack's last
+hidden state. Non-hybrid layers ignore the keyword.
 
 Cross-attention keys/values of the visual tokens are computed once per prompt and kept in the generation cache,
 as extra layers appended after the LLM's own (``num_hidden_layers + j`` for the ``j``-th hybrid layer), so
 ``generate()`` - which passes ``pixel_values`` only at prefill - keeps conditioning every step, and beam search
-reorders them with the rest of the cache.
+reorders them with the rest of the cache. Without visual tokens and without cached ones (a text-only forward) the
+hybrid layers skip the cross-attention.
 """
 
 from __future__ import annotations
 
+import inspect
+import sys
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -30,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast
 
 from .._compat import (
     CACHE_NAME,
@@ -38,6 +44,7 @@ from .._compat import (
     accepts_legacy_cache_name,
     cache_field,
     enable_activation_checkpointing,
+    init,
     output_cache,
 )
 from .configuration_emrrg import EMRRGConfig, XrayMambaConfig
@@ -47,7 +54,8 @@ Tensor = torch.Tensor
 
 DECODER_LAYER_LIST_NAMES = ("layers", "h", "blocks", "block")
 ATTENTION_CHILD_NAMES = ("self_attn", "attn", "attention", "self_attention")
-PENDING_VISUAL_TOKENS = "_emrrg_pending_visual_tokens"
+PRE_ATTENTION_NORM_NAMES = ("input_layernorm", "ln_1", "attention_norm", "ln_attn", "pre_attention_layernorm")
+CACHE_KWARG_NAMES = ("cache", "past_key_values", "past_key_value")
 
 
 @dataclass
@@ -60,7 +68,7 @@ class EMRRGCausalLMOutputWithPast(CausalLMOutputWithPast):
 
 
 class EMRRGMultiModalProjector(nn.Module):
-    """Visual tokens to the LLM's width: ``LayerNorm(Linear(v))``."""
+    """Visual tokens to the LLM's width: ``LayerNorm(Linear(v))`` (§3.2; their ``llama_proj`` + ``layer_norm``)."""
 
     def __init__(self, config: EMRRGConfig) -> None:
         super().__init__()
@@ -72,55 +80,103 @@ class EMRRGMultiModalProjector(nn.Module):
 
 
 class DynamicGate(nn.Module):
-    """Input-dependent gate ``g(h) = tanh(W_g h + b_g)``, per token and channel, zero at initialisation.
+    """Input-dependent gate ``g(h) = tanh(W_g h + b_g)`` of §3.3, zero at initialisation.
 
-    Deliberately not an ``nn.Linear``: the host LLM's ``_init_weights`` re-initialises every ``nn.Linear`` it finds
-    uninitialised and would lift the gate off zero.
+    ``width`` 1 is the authors' one scalar per token; ``hidden_size`` is one value per channel. Deliberately not an
+    ``nn.Linear``: the host LLM's ``_init_weights`` re-initialises every ``nn.Linear`` it finds and would lift the
+    gate off zero.
     """
 
-    def __init__(self, hidden_size: int) -> None:
+    def __init__(self, hidden_size: int, width: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.zeros(hidden_size))
+        self.weight = nn.Parameter(torch.zeros(width, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(width))
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        return torch.tanh(F.linear(hidden_states, self.weight, self.bias))
+        return torch.tanh(F.linear(hidden_states, self.weight.to(hidden_states.dtype), self.bias.to(hidden_states.dtype)))
+
+
+def _text_head_dim(text_config: Any) -> int:
+    return getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
 
 
 class GatedCrossAttention(nn.Module):
-    """``g(h) ⊙ CrossAttn(h, V)``: multi-head attention from text states to visual tokens, times a dynamic gate.
+    """``g(h) * CrossAttn(h, V)`` of a hybrid layer (§3.3), in one of the two forms of ``cross_attention_queries``.
 
-    With the gate at zero the whole term is exactly zero, so the pretrained LLM is unchanged at step 0 while the
-    gate still receives gradients. ``cross_attention_heads`` heads, each as wide as one LLM head.
+    ``"self_attention"`` (the authors'): only ``kv_proj`` and the gate are new; the queries are the self-attention's
+    and the output projection is the layer's ``o_proj``. ``"separate"`` (ours): own ``q/k/v/o_proj``.
     """
 
     def __init__(self, config: EMRRGConfig) -> None:
         super().__init__()
-        hidden = config.text_config.hidden_size
-        self.num_heads = config.cross_attention_heads
-        self.head_dim = hidden // config.text_config.num_attention_heads
-        inner = self.num_heads * self.head_dim
-        self.to_q = nn.Linear(hidden, inner, bias=False)
-        self.to_k = nn.Linear(hidden, inner, bias=False)
-        self.to_v = nn.Linear(hidden, inner, bias=False)
-        self.to_out = nn.Linear(inner, hidden, bias=False)
-        self.gate = DynamicGate(hidden)
-        std = getattr(config.text_config, "initializer_range", 0.02)
-        for projection in (self.to_q, self.to_k, self.to_v, self.to_out):
-            nn.init.normal_(projection.weight, std=std)
+        text = config.text_config
+        hidden = text.hidden_size
+        self.head_dim = _text_head_dim(text)
+        self.shared_queries = config.cross_attention_queries == "self_attention"
+        std = getattr(text, "initializer_range", 0.02)
+        if self.shared_queries:
+            self.num_heads = text.num_attention_heads
+            self.num_kv_heads = getattr(text, "num_key_value_heads", None) or self.num_heads
+            self.kv_proj = nn.Linear(hidden, 2 * self.num_kv_heads * self.head_dim, bias=True)
+        else:
+            self.num_heads = self.num_kv_heads = config.cross_attention_heads
+            inner = self.num_heads * self.head_dim
+            self.q_proj = nn.Linear(hidden, inner, bias=False)
+            self.k_proj = nn.Linear(hidden, inner, bias=False)
+            self.v_proj = nn.Linear(hidden, inner, bias=False)
+            self.o_proj = nn.Linear(inner, hidden, bias=False)
+        self.gate = DynamicGate(hidden, 1 if config.cross_attention_gate == "token" else hidden)
+        self.reset_parameters(std)
 
-    def _heads(self, states: Tensor) -> Tensor:
-        return states.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+    @torch.no_grad()
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """Projections ``N(0, std)``, biases and gate zero (the gate closed: the layer is the LLM's own at start).
+        Parameters loaded from a checkpoint are left alone."""
+        for name, parameter in self.named_parameters():
+            if getattr(parameter, "_is_hf_initialized", False):
+                continue
+            if name.endswith("weight") and not name.startswith("gate."):
+                init.normal_(parameter, mean=0.0, std=std)
+            else:
+                init.zeros_(parameter)
+
+    def _heads(self, states: Tensor, heads: int) -> Tensor:
+        return states.unflatten(-1, (heads, self.head_dim)).transpose(1, 2)
 
     def visual_keys_values(self, visual_tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys and values ``(batch, heads, visual tokens, head_dim)`` of the visual tokens."""
-        return self._heads(self.to_k(visual_tokens)), self._heads(self.to_v(visual_tokens))
+        """Keys and values ``(batch, kv heads, visual tokens, head_dim)``; ``kv_proj`` lays out ``(head, k|v, dim)``."""
+        if self.shared_queries:
+            kv = self.kv_proj(visual_tokens).unflatten(-1, (self.num_kv_heads, 2, self.head_dim))
+            return kv[..., 0, :].transpose(1, 2), kv[..., 1, :].transpose(1, 2)
+        return self._heads(self.k_proj(visual_tokens), self.num_heads), self._heads(self.v_proj(visual_tokens), self.num_heads)
 
-    def forward(self, hidden_states: Tensor, keys: Tensor, values: Tensor) -> Tensor:
-        query = self._heads(self.to_q(hidden_states))
-        attended = F.scaled_dot_product_attention(query, keys.to(query.dtype), values.to(query.dtype))
-        cross = self.to_out(attended.transpose(1, 2).flatten(-2))
-        return self.gate(hidden_states) * cross
+    def forward(self, hidden_states: Tensor, keys: Tensor, values: Tensor, queries: Optional[Tensor] = None,
+                output_projection: Optional[nn.Module] = None) -> Tensor:
+        """``hidden_states`` = h; ``queries`` (``(B, heads, L, head_dim)``) and ``output_projection`` (without its
+        bias) come from the self-attention in the ``"self_attention"`` form."""
+        if queries is None:
+            queries = self._heads(self.q_proj(hidden_states), self.num_heads)
+        groups = queries.shape[1] // keys.shape[1]
+        keys, values = keys.to(queries.dtype), values.to(queries.dtype)
+        if groups > 1:
+            keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+        context = F.scaled_dot_product_attention(queries, keys, values).transpose(1, 2).flatten(-2)
+        gate = self.gate(hidden_states)
+        if self.shared_queries:
+            return _without_bias(output_projection, gate * context)
+        return gate * self.o_proj(context)
+
+
+def _without_bias(projection: nn.Module, states: Tensor) -> Tensor:
+    """``projection(states)`` minus its bias: the bias is already in the self-attention output."""
+    out = projection(states)
+    bias = getattr(projection, "bias", None)
+    return out if bias is None else out - bias
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
 
 
 def _write_cross_cache(cache: DynamicCache, index: int, keys: Tensor, values: Tensor) -> None:
@@ -138,28 +194,31 @@ def _read_cross_cache(cache: Optional[Cache], index: int) -> Optional[tuple[Tens
     return cache.layers[index].keys, cache.layers[index].values
 
 
-class HybridAttention(nn.Module):
-    """The attention of a hybrid decoder layer: the LLM's self-attention in parallel with gated cross-attention.
+class HybridAttentionMixin:
+    """The attention of a hybrid decoder layer (§3.3): the LLM's self-attention in parallel with gated cross-attention.
 
-    Both read the same pre-normed states ``h`` (the layer's shared LayerNorm); their sum replaces the
-    self-attention output inside the LLM's own decoder layer, whose residual and MLP are untouched.
-    ``visual_tokens`` arrives as a keyword argument the LLM's decoder stack forwards to its attention modules.
+    Mixed into the LLM's own attention class (see :func:`hybrid_attention_class`); the module keeps its weights and
+    names and gains ``gated_cross_attn``. ``cross_attention_states`` (the visual tokens) arrives as a keyword argument
+    that the LLM's decoder stack and layer pass on to their attention.
     """
 
-    def __init__(self, self_attn: nn.Module, config: EMRRGConfig, cross_cache_index: int) -> None:
-        super().__init__()
-        self.self_attn = self_attn
-        self.gated_cross_attn = GatedCrossAttention(config)
-        self.cross_cache_index = cross_cache_index
+    gated_cross_attn: GatedCrossAttention
+    cross_cache_index: int
 
-    def _visual_keys_values(self, visual_tokens: Optional[Tensor], cache: Optional[Cache]) -> tuple[Tensor, Tensor]:
+    def init_hybrid(self, config: EMRRGConfig, pre_attention_norm: Optional[nn.Module], cross_cache_index: int) -> None:
+        """Add the cross-attention's weights; ``pre_attention_norm`` is the layer's shared norm (``"self_attention"``
+        form: the visual tokens pass it too, as in the authors' code)."""
+        weight = next(self.parameters())
+        self.gated_cross_attn = GatedCrossAttention(config).to(device=weight.device, dtype=weight.dtype)
+        self.cross_cache_index = cross_cache_index
+        # A reference, not a child: the norm is the decoder layer's (its weights keep their name there).
+        object.__setattr__(self, "shared_norm", pre_attention_norm if self.gated_cross_attn.shared_queries else None)
+
+    def _visual_keys_values(self, visual_tokens: Optional[Tensor], cache: Optional[Cache]) -> Optional[tuple[Tensor, Tensor]]:
         if visual_tokens is None:
-            cached = _read_cross_cache(cache, self.cross_cache_index)
-            if cached is None:
-                raise ValueError(
-                    "pixel_values: a hybrid layer got neither visual tokens nor cached visual keys/values; "
-                    "pass pixel_values (or a cache filled by a previous call with them)")
-            return cached
+            return _read_cross_cache(cache, self.cross_cache_index)
+        if self.shared_norm is not None:
+            visual_tokens = self.shared_norm(visual_tokens)
         keys, values = self.gated_cross_attn.visual_keys_values(visual_tokens)
         if cache is not None:
             if not isinstance(cache, DynamicCache):
@@ -167,13 +226,71 @@ class HybridAttention(nn.Module):
             _write_cross_cache(cache, self.cross_cache_index, keys, values)
         return keys, values
 
-    def forward(self, hidden_states: Tensor, *args: Any, visual_tokens: Optional[Tensor] = None, **kwargs: Any):
-        outputs = self.self_attn(hidden_states, *args, **kwargs)
-        keys, values = self._visual_keys_values(visual_tokens, kwargs.get(CACHE_NAME))
-        cross = self.gated_cross_attn(hidden_states, keys, values)
+    def _self_attention_queries(self, hidden_states: Tensor, position_embeddings: Optional[tuple[Tensor, Tensor]]) -> Tensor:
+        """The queries ``(B, heads, L, head_dim)`` this self-attention uses (after its q-norm and RoPE, if any)."""
+        head_dim = self.gated_cross_attn.head_dim
+        if hasattr(self, "q_proj"):
+            queries = self.q_proj(hidden_states).unflatten(-1, (-1, head_dim))
+            if getattr(self, "q_norm", None) is not None:
+                queries = self.q_norm(queries)
+            queries = queries.transpose(1, 2)
+            if position_embeddings is not None:
+                cos, sin = (t.unsqueeze(1) for t in position_embeddings)
+                queries = queries * cos + _rotate_half(queries) * sin
+            return queries
+        if hasattr(self, "c_attn"):  # GPT-2: fused q|k|v projection, no rotary embedding
+            width = self.gated_cross_attn.num_heads * head_dim
+            return self.c_attn(hidden_states)[..., :width].unflatten(-1, (-1, head_dim)).transpose(1, 2)
+        raise ValueError(f"cross_attention_queries: cannot read the queries of {type(self).__name__}; use 'separate'")
+
+    def _output_projection(self) -> nn.Module:
+        for name in ("o_proj", "c_proj", "out_proj", "dense"):
+            if isinstance(getattr(self, name, None), nn.Module):
+                return getattr(self, name)
+        raise ValueError(f"cross_attention_queries: cannot find the output projection of {type(self).__name__}")
+
+    def forward(self, *args: Any, cross_attention_states: Optional[Tensor] = None, **kwargs: Any) -> Any:
+        outputs = super().forward(*args, **kwargs)
+        bound = _bound_arguments(super().forward, args, kwargs)
+        cache = next((bound[name] for name in CACHE_KWARG_NAMES if bound.get(name) is not None), None)
+        keys_values = self._visual_keys_values(cross_attention_states, cache)
+        if keys_values is None:  # text only: nothing to attend to
+            return outputs
+        hidden_states = bound["hidden_states"]
+        if self.gated_cross_attn.shared_queries:
+            queries = self._self_attention_queries(hidden_states, bound.get("position_embeddings"))
+            cross = self.gated_cross_attn(hidden_states, *keys_values, queries, self._output_projection())
+        else:
+            cross = self.gated_cross_attn(hidden_states, *keys_values)
         if isinstance(outputs, tuple):
-            return (outputs[0] + cross,) + outputs[1:]
+            return (outputs[0] + cross,) + tuple(outputs[1:])
         return outputs + cross
+
+
+def _bound_arguments(forward: Any, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of an attention call by name (however the decoder layer passed them)."""
+    signature = inspect.signature(forward)
+    bound = signature.bind_partial(*args, **kwargs).arguments
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            bound.update(bound.pop(parameter.name, {}))
+    return bound
+
+
+HybridAttention = HybridAttentionMixin  # the name before the hybrid attention became a mixin (isinstance checks)
+
+_HYBRID_CLASSES: dict[type, type] = {}
+
+
+def hybrid_attention_class(attention_class: type) -> type:
+    """``EMRRGHybrid<Attention>``: the LLM's attention class with :class:`HybridAttentionMixin` (made once, importable
+    from this module by name so that modules holding it pickle)."""
+    if attention_class not in _HYBRID_CLASSES:
+        name = f"EMRRGHybrid{attention_class.__name__}"
+        hybrid = type(name, (HybridAttentionMixin, attention_class), {"__module__": __name__})
+        setattr(sys.modules[__name__], name, hybrid)
+        _HYBRID_CLASSES[attention_class] = hybrid
+    return _HYBRID_CLASSES[attention_class]
 
 
 def decoder_layers(language_model: PreTrainedModel) -> nn.ModuleList:
@@ -197,47 +314,50 @@ def attention_child_name(layer: nn.Module) -> str:
     raise ValueError(f"text_config: decoder layer {type(layer).__name__} has no attention child named one of {ATTENTION_CHILD_NAMES}")
 
 
-def _pass_visual_tokens_to_layers(decoder: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
-    """Forward pre-hook of the LLM's decoder stack: hand the visual tokens EMRRG left on it to its layers as a kwarg."""
-    visual_tokens = decoder.__dict__.pop(PENDING_VISUAL_TOKENS, None)
-    if visual_tokens is not None:
-        kwargs["visual_tokens"] = visual_tokens
-    return args, kwargs
-
-
 def insert_hybrid_layers(language_model: PreTrainedModel, config: EMRRGConfig) -> None:
-    """Make layers ``config.hybrid_layer_indices`` of ``language_model`` hybrid, in place."""
-    language_model.base_model.register_forward_pre_hook(_pass_visual_tokens_to_layers, with_kwargs=True)
+    """Make layers ``config.hybrid_layer_indices`` of ``language_model`` hybrid, in place (weights and names kept)."""
     layers = decoder_layers(language_model)
     num_layers = language_model.config.num_hidden_layers
     for j, index in enumerate(config.hybrid_layer_indices):
-        name = attention_child_name(layers[index])
-        attention = getattr(layers[index], name)
-        if isinstance(attention, HybridAttention):
+        attention = getattr(layers[index], attention_child_name(layers[index]))
+        if isinstance(attention, HybridAttentionMixin):
             raise ValueError(f"language_model: layer {index} is already hybrid")
-        hybrid = HybridAttention(attention, config, cross_cache_index=num_layers + j)
-        hybrid.to(device=next(attention.parameters()).device, dtype=next(attention.parameters()).dtype)
-        setattr(layers[index], name, hybrid)
+        norm = next((getattr(layers[index], n) for n in PRE_ATTENTION_NORM_NAMES if hasattr(layers[index], n)), None)
+        if norm is None and config.cross_attention_queries == "self_attention":
+            raise ValueError(
+                f"text_config: decoder layer {type(layers[index]).__name__} has no pre-attention norm named one of "
+                f"{PRE_ATTENTION_NORM_NAMES}; use cross_attention_queries='separate'")
+        attention.__class__ = hybrid_attention_class(type(attention))
+        attention.init_hybrid(config, norm, cross_cache_index=num_layers + j)
 
 
 class EMRRGPreTrainedModel(PreTrainedModel):
     config_class = EMRRGConfig
-    base_model_prefix = "model"
+    base_model_prefix = "language_model"
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _skip_keys_device_placement = CACHE_NAME
-    _no_split_modules = ["XrayMambaBlock", "HybridAttention"]
+    _no_split_modules = ["XrayMambaBlock"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
+        """Initialise what a checkpoint lacks: the projector's Linear / LayerNorm, and - from the top-level call, since
+        the cross-attentions live inside the LLM, whose own ``_init_weights`` does not know them - every hybrid layer's
+        cross-attention (gates back to zero). Loaded tensors are never touched."""
         std = getattr(self.config.text_config, "initializer_range", 0.02)
-        if isinstance(module, EMRRGMultiModalProjector):
-            nn.init.normal_(module.linear.weight, std=std)
-            nn.init.zeros_(module.linear.bias)
-            nn.init.ones_(module.layer_norm.weight)
-            nn.init.zeros_(module.layer_norm.bias)
+        if isinstance(module, nn.Linear):
+            _init_unloaded(module.weight, lambda t: init.normal_(t, mean=0.0, std=std))
+            if module.bias is not None:
+                _init_unloaded(module.bias, init.zeros_)
+        elif isinstance(module, nn.LayerNorm):
+            _init_unloaded(module.weight, init.ones_)
+            _init_unloaded(module.bias, init.zeros_)
+        elif isinstance(module, EMRRGPreTrainedModel):
+            for cross_attention in module.modules():
+                if isinstance(cross_attention, GatedCrossAttention):
+                    cross_attention.reset_parameters(std)
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict[str, Any]] = None, **kwargs: Any) -> None:
         """Non-reentrant checkpointing (transformers 4.57 defaults to reentrant): the visual tokens reach the hybrid
@@ -250,6 +370,12 @@ class EMRRGPreTrainedModel(PreTrainedModel):
             raise ValueError("gradient_checkpointing_kwargs: use_reentrant=True cannot carry the visual tokens to the "
                              "hybrid layers; leave it unset or False")
         enable_activation_checkpointing(super(), gradient_checkpointing_kwargs, **kwargs)
+
+
+def _init_unloaded(tensor: Tensor, initialise: Any) -> None:
+    """Apply ``initialise`` unless ``tensor`` came from a checkpoint (transformers 4.57 does not check this itself)."""
+    if not getattr(tensor, "_is_hf_initialized", False):
+        initialise(tensor)
 
 
 class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
@@ -290,9 +416,9 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
             self.generation_config.suppress_tokens = suppressed + [token]
 
     @property
-    def hybrid_attentions(self) -> list[HybridAttention]:
+    def hybrid_attentions(self) -> list[HybridAttentionMixin]:
         """The attentions of the hybrid layers, in layer order."""
-        return [module for module in self.language_model.modules() if isinstance(module, HybridAttention)]
+        return [module for module in self.language_model.modules() if isinstance(module, HybridAttentionMixin)]
 
     @classmethod
     def from_vision_text_pretrained(
@@ -334,6 +460,17 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.language_model.get_output_embeddings()
 
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.language_model.set_output_embeddings(new_embeddings)
+
+    def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> nn.Embedding:
+        """Resize the LLM's input (and output) embeddings, e.g. after adding ``<image>`` to its tokenizer; keeps
+        ``config.text_config.vocab_size`` in step and ``<image>`` out of what ``generate()`` may emit."""
+        embeddings = self.language_model.resize_token_embeddings(*args, **kwargs)
+        self.config.text_config.vocab_size = embeddings.weight.shape[0]
+        self.suppress_image_token()
+        return embeddings
+
     def get_decoder(self) -> PreTrainedModel:
         return self.language_model
 
@@ -341,15 +478,36 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         """The X-ray Mamba image backbone, e.g. for its own learning rate."""
         return self.vision_model
 
-    def get_image_features(self, pixel_values: Tensor) -> Tensor:
-        """``(B, C, H, W)`` or ``(B, views, C, H, W)`` -> visual tokens ``(B, views * tokens per view, D_text)``."""
+    def get_image_features(
+        self,
+        pixel_values: Tensor,
+        return_dict: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        **kwargs: Any,
+    ) -> Union[Tensor, BaseModelOutputWithPooling]:
+        """``(B, C, H, W)`` or ``(B, views, C, H, W)`` -> visual tokens ``(B, tokens, D_text)``: the views' X-ray Mamba
+        tokens averaged (``multi_view_fusion="mean"``, their ``encode_img``) or concatenated, then projected (§3.2).
+
+        With ``return_dict=True``: a ``BaseModelOutputWithPooling`` whose ``last_hidden_state`` is the backbone's
+        output per view ``(B * views, tokens per view, D_vision)``, ``pooler_output`` the projected visual tokens, and
+        ``hidden_states`` the backbone's per-block states when ``output_hidden_states``.
+        """
         if pixel_values.ndim == 4:
             pixel_values = pixel_values.unsqueeze(1)
         if pixel_values.ndim != 5:
             raise ValueError(f"pixel_values: expected (batch, [views,] channels, height, width), got {tuple(pixel_values.shape)}")
         batch, views = pixel_values.shape[:2]
-        tokens = self.vision_model(pixel_values.flatten(0, 1)).last_hidden_state
-        return self.multi_modal_projector(tokens).reshape(batch, views * tokens.shape[1], -1)
+        vision = self.vision_model(pixel_values.flatten(0, 1), output_hidden_states=output_hidden_states, return_dict=True)
+        tokens = vision.last_hidden_state.unflatten(0, (batch, views))
+        if self.config.multi_view_fusion == "mean":
+            tokens = tokens.mean(dim=1)
+        else:
+            tokens = tokens.flatten(1, 2)
+        features = self.multi_modal_projector(tokens)
+        if not return_dict:
+            return features
+        return BaseModelOutputWithPooling(
+            last_hidden_state=vision.last_hidden_state, pooler_output=features, hidden_states=vision.hidden_states)
 
     def _merge_visual_tokens(self, input_ids: Tensor, visual_tokens: Optional[Tensor]) -> Tensor:
         """Embed ``input_ids``, writing the visual tokens over the ``<image>`` placeholders."""
@@ -389,7 +547,8 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
     ) -> Union[EMRRGCausalLMOutputWithPast, tuple]:
         r"""
         pixel_values (`(batch, [views,] channels, height, width)`): the study's images; needed at prefill (and at
-            every step without a cache). Later decoding steps read the visual keys/values from ``cache``.
+            every step without a cache). Later decoding steps read the visual keys/values from ``cache``. Without
+            them (and without ``<image>`` placeholders) the forward is text-only: the hybrid layers skip cross-attention.
         cache (`DynamicCache`): the LLM's key/value cache, with the hybrid layers' visual keys/values appended
             (`generate()` passes it; also accepted as ``past_key_values``, its name before transformers 5.24).
         labels (`(batch, length)`): next-token targets; ``-100`` (prompt, image placeholders, padding) is ignored.
@@ -410,29 +569,33 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         if use_cache and cache is None:
             # Created here (not by the LLM) so that the cache the visual keys/values are written to is the one returned.
             cache = DynamicCache(config=self.config.text_config)
-        decoder = self.language_model.base_model
-        decoder.__dict__[PENDING_VISUAL_TOKENS] = visual_tokens  # picked up by _pass_visual_tokens_to_layers
-        try:
-            outputs = self.language_model(
-                inputs_embeds=inputs_embeds,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                labels=labels,
-                use_cache=use_cache,
-                logits_to_keep=logits_to_keep,
-                return_dict=True,
-                **cache_field(cache),
-                **kwargs,
-            )
-        finally:
-            decoder.__dict__.pop(PENDING_VISUAL_TOKENS, None)
+        # The LLM's decoder stack passes cross_attention_states on to its layers' attentions (see the module docstring).
+        decoder_outputs = self.language_model.base_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            cross_attention_states=visual_tokens,
+            return_dict=True,
+            **cache_field(cache),
+            **kwargs,
+        )
+        hidden_states = decoder_outputs.last_hidden_state
+        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.language_model.get_output_embeddings()(hidden_states[:, kept, :])
+        softcap = getattr(self.config.text_config, "final_logit_softcapping", None)
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+        loss = None
+        if labels is not None:
+            loss = self.language_model.loss_function(logits=logits, labels=labels, vocab_size=logits.shape[-1])
         output = EMRRGCausalLMOutputWithPast(
-            loss=outputs.loss,
-            logits=outputs.logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+            loss=loss,
+            logits=logits,
+            hidden_states=decoder_outputs.hidden_states,
+            attentions=decoder_outputs.attentions,
             image_hidden_states=visual_tokens,
-            **cache_field(output_cache(outputs)),
+            **cache_field(output_cache(decoder_outputs)),
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()

@@ -38,11 +38,14 @@ class EMRRGProcessor(ProcessorMixin):
         prompt_template (`str`): the default prompt, with ``{image}`` where the image goes.
         instruction (`str`): the user turn of the default prompt when ``use_chat_template`` is set.
         use_chat_template (`bool`, defaults to `False`): render the default prompt with the chat template.
+        multi_view_fusion (`str`, defaults to `"mean"`): as the model's ``config.multi_view_fusion``: `"mean"` gives a
+            study of any number of views ``image_seq_length`` placeholders, `"concat"` that many per view.
         chat_template (`str`, *optional*): a Jinja chat template (the tokenizer's is used if unset).
     """
 
     attributes = ["image_processor", "tokenizer"]
-    valid_kwargs = ["image_seq_length", "image_token", "prompt_template", "instruction", "use_chat_template", "chat_template"]
+    valid_kwargs = ["image_seq_length", "image_token", "prompt_template", "instruction", "use_chat_template", "chat_template",
+                    "multi_view_fusion"]
 
     def __init__(
         self,
@@ -54,8 +57,12 @@ class EMRRGProcessor(ProcessorMixin):
         instruction: str = DEFAULT_INSTRUCTION,
         use_chat_template: bool = False,
         chat_template: Optional[str] = None,
+        multi_view_fusion: str = "mean",
         **kwargs: Any,
     ) -> None:
+        if multi_view_fusion not in ("mean", "concat"):
+            raise ValueError(f"multi_view_fusion: expected 'mean' or 'concat', got {multi_view_fusion!r}")
+        self.multi_view_fusion = multi_view_fusion
         for name, template in (("prompt_template", prompt_template), ("instruction", instruction)):
             if "{image}" not in template:
                 raise ValueError(f"{name}: needs an '{{image}}' field where the image placeholders go")
@@ -86,7 +93,8 @@ class EMRRGProcessor(ProcessorMixin):
         count = prompt.count(self.image_token)
         if count != 1:
             raise ValueError(f"text: each prompt needs exactly one {self.image_token!r} (where the image goes), found {count} in {prompt!r}")
-        return prompt.replace(self.image_token, self.image_token * (self.image_seq_length * views))
+        per_study = self.image_seq_length * (views if self.multi_view_fusion == "concat" else 1)
+        return prompt.replace(self.image_token, self.image_token * per_study)
 
     def _pad_token_id(self) -> int:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
