@@ -1,4 +1,4 @@
-"""Mamba mixer (parity with transformers, step form, directions), SS2D, RoPE, DPB, scan orders."""
+"""Mamba mixer (parity with transformers, directions), SS2D, RoPE, DPB, scan orders."""
 
 import pytest
 import torch
@@ -45,22 +45,6 @@ def test_mixer_equals_transformers_mamba_mixer(bias):
     # Parameter gradients agree too (same names after the mapping above).
     torch.testing.assert_close(ours.ssm.A_log.grad[0], theirs.A_log.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(ours.ssm.x_proj_weight.grad[0], theirs.x_proj.weight.grad, rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize("use_rope", [False, True])
-def test_mixer_step_reproduces_full_sequence(use_rope):
-    torch.manual_seed(1)
-    mixer = MambaMixer(16, d_state=4, use_rope=use_rope).double()
-    x = torch.randn(2, 9, 16, dtype=torch.float64)
-    full = mixer(x)
-    state = mixer.init_state(2, dtype=torch.float64)
-    steps = torch.stack([mixer.step(x[:, t], state) for t in range(9)], dim=1)
-    torch.testing.assert_close(steps, full, rtol=1e-10, atol=1e-12)
-    # Prefill a prefix, then continue token by token.
-    state = mixer.init_state(2, dtype=torch.float64)
-    prefix = mixer(x[:, :5], state=state)
-    rest = torch.stack([mixer.step(x[:, t], state) for t in range(5, 9)], dim=1)
-    torch.testing.assert_close(torch.cat([prefix, rest], 1), full, rtol=1e-10, atol=1e-12)
 
 
 def test_forward_mixer_is_causal_and_bidirectional_is_not():
@@ -202,8 +186,6 @@ def test_mixer_rejects_bad_input():
     mixer = MambaMixer(16, directions=("forward", "backward"))
     with pytest.raises(ValueError, match=r"hidden_states: expected \(batch, length, 16\), got shape \(2, 5, 8\)"):
         mixer(torch.randn(2, 5, 8))
-    with pytest.raises(ValueError, match="step: only a \\('forward',\\) mixer can decode"):
-        mixer.step(torch.randn(2, 16), None)
     with pytest.raises(ValueError, match="directions: expected a non-empty subset"):
         MambaMixer(16, directions=("sideways",))
     with pytest.raises(ValueError, match="dt_rank: expected a positive int or 'auto'"):

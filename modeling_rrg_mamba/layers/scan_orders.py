@@ -8,6 +8,8 @@ grid (Vim's middle class token, ``cls_position``) keeps its place in the middle 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from typing import Optional, Tuple
 
 import torch
@@ -55,20 +57,6 @@ def scan_order(
     return order.flip(0) if direction.endswith("reversed") else order
 
 
-def grid_coordinates(
-    length: int, grid: Tuple[int, int], cls_position: Optional[int] = None, device: Optional[torch.device] = None
-) -> Tuple[Tensor, Tensor]:
-    """Row and column index of every token of the sequence (the class token gets (0, 0))."""
-    patches = _grid_tokens(length, grid, cls_position)
-    index = torch.arange(patches, device=device)
-    rows, cols = index // grid[1], index % grid[1]
-    if cls_position is not None:
-        zero = index.new_zeros(1)
-        rows = torch.cat([rows[:cls_position], zero, rows[cls_position:]])
-        cols = torch.cat([cols[:cls_position], zero, cols[cls_position:]])
-    return rows, cols
-
-
 def gather_directions(tokens: Tensor, orders: list[Tensor]) -> Tensor:
     """``(batch, length, dim)`` tokens -> ``(batch, directions, dim, length)``, each direction in its scan order."""
     return torch.stack([tokens[:, order] for order in orders], dim=1).transpose(2, 3)
@@ -85,3 +73,19 @@ def merge_directions(outputs: Tensor, orders: list[Tensor], reduce: str = "sum")
     elif reduce != "sum":
         raise ValueError(f"reduce: expected 'sum' or 'mean', got {reduce!r}")
     return merged.transpose(1, 2)
+
+
+def multi_route_scan(
+    scan: Callable[[Tensor], Tensor],
+    tokens: Tensor,
+    orders: list[Tensor],
+    reduce: str,
+    prepare: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """The multi-route selective scan that the Mamba mixer and SS2D share: gather ``tokens`` ``(batch, length, dim)``
+    into every route's order, optionally ``prepare`` the routes (per-route convolution), run ``scan`` (a
+    :class:`~.selective_ssm.SelectiveSSM`, one parameter set per route) and merge back into token order."""
+    routes = gather_directions(tokens, orders)
+    if prepare is not None:
+        routes = prepare(routes)
+    return merge_directions(scan(routes), orders, reduce=reduce)

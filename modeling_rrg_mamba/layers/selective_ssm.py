@@ -14,7 +14,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from ..ops import selective_scan, selective_state_update
+from ..ops import selective_scan
 
 Tensor = torch.Tensor
 
@@ -95,15 +95,3 @@ class SelectiveSSM(nn.Module):
         if return_last_state:
             return out[0].view(batch, k, dim, length), out[1]
         return out.view(batch, k, dim, length)
-
-    def step(self, x: Tensor, ssm_state: Tensor) -> Tensor:
-        """One token ``x`` ``(batch, d_inner)`` of a single-direction SSM; ``ssm_state`` is updated in place."""
-        if self.num_directions != 1:
-            raise ValueError(f"step: only a single-direction (causal) SSM can be stepped, this one has {self.num_directions}")
-        projected = x @ self.x_proj_weight[0].to(x.dtype).t()
-        dt, B, C = self._split(projected, dim=-1)
-        dt = dt @ self.dt_proj_weight[0].to(x.dtype).t()
-        return selective_state_update(
-            ssm_state, x, dt, -torch.exp(_at_least_float32(self.A_log[0])), B, C, _at_least_float32(self.D[0]),
-            dt_bias=_at_least_float32(self.dt_proj_bias[0]), dt_softplus=True,
-        )

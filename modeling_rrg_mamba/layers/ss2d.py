@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .rotary import RotaryEmbedding2D
-from .scan_orders import GRID_DIRECTIONS, gather_directions, merge_directions, scan_order
+from .scan_orders import GRID_DIRECTIONS, multi_route_scan, scan_order
 from .selective_ssm import SelectiveSSM, resolve_dt_rank
 
 Tensor = torch.Tensor
@@ -54,7 +54,7 @@ class SS2D(nn.Module):
         batch, height, width, dim = x.shape
         tokens = x.reshape(batch, height * width, dim)
         orders = [scan_order(d, height * width, (height, width), device=x.device) for d in GRID_DIRECTIONS]
-        merged = merge_directions(self.ssm(gather_directions(tokens, orders)), orders, reduce="sum")
+        merged = multi_route_scan(self.ssm, tokens, orders, reduce="sum")
         return merged.reshape(batch, height, width, dim)
 
     def forward(self, x: Tensor) -> Tensor:
