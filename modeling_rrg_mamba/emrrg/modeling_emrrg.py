@@ -343,9 +343,7 @@ class EMRRGPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Initialise what a checkpoint lacks: the projector's Linear / LayerNorm, and - from the top-level call, since
-        the cross-attentions live inside the LLM, whose own ``_init_weights`` does not know them - every hybrid layer's
-        cross-attention (gates back to zero). Loaded tensors are never touched."""
+        """Initialise what a checkpoint lacks at this level: the projector's Linear / LayerNorm (loaded tensors kept)."""
         std = getattr(self.config.text_config, "initializer_range", 0.02)
         if isinstance(module, nn.Linear):
             _init_unloaded(module.weight, lambda t: init.normal_(t, mean=0.0, std=std))
@@ -354,10 +352,16 @@ class EMRRGPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             _init_unloaded(module.weight, init.ones_)
             _init_unloaded(module.bias, init.zeros_)
-        elif isinstance(module, EMRRGPreTrainedModel):
-            for cross_attention in module.modules():
-                if isinstance(cross_attention, GatedCrossAttention):
-                    cross_attention.reset_parameters(std)
+
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        """transformers' initialisation, then the hybrid layers' cross-attentions (gates back to zero): they live
+        inside the LLM, whose own ``_init_weights`` handles them as plain modules (and not the gate at all)."""
+        super().initialize_weights()
+        std = getattr(self.config.text_config, "initializer_range", 0.02)
+        for module in self.modules():
+            if isinstance(module, GatedCrossAttention):
+                module.reset_parameters(std)
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict[str, Any]] = None, **kwargs: Any) -> None:
         """Non-reentrant checkpointing (transformers 4.57 defaults to reentrant): the visual tokens reach the hybrid
