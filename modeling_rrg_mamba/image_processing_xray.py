@@ -27,6 +27,14 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
+#: Films smaller than this on either side are refused (a 1x1 "film" is a broken export, not an X-ray).
+MIN_IMAGE_SIDE = 16
+#: Films longer than this many times their width (or wider than tall) are refused: the training resize of the
+#: shorter side to 256 px would blow a 1x2000 strip up to 256x512000 pixels (1.5 GB).
+MAX_ASPECT_RATIO = 8.0
+#: Files above this many pixels are refused before decoding (PIL's decompression-bomb limit is 2x its default).
+MAX_IMAGE_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _DICOM_MAGIC_OFFSET = 128
@@ -63,6 +71,7 @@ def _read_dicom(path: str) -> np.ndarray:
         raise ValueError(f"{path}: not a readable DICOM image ({error})") from error
     if pixels.ndim != 2 and not (pixels.ndim == 3 and pixels.shape[-1] == 3):
         raise ValueError(f"{path}: expected one 2-D DICOM frame, got pixel array of shape {pixels.shape}")
+    check_image_size(pixels.shape[1], pixels.shape[0], path)
     values = apply_modality_lut(pixels, dataset)
     if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
         values = apply_voi_lut(values, dataset)
@@ -70,6 +79,30 @@ def _read_dicom(path: str) -> np.ndarray:
     if dataset.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         image = 1.0 - image
     return image
+
+
+def check_image_size(width: int, height: int, where: str) -> None:
+    """Refuse a film too small, too elongated or too large to be a real X-ray; the message names ``where``."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ValueError(f"{where}: image is {width}x{height} pixels; films need at least {MIN_IMAGE_SIDE} pixels on "
+                         "each side (is the file a thumbnail or a broken export?)")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ValueError(f"{where}: image is {width}x{height} pixels, an aspect ratio above {MAX_ASPECT_RATIO:g}:1; "
+                         "crop or re-export the film")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{where}: image is {width}x{height} pixels ({width * height / 1e6:.0f} MP), more than the "
+                         f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP this reader decodes; downscale the film first")
+
+
+def _read_pil_file(path: str) -> np.ndarray:
+    """Check the size from the header (nothing decoded yet), then decode."""
+    try:
+        with Image.open(path) as opened:
+            check_image_size(*opened.size, path)
+            opened.load()
+            return _from_pil(opened)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as error:
+        raise ValueError(f"{path}: cannot decode the image ({error})") from error
 
 
 def _from_pil(image: Image.Image) -> np.ndarray:
@@ -104,7 +137,9 @@ def load_xray_image(source: XrayImageSource, output: str = "float32") -> np.ndar
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file is empty or cannot be decoded, or the array has an unusable shape.
+        ValueError: the file is empty or cannot be decoded, the array has an unusable shape, or a file's film is
+            smaller than `MIN_IMAGE_SIDE`, more elongated than `MAX_ASPECT_RATIO` or larger than
+            `MAX_IMAGE_PIXELS` (the message names the file and its size).
     """
     if output not in ("float32", "uint8"):
         raise ValueError(f"output: expected 'float32' or 'uint8', got {output!r}")
@@ -117,12 +152,7 @@ def load_xray_image(source: XrayImageSource, output: str = "float32") -> np.ndar
         if _is_dicom(path):
             image = _read_dicom(path)
         else:
-            try:
-                with Image.open(path) as opened:
-                    opened.load()
-                    image = _from_pil(opened)
-            except (UnidentifiedImageError, OSError) as error:
-                raise ValueError(f"{path}: cannot decode the image ({error})") from error
+            image = _read_pil_file(path)
     elif isinstance(source, Image.Image):
         image = _from_pil(source)
     elif isinstance(source, np.ndarray):
@@ -249,4 +279,5 @@ class XrayImageProcessor(BaseImageProcessor):
         return BatchFeature({"pixel_values": torch.stack(studies)})
 
 
-__all__ = ["XrayImageProcessor", "load_xray_image", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MIN_IMAGE_SIDE", "XrayImageProcessor",
+           "check_image_size", "load_xray_image"]

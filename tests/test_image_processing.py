@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import modeling_rrg_mamba.image_processing_xray as xray_module
 from modeling_rrg_mamba.image_processing_xray import IMAGENET_MEAN, IMAGENET_STD, XrayImageProcessor, load_xray_image
 
 COVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "covid-cxr-sample"
@@ -71,7 +72,9 @@ def test_jpeg_loads_close_to_source(tmp_path):
     assert np.abs(load_xray_image(tmp_path / "film.jpg") - gray / 255.0).max() < 0.05
 
 
-def test_dicom_rescale_and_window_are_applied(tmp_path):
+def test_dicom_rescale_and_window_are_applied(tmp_path, monkeypatch):
+    monkeypatch.setattr(xray_module, "MIN_IMAGE_SIDE", 1)  # a few pixels are enough to check the LUTs
+    monkeypatch.setattr(xray_module, "MAX_ASPECT_RATIO", 100.0)
     # Stored values 0..1000, slope 2, intercept -1000 -> modality values -1000..1000; window [-500, 500].
     stored = np.tile(np.array([0, 250, 500, 750, 1000]), (4, 1))
     path = _write_dicom(tmp_path / "ct_like.dcm", stored, slope=2.0, intercept=-1000.0, window=(0, 1000))
@@ -81,7 +84,9 @@ def test_dicom_rescale_and_window_are_applied(tmp_path):
     assert row[3] == pytest.approx(1.0, abs=1e-3) and row[4] == pytest.approx(1.0)
 
 
-def test_dicom_monochrome1_is_inverted_and_found_without_suffix(tmp_path):
+def test_dicom_monochrome1_is_inverted_and_found_without_suffix(tmp_path, monkeypatch):
+    monkeypatch.setattr(xray_module, "MIN_IMAGE_SIDE", 1)  # a few pixels are enough to check the LUTs
+    monkeypatch.setattr(xray_module, "MAX_ASPECT_RATIO", 100.0)
     stored = np.tile(np.arange(0, 4000, 100), (3, 1))
     normal = load_xray_image(_write_dicom(tmp_path / "m2.dcm", stored, "MONOCHROME2"))
     inverted = load_xray_image(_write_dicom(tmp_path / "m1_no_suffix", stored, "MONOCHROME1"))  # DICM preamble
