@@ -204,7 +204,8 @@ def test_skip_policy_warns_per_entry_and_keeps_the_good_ones(tiny_release, tmp_p
                   "test": [_entry(id="s5")]}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = load_r2gen_annotation(_write(tmp_path, annotation), image_root=images, on_error="skip")
+        ds = load_r2gen_annotation(_write(tmp_path, annotation), image_root=images, on_error="skip",
+                                   allow_split_overlap=True)  # s1 and s5 share a film
     messages = [str(w.message) for w in caught]
     assert ds["train"]["id"] == ["s1"] and ds["test"]["id"] == ["s5"]
     for entry_id in ("s2", "s3", "s4"):
@@ -344,9 +345,9 @@ def test_collator_and_verifier_read_dicom_and_16_bit_png_with_the_shared_decoder
     """Files go through load_xray_image: DICOM opens, and a 16-bit PNG is stretched to 8 bit, not clipped."""
     from test_image_processing import _write_dicom
 
-    dicom = _write_dicom(tmp_path / "film.dcm", np.tile(np.linspace(0, 4000, 16), (8, 1)))
+    dicom = _write_dicom(tmp_path / "film.dcm", np.tile(np.linspace(0, 4000, 16), (16, 1)))
     png16 = tmp_path / "film16.png"
-    Image.fromarray(np.tile(np.linspace(0, 60000, 16), (8, 1)).astype(np.uint16)).save(png16)
+    Image.fromarray(np.tile(np.linspace(0, 60000, 16), (16, 1)).astype(np.uint16)).save(png16)
     processor = FakeProcessor()
     ReportGenerationCollator(processor, report_column=None)([{"id": 0, "images": [str(dicom), str(png16)]}])
     dicom_image, png_image = processor.calls[0]["images"][0]

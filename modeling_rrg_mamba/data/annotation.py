@@ -112,13 +112,73 @@ def _metadata_fields(entries: Sequence[Mapping[str, Any]], report_field: Optiona
     return list(fields)
 
 
+def _names(items: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(item) for item in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _drop_duplicate_ids(kept: List[Dict[str, Any]], source: str, split: str, on_error: str) -> List[Dict[str, Any]]:
+    """Duplicate study ids in one split: an error naming them, or (``skip``) keep each id's first entry."""
+    seen: Dict[str, int] = {}
+    for entry in kept:
+        seen[str(entry["id"])] = seen.get(str(entry["id"]), 0) + 1
+    duplicates = [entry_id for entry_id, count in seen.items() if count > 1]
+    if not duplicates:
+        return kept
+    message = f"{source}: split {split!r} has duplicate study ids {_names(duplicates)}"
+    if on_error == "raise":
+        raise BadEntry(message + " (each study once; on_error='skip' keeps the first of each)")
+    warnings.warn(message + "; keeping the first entry of each", UserWarning, stacklevel=3)
+    first, unique = set(), []
+    for entry in kept:
+        if str(entry["id"]) not in first:
+            first.add(str(entry["id"]))
+            unique.append(entry)
+    return unique
+
+
+def check_view_counts(entries: Sequence[Mapping[str, Any]], source: str, split: str) -> None:
+    """Studies of one split must have the same number of views (they are batched together); the error names them."""
+    by_count: Dict[int, List[str]] = {}
+    for entry in entries:
+        by_count.setdefault(len(entry["image_path"]), []).append(str(entry["id"]))
+    if len(by_count) <= 1:
+        return
+    common = max(by_count, key=lambda count: len(by_count[count]))
+    odd = "; ".join(f"{len(ids)} with {count} view(s): {_names(ids)}" for count, ids in sorted(by_count.items())
+                    if count != common)
+    raise BadEntry(f"{source}: split {split!r} mixes studies with different numbers of views ({len(by_count[common])} "
+                   f"have {common}; {odd}); a batch needs the same number of views per study: split the annotation by "
+                   "view count or give every study the same views")
+
+
+def check_split_overlap(splits: Mapping[str, Sequence[Mapping[str, Any]]], source: str) -> None:
+    """The same study (id or image file) in two splits leaks test data into training: an error naming them."""
+    owners: Dict[str, str] = {}
+    overlaps: List[str] = []
+    for split, entries in splits.items():
+        for entry in entries:
+            keys = {f"id {entry['id']!s}"} | {f"image {path}" for path in entry["image_path"]}
+            clashes = sorted({owners[key] for key in keys if key in owners and owners[key] != split})
+            if clashes:
+                overlaps.append(f"{entry['id']!s} ({'/'.join(clashes)} and {split})")
+            for key in keys:
+                owners.setdefault(key, split)
+    if overlaps:
+        raise BadEntry(f"{source}: {len(overlaps)} studies are in more than one split: {_names(overlaps)}; remove "
+                       "them from all but one split (or pass allow_split_overlap=True / --allow_split_overlap)")
+
+
 def build_dataset_dict(annotation: Mapping[str, Any], image_root: Optional[PathLike] = None,
                        report_field: Optional[str] = "report", on_error: str = "raise", cast_images: bool = False,
-                       verify_images: bool = False, source: str = "annotation") -> datasets.DatasetDict:
+                       verify_images: bool = False, source: str = "annotation",
+                       allow_split_overlap: bool = False) -> datasets.DatasetDict:
     """Validate an in-memory R2Gen-layout annotation and build the ``DatasetDict`` (see the module docstring).
 
     ``report_field`` names the entry field holding the report (``None`` for an image-only dataset, e.g. a
-    collection without reports); it becomes the ``report`` column.
+    collection without reports); it becomes the ``report`` column. Duplicate study ids within a split follow
+    ``on_error``; studies with different numbers of views in one split, and (unless ``allow_split_overlap``) a
+    study (same id or same image file) in two splits, raise `BadEntry` naming them.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
@@ -134,7 +194,7 @@ def build_dataset_dict(annotation: Mapping[str, Any], image_root: Optional[PathL
     elif not root.is_dir():
         raise FileNotFoundError(f"image_root: directory {root} does not exist")
 
-    splits: Dict[str, datasets.Dataset] = {}
+    valid: Dict[str, List[Dict[str, Any]]] = {}
     images_found = images_checked = 0
     for split_key, entries in annotation.items():
         if not isinstance(entries, list):
@@ -165,10 +225,16 @@ def build_dataset_dict(annotation: Mapping[str, Any], image_root: Optional[PathL
             kept.append(entry)
         if skipped:
             logger.warning("%s: skipped %d of %d entries of split %r", source, skipped, len(entries), split_key)
-        splits[SPLIT_ALIASES[split_key]] = _to_dataset(kept, report_field, root is not None, cast_images)
+        kept = _drop_duplicate_ids(kept, source, split_key, on_error)
+        check_view_counts(kept, source, split_key)
+        valid[split_key] = kept
     if root is not None and images_checked and not images_found:
         raise FileNotFoundError(f"{source}: none of the {images_checked} entries has its images under {root}; "
                                 "the images are missing (pass image_root=None to load the reports as text only)")
+    if not allow_split_overlap:
+        check_split_overlap(valid, source)
+    splits = {SPLIT_ALIASES[key]: _to_dataset(kept, report_field, root is not None, cast_images)
+              for key, kept in valid.items()}
     return datasets.DatasetDict(splits)
 
 
@@ -215,11 +281,14 @@ def read_annotation(annotation_path: PathLike) -> Dict[str, Any]:
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise BadEntry(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    except UnicodeDecodeError as error:
+        raise BadEntry(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+                       "save the annotation as UTF-8") from None
 
 
 def load_r2gen_annotation(annotation_path: PathLike, image_root: Optional[PathLike] = None,
                           report_field: Optional[str] = "report", on_error: str = "raise", cast_images: bool = False,
-                          verify_images: bool = False) -> datasets.DatasetDict:
+                          verify_images: bool = False, allow_split_overlap: bool = False) -> datasets.DatasetDict:
     """Load an R2Gen-layout ``annotation.json`` (IU X-Ray, MIMIC-CXR, or one built by ``processing/``).
 
     Example (IU X-Ray in R2Gen's release layout)::
@@ -229,4 +298,4 @@ def load_r2gen_annotation(annotation_path: PathLike, image_root: Optional[PathLi
     """
     return build_dataset_dict(read_annotation(annotation_path), image_root=image_root, report_field=report_field,
                               on_error=on_error, cast_images=cast_images, verify_images=verify_images,
-                              source=str(annotation_path))
+                              source=str(annotation_path), allow_split_overlap=allow_split_overlap)

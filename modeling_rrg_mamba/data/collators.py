@@ -12,6 +12,7 @@ With ``Trainer`` set ``TrainingArguments(remove_unused_columns=False)``: the col
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -58,12 +59,19 @@ class ReportGenerationCollator:
         image_column / report_column: dataset columns; ``report_column=None`` collates images only (inference).
         image_mode: PIL mode the images are converted to (``None`` keeps the file's mode).
         processor_kwargs: extra keyword arguments for every processor call (e.g. ``return_tensors="pt"``).
+        on_bad_image: ``"error"`` (default): an unreadable image raises, naming the study and file; ``"skip"``:
+            the study is left out of its batch with a warning and recorded in ``skipped`` (``(id, reason)``).
     """
 
     def __init__(self, processor: Any, image_column: str = "images", report_column: Optional[str] = "report",
-                 image_mode: Optional[str] = "RGB", processor_kwargs: Optional[Dict[str, Any]] = None):
+                 image_mode: Optional[str] = "RGB", processor_kwargs: Optional[Dict[str, Any]] = None,
+                 on_bad_image: str = "error"):
         if not callable(processor):
             raise ValueError(f"processor: expected a callable processor, got {type(processor).__name__}")
+        if on_bad_image not in ("error", "skip"):
+            raise ValueError(f"on_bad_image: expected 'error' or 'skip', got {on_bad_image!r}")
+        self.on_bad_image = on_bad_image
+        self.skipped: List[tuple] = []
         self.processor = processor
         self.image_column = image_column
         self.report_column = report_column
@@ -93,13 +101,41 @@ class ReportGenerationCollator:
     def processor_call_kwargs(self, examples: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
         return dict(self.processor_kwargs)
 
+    def readable_examples(self, examples: Sequence[Mapping[str, Any]]) -> tuple:
+        """(examples whose images decode, their images); bad studies raise or, with ``skip``, are dropped."""
+        kept, images = [], []
+        for example in examples:
+            try:
+                images.append(self.study_images(example))
+            except (OSError, ValueError) as error:
+                if self.on_bad_image == "error":
+                    raise
+                warnings.warn(f"skipping study: {error}", UserWarning, stacklevel=3)
+                self.skipped.append((str(example.get("id")), str(error)))
+                continue
+            kept.append(example)
+        if not kept:
+            raise ValueError(f"every study of the batch has an unreadable image (ids {[e.get('id') for e in examples]})")
+        return kept, images
+
+    @staticmethod
+    def check_view_counts(examples: Sequence[Mapping[str, Any]], images: Sequence[Sequence[Any]]) -> None:
+        counts = {len(views) for views in images}
+        if len(counts) > 1:
+            listed = ", ".join(f"{e.get('id')!r}: {len(v)}" for e, v in zip(examples, images))
+            raise ValueError(f"batch mixes studies with different numbers of views ({listed}); give every study the "
+                             "same number of views")
+
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
         if not examples:
             raise ValueError("examples: empty batch")
+        examples, images = self.readable_examples(examples)
+        self.check_view_counts(examples, images)
+        self.last_examples = examples
         kwargs = self.processor_call_kwargs(examples)
         if self.report_column is not None:
             kwargs["reports"] = self.reports(examples)
-        return self.processor(images=[self.study_images(e) for e in examples], **kwargs)
+        return self.processor(images=images, **kwargs)
 
 
 class RRGMambaDataCollator(ReportGenerationCollator):
@@ -120,7 +156,7 @@ class RRGMambaDataCollator(ReportGenerationCollator):
         batch = super().__call__(examples)
         if self.label_column is not None:
             rows = []
-            for example in examples:
+            for example in self.last_examples:
                 labels = example.get(self.label_column)
                 if labels is None or len(labels) != 14:
                     raise ValueError(f"example id={example.get('id')!r}: field {self.label_column!r} must hold 14 "
