@@ -102,12 +102,22 @@ class ReportGenerationMetrics:
             self._evaluator = None
 
 
+def _decode_line(raw: bytes, path: Union[str, os.PathLike], number: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: line {number} is not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                         f"{error.start + 1}); save the file as UTF-8") from None
+
+
 def read_prediction_jsonl(path: Union[str, os.PathLike], prediction_key: str = "prediction",
-                          reference_key: str = "reference") -> tuple:
-    """Read ``(predictions, references)`` from a JSONL file, one ``{prediction, reference}`` object per line."""
-    predictions, references = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+                          reference_key: str = "reference", with_lines: bool = False) -> tuple:
+    """Read ``(predictions, references)`` from a JSONL file, one ``{prediction, reference}`` object per line
+    (``with_lines=True`` adds the line number of each pair as a third list). Errors name the file and line."""
+    predictions, references, lines = [], [], []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _decode_line(raw, path, number)
             if not line.strip():
                 continue
             try:
@@ -124,22 +134,71 @@ def read_prediction_jsonl(path: Union[str, os.PathLike], prediction_key: str = "
                     raise ValueError(f"{path}: line {number}: field {key!r} is missing or not a string")
             predictions.append(record[prediction_key])
             references.append(record[reference_key])
+            lines.append(number)
     if not predictions:
         raise ValueError(f"{path}: no prediction/reference records")
-    return predictions, references
+    return (predictions, references, lines) if with_lines else (predictions, references)
+
+
+#: Stand-ins for texts that are empty after cleaning (``empty_text="zero"``): words no report contains, different on
+#: the two sides so that an empty prediction never matches an empty reference.
+EMPTY_PREDICTION, EMPTY_REFERENCE = "emptypredictionplaceholder", "emptyreferenceplaceholder"
+
+
+def _is_empty(text: str, clean_style: Optional[str]) -> bool:
+    cleaned = text if clean_style is None else clean_report(text, clean_style)
+    return not any(character.isalnum() for character in cleaned)
+
+
+def find_empty_texts(predictions: Sequence[str], references: References, lines: Sequence[int],
+                     clean_style: Optional[str]) -> Dict[str, List[int]]:
+    """Line numbers whose prediction / (any) reference has no word left after cleaning."""
+    empty: Dict[str, List[int]] = {"predictions": [], "references": []}
+    for prediction, reference, line in zip(predictions, references, lines):
+        if _is_empty(prediction, clean_style):
+            empty["predictions"].append(line)
+        if any(_is_empty(r, clean_style) for r in ([reference] if isinstance(reference, str) else reference)):
+            empty["references"].append(line)
+    return empty
+
+
+def _replace_empty(texts: Sequence[Any], clean_style: Optional[str], placeholder: str) -> List[Any]:
+    def one(text: str) -> str:
+        return placeholder if _is_empty(text, clean_style) else text
+    return [one(t) if isinstance(t, str) else [one(r) for r in t] for t in texts]
+
+
+def check_empty_texts(path: Union[str, os.PathLike], empty: Dict[str, List[int]], empty_text: str) -> None:
+    if empty_text not in ("error", "zero"):
+        raise ValueError(f"empty_text: expected 'error' or 'zero', got {empty_text!r}")
+    if empty_text == "zero" or not (empty["predictions"] or empty["references"]):
+        return
+    side = "prediction" if empty["predictions"] else "reference"
+    numbers = empty[f"{side}s"]
+    shown = ", ".join(map(str, numbers[:10])) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+    raise ValueError(f"{path}: line {numbers[0]}: the {side} is empty after cleaning (empty {side}s on line(s) "
+                     f"{shown}); empty texts would score as perfect matches. Fix them, or score them as 0 with "
+                     "empty_text='zero' (--empty_text zero)")
 
 
 def score_prediction_file(path: Union[str, os.PathLike], output_path: Union[str, os.PathLike, None] = None,
                           prediction_key: str = "prediction", reference_key: str = "reference",
                           clean_style: Optional[str] = "iu_xray", ce: bool = True, uncertain: str = "negative",
-                          evaluator: Optional[NLGEvaluator] = None) -> Dict[str, Any]:
+                          evaluator: Optional[NLGEvaluator] = None, empty_text: str = "error") -> Dict[str, Any]:
     """Score a JSONL of predictions and references; write the result as JSON to ``output_path`` if given.
 
-    A running ``evaluator`` (whose cleaning style then applies) saves the METEOR start-up.
+    A running ``evaluator`` (whose cleaning style then applies) saves the METEOR start-up. A prediction or reference
+    with no word left after cleaning raises ``ValueError`` naming its line (``empty_text="error"``), or
+    (``empty_text="zero"``) is replaced by a word no text contains, so the pair scores 0; the result then lists the
+    lines under ``empty_predictions`` / ``empty_references``.
     """
-    predictions, references = read_prediction_jsonl(path, prediction_key, reference_key)
+    predictions, references, lines = read_prediction_jsonl(path, prediction_key, reference_key, with_lines=True)
     if evaluator is not None:
         clean_style = evaluator.clean_style
+    empty = find_empty_texts(predictions, references, lines, clean_style)
+    check_empty_texts(path, empty, empty_text)
+    predictions = _replace_empty(predictions, clean_style, EMPTY_PREDICTION)
+    references = _replace_empty(references, clean_style, EMPTY_REFERENCE)
     result = {
         "metrics": compute_report_metrics(predictions, references, clean_style=clean_style, ce=ce, uncertain=uncertain,
                                           evaluator=evaluator),
@@ -148,6 +207,8 @@ def score_prediction_file(path: Union[str, os.PathLike], output_path: Union[str,
         "ce_labeler": "modeling_rrg_mamba.labeler (rule-based CheXpert-style)" if ce else None,
         "ce_uncertain_policy": uncertain if ce else None,
         "source": os.fspath(path),
+        "empty_predictions": empty["predictions"],
+        "empty_references": empty["references"],
     }
     if output_path is not None:
         with open(output_path, "w", encoding="utf-8") as handle:
