@@ -1,4 +1,4 @@
-"""The ``rrg-mamba`` command: ``train``, ``evaluate``, ``generate`` and ``demo``.
+"""The ``rrg-mamba`` command: ``train``, ``evaluate``, ``generate``, ``verify`` and ``demo``.
 
 Every command parses its arguments with `transformers.HfArgumentParser` (``rrg-mamba <command> --help`` lists
 them). ``train`` accepts every `Seq2SeqTrainingArguments` flag and a ``--recipe`` (JSON/YAML in ``configuration/``)
@@ -6,31 +6,53 @@ whose values the command line overrides; it runs unchanged under ``torchrun`` / 
 
 Examples::
 
-    rrg-mamba train --recipe configuration/rrg_mamba_iu_xray.yaml --annotation iu_xray/annotation.json \
+    rrg-mamba verify --annotation iu_xray/annotation.json --image_root iu_xray/images
+    rrg-mamba train --recipe configuration/rrg_mamba_iu_xray.yaml --annotation iu_xray/annotation.json \\
         --image_root iu_xray/images --output_dir runs/iu
-    rrg-mamba train --recipe rrg_mamba_iu_xray ... --resume_from_checkpoint runs/iu/checkpoint-500
+    rrg-mamba train --recipe rrg_mamba_iu_xray ... --resume_from_checkpoint last
     rrg-mamba generate --model runs/iu --images scans/ film.dcm --output reports.jsonl --heatmaps heatmaps/
-    rrg-mamba evaluate --predictions runs/iu/test_predictions.jsonl
+    rrg-mamba generate --model runs/iu --annotation ann.json --image_root images --split test --output test.jsonl
+    rrg-mamba evaluate --predictions test.jsonl
     rrg-mamba demo
+
+Errors. A problem with the user's input -- any ``ValueError`` (which covers ``UnicodeDecodeError``, JSON errors and
+the package's own validation errors such as ``BadEntry``) or ``OSError`` (missing files, permissions, a full disk)
+-- is printed as one line, ``rrg-mamba: error: <message>``, with exit code 2: the package's messages name the file,
+line or flag and say what to do. Any other exception (``TypeError``, ``AttributeError``, ``KeyError``,
+``RuntimeError``, ...) is a bug and keeps its traceback. ``--debug`` (anywhere on the command line, without a value)
+or ``RRG_MAMBA_DEBUG=1`` shows the traceback of user errors too.
+
+Only the command that runs imports torch / transformers: ``rrg-mamba <command> --help`` (except ``train``, whose
+help lists every TrainingArguments flag) is built from the argument dataclasses without them.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
-
-from transformers import HfArgumentParser
+from typing import Any, Callable, Sequence
 
 COMMANDS_HELP = {
     "train": "train a model (Seq2SeqTrainer; recipes in configuration/)",
     "evaluate": "score predictions vs references (JSONL) with the NLG + CE metrics",
-    "generate": "images (files, folders, DICOM) -> reports as JSONL, with optional heatmaps",
+    "generate": "images (files, folders, DICOM) or an annotation split -> reports as JSONL, with optional heatmaps",
+    "verify": "decode every image of an annotation and list every bad file before training",
     "demo": "train, evaluate and generate on the bundled sample films (offline, CPU, a few minutes)",
 }
+DEBUG_ENV = "RRG_MAMBA_DEBUG"
+
+
+def parse(dataclass_type: type, argv: Sequence[str], prog: str) -> Any:
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(dataclass_type, prog=prog).parse_args_into_dataclasses(args=list(argv))
+    return args
 
 
 def train(argv: Sequence[str]) -> None:
+    from transformers import HfArgumentParser
+
     from .training import DataArguments, ModelArguments, ReportGenerationTrainingArguments, parse_with_recipe, run_training
 
     parser = HfArgumentParser((ModelArguments, DataArguments, ReportGenerationTrainingArguments), prog="rrg-mamba train")
@@ -41,24 +63,32 @@ def train(argv: Sequence[str]) -> None:
 
 def evaluate(argv: Sequence[str]) -> None:
     from .commands.arguments import EvaluateArguments
+
+    args = parse(EvaluateArguments, argv, "rrg-mamba evaluate")
     from .commands.evaluate import format_metrics_table, score_predictions
 
-    (args,) = HfArgumentParser(EvaluateArguments, prog="rrg-mamba evaluate").parse_args_into_dataclasses(args=list(argv))
     result = score_predictions(args.predictions, args.output, clean_style=args.clean_style,
                                clinical_efficacy=args.clinical_efficacy, meteor=args.meteor,
-                               prediction_key=args.prediction_key, reference_key=args.reference_key)
+                               prediction_key=args.prediction_key, reference_key=args.reference_key,
+                               empty_text=args.empty_text)
     print(format_metrics_table(result["metrics"]))
-    print(f"{result['num_pairs']} pairs scored; metrics written to {result['output']}")
+    empty = len(set(result["empty_predictions"]) | set(result["empty_references"]))
+    print(f"{result['num_pairs']} pairs scored" + (f" ({empty} with an empty text, scored 0)" if empty else "")
+          + f"; metrics written to {result['output']}")
 
 
-def load_processor(model_dir: str):
+def load_processor(model_dir: str) -> Any:
     """The processor saved with an RRG-Mamba or EMRRG model (only that model's package is imported)."""
     import json
 
     config_file = Path(model_dir) / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"--model: no saved model directory {model_dir} (config.json missing)")
-    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{config_file}: not a JSON config ({error}); save the model again") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type == "rrg_mamba":
         from .rrg_mamba import RRGMambaProcessor as processor_class
     elif model_type == "emrrg":
@@ -69,42 +99,121 @@ def load_processor(model_dir: str):
 
 
 def generate(argv: Sequence[str]) -> None:
-    from transformers import AutoModelForImageTextToText
-
     from .commands.arguments import GenerateArguments
-    from .commands.generate import collect_images, generate_reports, group_studies
-    from .data import write_jsonl
 
-    (args,) = HfArgumentParser(GenerateArguments, prog="rrg-mamba generate").parse_args_into_dataclasses(args=list(argv))
+    args = parse(GenerateArguments, argv, "rrg-mamba generate")
+    from .commands import generate as command
+    from .data import JsonlWriter, check_output_dir, check_output_file
+
+    output = check_output_file(args.output, "--output")  # every output checked before any work
+    if args.heatmaps:
+        check_output_dir(args.heatmaps, "--heatmaps")
+    if args.annotation is not None:
+        studies, metadata = command.annotation_studies(args.annotation, args.image_root, args.split, args.on_bad_image)
+    else:
+        studies, metadata = command.group_studies(command.collect_images(args.images), args.views_per_study), None
+    todo, done = command.pending_studies(output, studies, metadata, args.resume, args.overwrite)
     processor = load_processor(args.model)  # registers the model type with the Auto classes
-    model = AutoModelForImageTextToText.from_pretrained(args.model).to(args.device)
-    studies = group_studies(collect_images(args.images), args.views_per_study)
-    records = generate_reports(model, processor, studies, batch_size=args.batch_size, heatmap_dir=args.heatmaps,
-                               heatmap_words=args.heatmap_words, num_beams=args.num_beams,
-                               max_new_tokens=args.max_new_tokens)
-    write_jsonl(args.output, records)
-    print(f"{len(records)} reports written to {args.output}" + (f"; heatmaps in {args.heatmaps}" if args.heatmaps else ""))
+    model = command.load_checked_model(args.model).to(args.device)
+    if done:
+        print(f"{output}: {done} studies already written, {len(todo)} to go")
+    skipped: list[dict[str, Any]] = []
+    writer = JsonlWriter(output, append=bool(done))
+    try:
+        with writer as write:
+            command.generate_reports(
+                model, processor, [studies[i] for i in todo], batch_size=args.batch_size, heatmap_dir=args.heatmaps,
+                heatmap_words=args.heatmap_words, metadata=[metadata[i] for i in todo] if metadata else None,
+                on_record=write, on_bad_image=args.on_bad_image, skipped=skipped, num_beams=args.num_beams,
+                max_new_tokens=args.max_new_tokens)
+    except (OSError, ValueError) as error:
+        raise (OSError if isinstance(error, OSError) else ValueError)(f"{error} ({writer.count + done} reports kept in {output}; fix the problem and re-run with "
+                          "--resume, or pass --on_bad_image skip)") from error
+    print(f"{writer.count} reports written to {output}" + (f" ({done} were there already)" if done else "")
+          + (f"; heatmaps in {args.heatmaps}" if args.heatmaps else ""))
+    report_skipped(skipped)
+
+
+def report_skipped(skipped: Sequence[dict[str, Any]]) -> None:
+    if skipped:
+        print(f"{len(skipped)} studies skipped (unreadable images):", file=sys.stderr)
+        for item in skipped:
+            print(f"  {item['reason']}", file=sys.stderr)
+
+
+def verify(argv: Sequence[str]) -> int:
+    from .commands.arguments import VerifyArguments
+
+    args = parse(VerifyArguments, argv, "rrg-mamba verify")
+    from .commands.verify import verify_annotation
+
+    problems = verify_annotation(args.annotation, args.image_root, args.allow_split_overlap)
+    for problem in problems:
+        print(problem)
+    print(f"{args.annotation}: " + (f"{len(problems)} problem(s)" if problems else "every entry and image is usable"))
+    return 1 if problems else 0
 
 
 def demo(argv: Sequence[str]) -> None:
     from .commands.arguments import DemoArguments
+
+    args = parse(DemoArguments, argv, "rrg-mamba demo")
     from .commands.demo import run_demo
 
-    (args,) = HfArgumentParser(DemoArguments, prog="rrg-mamba demo").parse_args_into_dataclasses(args=list(argv))
     run_demo(args)
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {"train": train, "evaluate": evaluate, "generate": generate, "demo": demo}
+COMMANDS: dict[str, Callable[[Sequence[str]], int | None]] = {
+    "train": train, "evaluate": evaluate, "generate": generate, "verify": verify, "demo": demo}
+LIGHT_HELP = {"evaluate": "EvaluateArguments", "generate": "GenerateArguments", "verify": "VerifyArguments",
+              "demo": "DemoArguments"}
 
 
 def usage() -> str:
-    lines = ["usage: rrg-mamba {" + ",".join(COMMANDS) + "} [--help] [arguments]", "", "commands:"]
+    lines = ["usage: rrg-mamba [--debug] {" + ",".join(COMMANDS) + "} [--help] [arguments]", "", "commands:"]
     lines += [f"  {name:<9} {text}" for name, text in COMMANDS_HELP.items()]
+    lines += ["", f"--debug (or {DEBUG_ENV}=1): show the traceback of errors in the input too"]
     return "\n".join(lines)
+
+
+def light_help(command: str) -> str:
+    """``--help`` built from the argument dataclass with argparse alone (no torch / transformers import)."""
+    import argparse
+    import dataclasses
+
+    from .commands import arguments
+
+    dataclass_type = getattr(arguments, LIGHT_HELP[command])
+    parser = argparse.ArgumentParser(prog=f"rrg-mamba {command}", description=dataclass_type.__doc__)
+    for item in dataclasses.fields(dataclass_type):
+        default = None if item.default is dataclasses.MISSING else item.default
+        text = item.metadata.get("help", "")
+        text += "" if item.metadata.get("required") or default is None else f" (default: {default})"
+        parser.add_argument(f"--{item.name}", metavar=item.name.upper(), help=text,
+                            required=bool(item.metadata.get("required")), nargs=item.metadata.get("nargs"))
+    return parser.format_help()
+
+
+def pop_debug(argv: list[str]) -> bool:
+    """Remove a bare ``--debug`` (not TrainingArguments' ``--debug <option>``); True if it was there."""
+    for position, item in enumerate(argv):
+        if item == "--debug" and (position + 1 == len(argv) or argv[position + 1].startswith("-")
+                                  or argv[position + 1] in COMMANDS):
+            del argv[position]
+            return True
+    return False
+
+
+def run(command: str, rest: list[str]) -> int:
+    if command in LIGHT_HELP and any(item in ("-h", "--help") for item in rest):
+        print(light_help(command))
+        return 0
+    return COMMANDS[command](rest) or 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = pop_debug(argv) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
@@ -112,8 +221,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"rrg-mamba: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    COMMANDS[command](rest)
-    return 0
+    try:
+        return run(command, rest)
+    except KeyboardInterrupt:
+        print("rrg-mamba: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as error:
+        if debug:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"rrg-mamba: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

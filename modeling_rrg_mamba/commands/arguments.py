@@ -5,13 +5,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
 @dataclass
 class GenerateArguments:
-    """``rrg-mamba generate``: images (files, folders, DICOM) -> reports as JSONL."""
+    """``rrg-mamba generate``: images (files, folders, DICOM) or an annotation split -> reports as JSONL."""
 
-    model: str = field(default=None, metadata={"help": "Saved model directory (with its processor)."})
-    images: list[str] = field(default=None, metadata={"help": "Image files (PNG, JPEG, DICOM) and/or folders.", "nargs": "+"})
-    output: str = field(default="reports.jsonl", metadata={"help": "JSONL file to write, one report per study."})
+    model: str = field(default=None, metadata={"help": "(required) Saved model directory (with its processor).",
+                                                  "required": True})
+    images: list[str] = field(
+        default=None,
+        metadata={"help": "(required unless --annotation) Image files (PNG, JPEG, DICOM) and/or folders.",
+                  "nargs": "+"},
+    )
+    annotation: str | None = field(
+        default=None, metadata={"help": "Instead of --images: an R2Gen annotation.json; the records then carry the "
+                                        "study ids and references, ready for `rrg-mamba evaluate`."})
+    image_root: str | None = field(default=None, metadata={"help": "With --annotation: folder of its image paths."})
+    split: str = field(default="test", metadata={"help": "With --annotation: the split to generate for."})
+    output: str = field(default="reports.jsonl", metadata={"help": "JSONL file to write, one report per study, "
+                                                                   "written as each batch is done."})
+    resume: bool = field(default=False, metadata={"help": "Keep the reports already in --output; generate the rest."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an --output that already holds reports."})
+    on_bad_image: str = field(
+        default="error", metadata={"help": "An unreadable image: 'error' stops (reports so far are kept), 'skip' "
+                                           "leaves its study out and lists it at the end."})
     views_per_study: int = field(
         default=1, metadata={"help": "Consecutive images (in the order given, folders sorted) that form one study."}
     )
@@ -27,8 +46,14 @@ class GenerateArguments:
     def __post_init__(self) -> None:
         if self.model is None:
             raise ValueError("--model: give the saved model directory")
-        if not self.images:
-            raise ValueError("--images: give at least one image file or folder")
+        if not self.images and self.annotation is None:
+            raise ValueError("--images: give at least one image file or folder (or --annotation)")
+        if self.images and self.annotation is not None:
+            raise ValueError("--images / --annotation: give one or the other")
+        if self.on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"--on_bad_image: expected one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume / --overwrite: give at most one")
         for name in ("views_per_study", "batch_size", "num_beams", "max_new_tokens", "heatmap_words"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}: expected a positive integer, got {getattr(self, name)}")
@@ -38,17 +63,37 @@ class GenerateArguments:
 class EvaluateArguments:
     """``rrg-mamba evaluate``: predictions vs references (JSONL) -> the NLG + CE metrics table."""
 
-    predictions: str = field(default=None, metadata={"help": "JSONL with 'prediction' and 'reference' per line."})
+    predictions: str = field(default=None, metadata={"help": "JSONL with 'prediction' and 'reference' per line.",
+                                                     "required": True})
     output: str | None = field(default=None, metadata={"help": "JSON file for the scores (default: <predictions>.metrics.json)."})
     clean_style: str = field(default="iu_xray", metadata={"help": "R2Gen cleaner applied to both sides."})
     clinical_efficacy: bool = field(default=True, metadata={"help": "Score the CE (CheXpert) metrics."})
     meteor: bool = field(default=True, metadata={"help": "Score METEOR (starts one Java process)."})
     prediction_key: str = field(default="prediction", metadata={"help": "JSONL field of the generated report."})
     reference_key: str = field(default="reference", metadata={"help": "JSONL field of the reference report."})
+    empty_text: str = field(
+        default="error", metadata={"help": "A prediction or reference empty after cleaning: 'error' names its line; "
+                                           "'zero' scores the pair 0 and lists it in the output."})
 
     def __post_init__(self) -> None:
         if self.predictions is None:
             raise ValueError("--predictions: give the JSONL file to score")
+        if self.empty_text not in ("error", "zero"):
+            raise ValueError(f"--empty_text: expected 'error' or 'zero', got {self.empty_text!r}")
+
+
+@dataclass
+class VerifyArguments:
+    """``rrg-mamba verify``: decode every image of an annotation and list every bad file and bad entry."""
+
+    annotation: str = field(default=None, metadata={"help": "R2Gen annotation.json to check.", "required": True})
+    image_root: str = field(default=None, metadata={"help": "Folder the image paths are relative to.",
+                                                    "required": True})
+    allow_split_overlap: bool = field(default=False, metadata={"help": "Accept a study in two splits."})
+
+    def __post_init__(self) -> None:
+        if self.annotation is None or self.image_root is None:
+            raise ValueError("--annotation / --image_root: give both")
 
 
 @dataclass
@@ -66,4 +111,4 @@ class DemoArguments:
             raise ValueError(f"--max_minutes: expected a positive number, got {self.max_minutes}")
 
 
-__all__ = ["DemoArguments", "EvaluateArguments", "GenerateArguments"]
+__all__ = ["BAD_IMAGE_POLICIES", "DemoArguments", "EvaluateArguments", "GenerateArguments", "VerifyArguments"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -67,38 +67,184 @@ def write_heatmap(model: torch.nn.Module, processor: Any, pixel_values: torch.Te
     return [words[p] for p in positions]
 
 
+def _process(processor: Any, chunk: Sequence[Sequence[Path]]) -> Any:
+    images = [[str(p) for p in study] for study in chunk]
+    if all(len(study) == 1 for study in chunk):
+        images = [views[0] for views in images]
+    return processor(images=images)
+
+
+def readable_batch(processor: Any, chunk: Sequence[int], studies: Sequence[Sequence[Path]], on_bad_image: str,
+                   skipped: list[dict[str, Any]]) -> tuple[list[int], Any]:
+    """(positions of the studies of ``chunk`` whose images decode, their processor inputs). A bad image raises
+    (``on_bad_image="error"``) or its study is left out and added to ``skipped`` (``"skip"``)."""
+    try:
+        return list(chunk), _process(processor, [studies[i] for i in chunk])
+    except (OSError, ValueError):
+        if on_bad_image == "error":
+            raise
+    good = []
+    for i in chunk:
+        try:
+            _process(processor, [studies[i]])
+        except (OSError, ValueError) as error:
+            skipped.append({"images": [str(p) for p in studies[i]], "reason": str(error)})
+            tqdm.write(f"skipping study {study_id(studies[i])}: {error}")
+            continue
+        good.append(i)
+    return good, (_process(processor, [studies[i] for i in good]) if good else None)
+
+
 @torch.no_grad()
 def generate_reports(model: torch.nn.Module, processor: Any, studies: Sequence[Sequence[Path]], batch_size: int = 8,
                      heatmap_dir: str | os.PathLike | None = None, heatmap_words: int = 6,
-                     **generation_kwargs: Any) -> list[dict[str, Any]]:
+                     metadata: Sequence[dict[str, Any]] | None = None,
+                     on_record: Callable[[dict[str, Any]], None] | None = None, on_bad_image: str = "error",
+                     skipped: list[dict[str, Any]] | None = None, **generation_kwargs: Any) -> list[dict[str, Any]]:
     """Generate one report per study (batched, with a progress bar); one record per study:
-    ``{"id", "images", "prediction"}`` plus ``"heatmap"`` and ``"heatmap_words"`` when ``heatmap_dir`` is set."""
+    ``{"id", "images", "prediction"}`` plus ``"heatmap"`` and ``"heatmap_words"`` when ``heatmap_dir`` is set, and
+    the study's ``metadata`` entry (e.g. ``{"id", "reference"}``) when given.
+
+    ``on_record`` is called with each record as soon as it exists (``rrg-mamba generate`` writes it to the JSONL
+    then, so an error later loses nothing). A study with an unreadable image raises (``on_bad_image="error"``) or is
+    left out and appended to ``skipped`` (``"skip"``)."""
     if heatmap_dir is not None and not model.config.is_encoder_decoder:
         raise ValueError(f"--heatmaps: {type(model).__name__} has no encoder-decoder cross-attention to draw "
                          "(heatmaps are for RRG-Mamba)")
+    if on_bad_image not in ("error", "skip"):
+        raise ValueError(f"on_bad_image: expected 'error' or 'skip', got {on_bad_image!r}")
+    skipped = [] if skipped is None else skipped
     model.eval()
     device = next(model.parameters()).device
     records: list[dict[str, Any]] = []
     with tqdm(total=len(studies), desc="generating reports", unit="study") as progress:
-        for chunk in batches(studies, batch_size):
-            images = [[str(p) for p in study] for study in chunk]
-            if all(len(study) == 1 for study in chunk):
-                images = [views[0] for views in images]
-            inputs = processor(images=images).to(device)
-            sequences = model.generate(**inputs, **generation_kwargs)
-            if not model.config.is_encoder_decoder:  # EMRRG: the LLM returns the prompt too
-                sequences = sequences[:, inputs["input_ids"].shape[1] :]
-            reports = [report.strip() for report in processor.batch_decode(sequences, skip_special_tokens=True)]
-            for row, (study, report) in enumerate(zip(chunk, reports)):
-                record = {"id": study_id(study), "images": [str(p) for p in study], "prediction": report}
-                if heatmap_dir is not None:
-                    path = Path(heatmap_dir) / f"{len(records):04d}_{study[0].stem}.png"
-                    record["heatmap_words"] = write_heatmap(
-                        model, processor, inputs["pixel_values"][row], sequences[row], study, path, heatmap_words)
-                    record["heatmap"] = str(path)
-                records.append(record)
+        for chunk in batches(range(len(studies)), batch_size):
+            positions, inputs = readable_batch(processor, chunk, studies, on_bad_image, skipped)
+            if positions:
+                records += _generate_batch(model, processor, inputs.to(device), [studies[i] for i in positions],
+                                           [metadata[i] if metadata else {} for i in positions], heatmap_dir,
+                                           heatmap_words, on_record, len(records), generation_kwargs)
             progress.update(len(chunk))
     return records
 
 
-__all__ = ["IMAGE_SUFFIXES", "collect_images", "generate_reports", "group_studies", "write_heatmap"]
+def _generate_batch(model: torch.nn.Module, processor: Any, inputs: Any, chunk: Sequence[Sequence[Path]],
+                    metadata: Sequence[dict[str, Any]], heatmap_dir: str | os.PathLike | None, heatmap_words: int,
+                    on_record: Callable[[dict[str, Any]], None] | None, first_index: int,
+                    generation_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    sequences = model.generate(**inputs, **generation_kwargs)
+    if not model.config.is_encoder_decoder:  # EMRRG: the LLM returns the prompt too
+        sequences = sequences[:, inputs["input_ids"].shape[1] :]
+    reports = [report.strip() for report in processor.batch_decode(sequences, skip_special_tokens=True)]
+    records = []
+    for row, (study, report, extra) in enumerate(zip(chunk, reports, metadata)):
+        record = {"id": study_id(study), "images": [str(p) for p in study], "prediction": report, **extra}
+        if heatmap_dir is not None:
+            path = Path(heatmap_dir) / f"{first_index + row:04d}_{study[0].stem}.png"
+            record["heatmap_words"] = write_heatmap(
+                model, processor, inputs["pixel_values"][row], sequences[row], study, path, heatmap_words)
+            record["heatmap"] = str(path)
+        if on_record is not None:
+            on_record(record)
+        records.append(record)
+    return records
+
+
+def annotation_studies(annotation: str | os.PathLike, image_root: str | os.PathLike | None, split: str,
+                       on_bad_image: str = "error") -> tuple[list[list[Path]], list[dict[str, Any]]]:
+    """The studies of one split of an R2Gen annotation, with ``{"id", "reference"}`` for each record, so that the
+    JSONL ``rrg-mamba generate`` writes can be scored by ``rrg-mamba evaluate`` as it is."""
+    from ..data import build_dataset_dict, read_annotation
+    from ..data.annotation import SPLIT_ALIASES
+
+    if image_root is None:
+        raise ValueError("--image_root: give the folder the annotation's image paths are relative to")
+    data = read_annotation(annotation)
+    wanted = SPLIT_ALIASES.get(split, split)
+    key = next((k for k in data if SPLIT_ALIASES.get(k) == wanted), None) if isinstance(data, dict) else None
+    if key is None:
+        raise ValueError(f"--split: {annotation} has no split {split!r} (it has {sorted(data) if isinstance(data, dict) else []})")
+    on_error = "skip" if on_bad_image == "skip" else "raise"
+    dataset = build_dataset_dict({key: data[key]}, image_root=image_root, on_error=on_error, source=str(annotation))
+    rows = dataset[wanted]
+    studies = [[Path(p) for p in images] for images in rows["images"]]
+    return studies, [{"id": i, "reference": r} for i, r in zip(rows["id"], rows["report"])]
+
+
+def pending_studies(output: Path, studies: Sequence[Sequence[Path]], metadata: Sequence[dict[str, Any]] | None,
+                    resume: bool, overwrite: bool) -> tuple[list[int], int]:
+    """(positions of the studies still to generate, number already in ``output``). An ``output`` that holds records
+    is resumed (``resume``: studies whose images are already written are skipped), replaced (``overwrite``) or
+    refused."""
+    from ..data import read_jsonl_records
+
+    everything = list(range(len(studies)))
+    if not output.is_file() or output.stat().st_size == 0 or overwrite:
+        return everything, 0
+    if not resume:
+        raise ValueError(f"--output: {output} already holds reports; pass --resume to generate only the studies it "
+                         "lacks, or --overwrite to start again")
+    done = {tuple(record.get("images") or ()) for record in read_jsonl_records(output, repair=True)}
+    todo = [i for i in everything if tuple(str(p) for p in studies[i]) not in done]
+    return todo, len(everything) - len(todo)
+
+
+def load_checked_model(model_dir: str | os.PathLike, processor_model_type: str | None = None) -> torch.nn.Module:
+    """``AutoModelForImageTextToText.from_pretrained(model_dir)`` for the commands: a damaged weights file, missing
+    or unexpected weights (which transformers only warns about, leaving random weights) raise ``ValueError`` naming
+    the folder, the file and the tensors."""
+    from transformers import AutoModelForImageTextToText
+
+    model_dir = Path(model_dir)
+    check_weight_files(model_dir)
+    try:
+        model, info = AutoModelForImageTextToText.from_pretrained(model_dir, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise ValueError(f"--model: cannot load the model in {model_dir} ({type(error).__name__}: {error}); save it "
+                         "again with save_pretrained or rrg-mamba train") from error
+    check_loading_info(model_dir, model, info)
+    return model
+
+
+def check_weight_files(model_dir: Path) -> None:
+    """A weights file exists, and every safetensors file has a readable header."""
+    from safetensors import safe_open
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files and not any((model_dir / name).is_file() for name in ("pytorch_model.bin", "model.safetensors.index.json")):
+        raise FileNotFoundError(f"--model: {model_dir} holds no weights (model.safetensors); is it a saved model folder?")
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as error:  # SafetensorError is not exported under a stable name
+            raise ValueError(f"{path}: not a readable safetensors file ({error}); the file is empty, truncated or "
+                             "damaged: copy it again or re-save the model") from None
+
+
+def _listed(names: Sequence[str], limit: int = 8) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_loading_info(model_dir: Path, model: torch.nn.Module, info: dict[str, Any]) -> None:
+    missing, unexpected = sorted(info.get("missing_keys") or ()), sorted(info.get("unexpected_keys") or ())
+    mismatched = [str(item[0]) if isinstance(item, (tuple, list)) else str(item) for item in info.get("mismatched_keys") or ()]
+    if not (missing or unexpected or mismatched):
+        return
+    total = len(model.state_dict())
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of {total} weights missing ({_listed(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected weights ({_listed(unexpected)})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} weights of the wrong shape ({_listed(mismatched)})")
+    hint = "the weights do not belong to this model: save the model again"
+    if len(missing) >= total:
+        hint = (f"no weight matches a {model.config.model_type!r} model: does config.json's model_type match the "
+                "weights file, and is the weights file the right one?")
+    raise ValueError(f"--model: {model_dir}: {'; '.join(problems)}; {hint}")
+
+
+__all__ = ["IMAGE_SUFFIXES", "check_loading_info", "check_weight_files", "collect_images", "generate_reports",
+           "annotation_studies", "group_studies", "load_checked_model", "pending_studies", "readable_batch", "write_heatmap"]
