@@ -12,6 +12,7 @@ import datasets
 
 from ..labeler import binarize_labels, label_reports
 
+#: Name of the dataset column :func:`add_observation_labels` writes (14 CheXpert labels per report).
 OBSERVATION_LABELS_COLUMN = "observation_labels"
 
 

@@ -72,6 +72,7 @@ import numpy as np
 
 from . import lexicon
 
+#: Label values, as in CheXpert: positive 1, negative 0, uncertain -1, not mentioned (blank) NaN.
 POSITIVE, NEGATIVE, UNCERTAIN, BLANK = 1.0, 0.0, -1.0, math.nan
 _STATUS_VALUE = {"positive": POSITIVE, "negative": NEGATIVE, "uncertain": UNCERTAIN}
 

@@ -17,7 +17,9 @@ import torch
 Tensor = torch.Tensor
 
 ONE_D_DIRECTIONS = ("forward", "backward")
+#: The four routes over an (H, W) grid, in VMamba's SS2D order: row-major, column-major and their reverses.
 GRID_DIRECTIONS = ("row", "col", "row_reversed", "col_reversed")  # VMamba's order of the four routes
+#: Every scan direction a mixer accepts: the 1-D ``"forward"`` / ``"backward"`` and the grid routes.
 DIRECTIONS = ONE_D_DIRECTIONS + GRID_DIRECTIONS
 
 

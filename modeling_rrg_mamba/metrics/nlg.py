@@ -25,6 +25,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from ..report_text import clean_report
 from ._validation import check_pairs
 
+#: Keys of the NLG scores, in pycocoevalcap's names: BLEU-1..4, METEOR, ROUGE-L, CIDEr.
 NLG_METRIC_NAMES: Tuple[str, ...] = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
 
 References = Sequence[Union[str, Sequence[str]]]
