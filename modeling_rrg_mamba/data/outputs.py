@@ -1,0 +1,105 @@
+"""Output paths checked before any work starts, and JSON Lines written as the work goes (so a crash loses nothing).
+
+Errors raise `OutputPathError` (a ``ValueError``) naming the flag and the path and saying what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+
+class OutputPathError(ValueError):
+    """An output file or folder that cannot be written (a directory, a file in the way, no permission, ...)."""
+
+
+def _probe_folder(folder: Path, flag: str) -> None:
+    """Create the folder (and parents) and a temporary file in it: proves it is writable, as root too."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise OutputPathError(f"{flag}: {parent} is a file, not a folder; choose another output location")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".rrg-mamba-write-test-")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise OutputPathError(f"{flag}: cannot write to {folder} ({error.strerror or error}); choose a writable "
+                              "location") from None
+
+
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """``path`` can be written as a file: not a folder, its folder exists or can be created and is writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{flag}: {path} is a folder; give a file name (e.g. {path / 'reports.jsonl'})")
+    _probe_folder(path.parent if str(path.parent) else Path("."), flag)
+    if path.exists():
+        try:
+            with open(path, "a", encoding="utf-8"):
+                pass
+        except OSError as error:
+            raise OutputPathError(f"{flag}: cannot write {path} ({error.strerror or error})") from None
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
+    """``path`` is (or can be created as) a writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{flag}: {path} is a file, not a folder; choose another output folder")
+    _probe_folder(path, flag)
+    return path
+
+
+def read_jsonl_records(path: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
+    """The records of a JSONL file written by `JsonlWriter`. A last line cut short (the writer was killed) is
+    dropped, and with ``repair=True`` cut off the file; a bad line elsewhere raises naming it."""
+    path = Path(path)
+    raw_lines = path.read_bytes().splitlines(keepends=True)
+    records, good_bytes = [], 0
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            record = json.loads(raw.decode("utf-8")) if raw.strip() else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            if number == len(raw_lines) and not raw.endswith(b"\n"):
+                break  # cut short by a kill: the study is generated again
+            raise OutputPathError(f"{path}: line {number} is not a JSON record; fix or remove it") from None
+        if record is not None:
+            records.append(record)
+        good_bytes += len(raw)
+    if repair and good_bytes < path.stat().st_size:
+        with open(path, "r+b") as handle:
+            handle.truncate(good_bytes)
+    return records
+
+
+class JsonlWriter:
+    """Append one JSON record per line, flushed at once (``with JsonlWriter(path) as write: write(record)``)."""
+
+    def __init__(self, path: str | os.PathLike, append: bool = False) -> None:
+        self.path = Path(path)
+        self.append = append
+        self.handle: TextIO | None = None
+        self.count = 0
+
+    def __enter__(self) -> Callable[[dict[str, Any]], None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a" if self.append else "w", encoding="utf-8")
+        return self.write
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self.handle is not None, "JsonlWriter: use it as a context manager"
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+        self.count += 1
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+__all__ = ["JsonlWriter", "OutputPathError", "check_output_dir", "check_output_file", "read_jsonl_records"]
