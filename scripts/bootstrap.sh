@@ -69,6 +69,8 @@ if [ "${RRG_MAMBA_FRESH:-0}" = 1 ] || [ ! -x "$VENV/bin/python" ] || [ ! -f "$VE
         "${PIP[@]}" --upgrade "${NEWEST[@]}" ${SERIES:+"transformers==$SERIES.*"}
         "${PIP[@]}" --no-deps -e .
     fi
+    # transformers' own common test mixins for this release (tests/peer/), from its source distribution
+    "$VENV/bin/python" scripts/fetch_transformers_tests.py >/dev/null
     touch "$VENV/.complete"
 else
     "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . >/dev/null

@@ -1,0 +1,61 @@
+"""transformers' common model tests (``ModelTesterMixin``, ``ConfigTester``) on RRG-Mamba, written the way
+``tests/models/*/test_modeling_*.py`` inside transformers are. Every skip says why it does not apply."""
+
+from __future__ import annotations
+
+import unittest
+
+import pytest
+import torch
+
+from modeling_rrg_mamba.rrg_mamba import RRGMambaConfig, RRGMambaForConditionalGeneration
+from peer_suite import ConfigTester, GenerationTesterMixin, ModelTesterMixin, floats_tensor, ids_tensor
+
+pytestmark = pytest.mark.peer
+
+
+class RRGMambaModelTester:
+    """Tiny RRG-Mamba: a 1-block-per-stage ResNet on 64 px films (a 2x2 feature grid), two views per study."""
+
+    def __init__(self, parent, batch_size: int = 2, views: int = 2, image_size: int = 64, decoder_length: int = 7):
+        self.parent = parent
+        self.batch_size, self.views, self.image_size = batch_size, views, image_size
+        self.seq_length = decoder_length  # decoder side
+        self.encoder_seq_length = views * (1 + (image_size // 32) ** 2)  # [global + 2x2 grid] per view
+        self.hidden_size, self.num_attention_heads, self.num_hidden_layers = 32, 4, 2
+        self.vocab_size = 24
+        self.is_training = True
+
+    def get_config(self) -> RRGMambaConfig:
+        return RRGMambaConfig(
+            vocab_size=self.vocab_size,
+            visual_extractor="resnet18",
+            backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "stem_width": 8},
+            gdlm_preset=None, gdlm_dim=16, gdlm_depth=1, gdlm_d_state=4, gdlm_mlp_ratio=2.0, dpb_window=3,
+            d_model=self.hidden_size, num_attention_heads=self.num_attention_heads, d_ff=64,
+            encoder_layers=self.num_hidden_layers, decoder_layers=self.num_hidden_layers, dropout=0.0,
+        )
+
+    def prepare_config_and_inputs_for_common(self):
+        config = self.get_config()
+        pixel_values = floats_tensor([self.batch_size, self.views, 3, self.image_size, self.image_size])
+        decoder_input_ids = ids_tensor([self.batch_size, self.seq_length], self.vocab_size)
+        decoder_input_ids[:, 0] = config.decoder_start_token_id
+        inputs = {
+            "pixel_values": pixel_values,
+            "decoder_input_ids": decoder_input_ids,
+            "decoder_attention_mask": torch.ones_like(decoder_input_ids),
+        }
+        return config, inputs
+
+
+class RRGMambaModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCase):
+    all_model_classes = (RRGMambaForConditionalGeneration,)
+    is_encoder_decoder = True
+
+    def setUp(self):
+        self.model_tester = RRGMambaModelTester(self)
+        self.config_tester = ConfigTester(self, config_class=RRGMambaConfig, has_text_modality=True)
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
