@@ -10,7 +10,7 @@ import numpy as np
 
 from ..report_text import clean_report
 from .clinical_efficacy import compute_ce_scores
-from .nlg import NLGEvaluator, References
+from .nlg import NLG_METRIC_NAMES, NLGEvaluator, References
 
 Decoder = Union[Callable[[List[List[int]]], List[str]], Any]
 
@@ -140,11 +140,6 @@ def read_prediction_jsonl(path: Union[str, os.PathLike], prediction_key: str = "
     return (predictions, references, lines) if with_lines else (predictions, references)
 
 
-#: Stand-ins for texts that are empty after cleaning (``empty_text="zero"``): words no report contains, different on
-#: the two sides so that an empty prediction never matches an empty reference.
-EMPTY_PREDICTION, EMPTY_REFERENCE = "emptypredictionplaceholder", "emptyreferenceplaceholder"
-
-
 def _is_empty(text: str, clean_style: Optional[str]) -> bool:
     cleaned = text if clean_style is None else clean_report(text, clean_style)
     return not any(character.isalnum() for character in cleaned)
@@ -162,10 +157,27 @@ def find_empty_texts(predictions: Sequence[str], references: References, lines: 
     return empty
 
 
-def _replace_empty(texts: Sequence[Any], clean_style: Optional[str], placeholder: str) -> List[Any]:
-    def one(text: str) -> str:
-        return placeholder if _is_empty(text, clean_style) else text
-    return [one(t) if isinstance(t, str) else [one(r) for r in t] for t in texts]
+def _scores_with_empty_pairs_as_zero(predictions: Sequence[str], references: References, usable: Sequence[bool],
+                                     clean_style: Optional[str], ce: bool, uncertain: str,
+                                     evaluator: Optional[NLGEvaluator]) -> Dict[str, float]:
+    """``empty_text="zero"``: the NLG metrics of the usable pairs, scaled by their share (an empty pair counts 0; exact
+    for the per-pair averages METEOR / ROUGE-L / CIDEr, the same weighting for corpus BLEU); CE labels every pair,
+    an empty text having no finding."""
+    kept = [i for i, ok in enumerate(usable) if ok]
+    share = len(kept) / len(usable)
+    if kept:
+        nlg = compute_report_metrics([predictions[i] for i in kept], [references[i] for i in kept],
+                                     clean_style=clean_style, ce=False, evaluator=evaluator)
+        scores = {name: value * share for name, value in nlg.items()}
+    else:
+        scores = {name: 0.0 for name in (NLG_METRIC_NAMES if evaluator is None else evaluator.metric_names)}
+    if ce:
+        def cleaned(text: str) -> str:
+            return text if clean_style is None else clean_report(text, clean_style)
+        first_refs = [r if isinstance(r, str) else r[0] for r in references]
+        scores.update(compute_ce_scores([cleaned(p) for p in predictions], [cleaned(r) for r in first_refs],
+                                        uncertain=uncertain))
+    return scores
 
 
 def check_empty_texts(path: Union[str, os.PathLike], empty: Dict[str, List[int]], empty_text: str) -> None:
@@ -189,19 +201,23 @@ def score_prediction_file(path: Union[str, os.PathLike], output_path: Union[str,
 
     A running ``evaluator`` (whose cleaning style then applies) saves the METEOR start-up. A prediction or reference
     with no word left after cleaning raises ``ValueError`` naming its line (``empty_text="error"``), or
-    (``empty_text="zero"``) is replaced by a word no text contains, so the pair scores 0; the result then lists the
-    lines under ``empty_predictions`` / ``empty_references``.
+    (``empty_text="zero"``) counts 0 in the NLG metrics (see `_scores_with_empty_pairs_as_zero`); the result lists
+    the lines under ``empty_predictions`` / ``empty_references``.
     """
     predictions, references, lines = read_prediction_jsonl(path, prediction_key, reference_key, with_lines=True)
     if evaluator is not None:
         clean_style = evaluator.clean_style
     empty = find_empty_texts(predictions, references, lines, clean_style)
     check_empty_texts(path, empty, empty_text)
-    predictions = _replace_empty(predictions, clean_style, EMPTY_PREDICTION)
-    references = _replace_empty(references, clean_style, EMPTY_REFERENCE)
+    empty_lines = set(empty["predictions"]) | set(empty["references"])
+    if empty_lines:
+        metrics = _scores_with_empty_pairs_as_zero(predictions, references, [n not in empty_lines for n in lines],
+                                                   clean_style, ce, uncertain, evaluator)
+    else:
+        metrics = compute_report_metrics(predictions, references, clean_style=clean_style, ce=ce, uncertain=uncertain,
+                                         evaluator=evaluator)
     result = {
-        "metrics": compute_report_metrics(predictions, references, clean_style=clean_style, ce=ce, uncertain=uncertain,
-                                          evaluator=evaluator),
+        "metrics": metrics,
         "num_pairs": len(predictions),
         "clean_style": clean_style,
         "ce_labeler": "modeling_rrg_mamba.labeler (rule-based CheXpert-style)" if ce else None,
