@@ -137,8 +137,8 @@ def test_auto_classes_load_right_after_import(saved_rrg_mamba, transformers_firs
     """)
     assert loaded == {
         "imported_early": False, "config": "RRGMambaConfig", "model": "RRGMambaForConditionalGeneration",
-        "processor": "RRGMambaProcessor", "tokenizer": "RRGMambaTokenizer", "image_processor": "RRGMambaImageProcessor",
-        "emrrg": "EMRRGConfig", "xray_mamba": "XrayMambaConfig"}
+        "processor": "RRGMambaProcessor", "tokenizer": "RRGMambaTokenizer",
+        "image_processor": "RRGMambaImageProcessor", "emrrg": "EMRRGConfig", "xray_mamba": "XrayMambaConfig"}
 
 
 def test_tokenizer_by_name_before_any_config_lookup(saved_rrg_mamba):
