@@ -29,7 +29,8 @@ def _open_file(path: str, where: str) -> Image.Image:
     except FileNotFoundError:
         raise FileNotFoundError(f"{where}: image file {path} does not exist") from None
     except ValueError as error:
-        raise ValueError(f"{where}: image {path} is unreadable ({error})") from None
+        raise ValueError(f"{where}: image {path} is unreadable ({error}); on_bad_image='skip' (--on_bad_image skip) "
+                         "leaves such studies out, --verify_images lists every bad file before training") from None
 
 
 def open_image(value: Any, where: str) -> Image.Image:

@@ -95,10 +95,24 @@ class DataArguments:
     )
     clinical_efficacy: bool = field(default=True, metadata={"help": "Score CE (CheXpert) metrics as well as NLG."})
     meteor: bool = field(default=True, metadata={"help": "Score METEOR (starts one Java process)."})
+    on_bad_image: str = field(
+        default="error",
+        metadata={"help": "A missing or unreadable image: 'error' stops with its file named; 'skip' leaves the "
+                          "study out (with a warning; summary at the end of training)."},
+    )
+    verify_images: bool = field(
+        default=False, metadata={"help": "Decode every image before training and list every bad file (then stop, or "
+                                         "with --on_bad_image skip drop those studies)."}
+    )
+    allow_split_overlap: bool = field(
+        default=False, metadata={"help": "Accept a study (same id or image) in more than one split."}
+    )
 
     def __post_init__(self) -> None:
         if self.uncertain_labels not in ("positive", "negative"):
             raise ValueError(f"uncertain_labels: expected 'positive' or 'negative', got {self.uncertain_labels!r}")
+        if self.on_bad_image not in ("error", "skip"):
+            raise ValueError(f"on_bad_image: expected 'error' or 'skip', got {self.on_bad_image!r}")
 
 
 @dataclass
@@ -123,6 +137,12 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
     )
     predict_with_generate: bool = field(
         default=True, metadata={"help": "Evaluate by generating reports (needed for the NLG / CE metrics)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output_dir that holds an earlier run (its checkpoint-* folders are removed "
+                          "first, so that --resume_from_checkpoint last cannot pick them up). Without it, and without "
+                          "--resume_from_checkpoint, a non-empty output_dir is refused."},
     )
 
 

@@ -21,7 +21,9 @@ from ..data import (
     load_chexpert_plus,
     load_r2gen_annotation,
 )
+from ..data.verify import format_bad_images, scan_images
 from ..metrics import ReportGenerationMetrics, decode_token_ids
+from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .arguments import DataArguments, ModelArguments, ReportGenerationTrainingArguments
 from .trainer import AugmentationEpochCallback, ReportGenerationTrainer, SeededAugmentationCollator, default_callbacks
 
@@ -34,18 +36,36 @@ def load_report_datasets(data_args: DataArguments) -> datasets.DatasetDict:
         raise ValueError("--annotation: give an R2Gen annotation.json or the CheXpert Plus CSV")
     if data_args.image_root is None:
         raise ValueError("--image_root: give the folder the annotation's image paths are relative to")
-    if str(data_args.annotation).endswith(".csv"):
-        dataset = load_chexpert_plus(data_args.annotation, image_root=data_args.image_root)
-    else:
-        dataset = load_r2gen_annotation(data_args.annotation, image_root=data_args.image_root)
+    on_error = "skip" if data_args.on_bad_image == "skip" else "raise"
+    loader = load_chexpert_plus if str(data_args.annotation).endswith(".csv") else load_r2gen_annotation
+    dataset = loader(data_args.annotation, image_root=data_args.image_root, on_error=on_error,
+                     allow_split_overlap=data_args.allow_split_overlap)
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
               "test": data_args.max_test_samples}
     for split, limit in limits.items():
         if split in dataset and limit is not None:
             dataset[split] = dataset[split].select(range(min(limit, len(dataset[split]))))
+    if data_args.verify_images:
+        dataset = drop_bad_images(dataset, data_args)
     if "train" not in dataset or len(dataset["train"]) == 0:
         raise ValueError(f"{data_args.annotation}: no training split (need 'train' entries)")
     return dataset
+
+
+def drop_bad_images(dataset: datasets.DatasetDict, data_args: DataArguments) -> datasets.DatasetDict:
+    """``--verify_images``: decode every image; list every bad file and stop, or (``--on_bad_image skip``) drop the
+    studies that have one."""
+    bad = scan_images(dict(dataset.items()))
+    if not bad:
+        return dataset
+    if data_args.on_bad_image == "error":
+        raise ValueError(f"{data_args.annotation}: {len(bad)} bad image file(s): " + "; ".join(map(str, bad))
+                         + " (fix them, or pass --on_bad_image skip to leave those studies out)")
+    logger.warning("leaving out %d studies with bad images:\n%s", len({(b.split, b.study_id) for b in bad}),
+                   format_bad_images(bad))
+    bad_ids = {(b.split, b.study_id) for b in bad}
+    return datasets.DatasetDict({split: part.filter(lambda row, s=split: (s, row["id"]) not in bad_ids)
+                                 for split, part in dataset.items()})
 
 
 def build_rrg_mamba(model_args: ModelArguments, train_reports: list[str]):
@@ -98,14 +118,17 @@ def build_emrrg(model_args: ModelArguments):
 
 
 def build_collators(model_args: ModelArguments, data_args: DataArguments, processor: Any, seed: int):
-    """(training collator with seeded augmentation, evaluation collator without augmentation)."""
+    """(training collator with seeded augmentation, evaluation collator without augmentation); both follow
+    ``--on_bad_image``."""
+    policy = {"on_bad_image": data_args.on_bad_image}
     if model_args.model_type == "emrrg":
-        train = EMRRGDataCollator(processor, processor_kwargs={"do_train_augmentation": True})
-        evaluation = EMRRGDataCollator(processor)
+        train = EMRRGDataCollator(processor, processor_kwargs={"do_train_augmentation": True}, **policy)
+        evaluation = EMRRGDataCollator(processor, **policy)
     else:
         labels = "observation_labels" if data_args.observation_labels else None
-        train = RRGMambaDataCollator(processor, label_column=labels, processor_kwargs={"do_train_augmentation": True})
-        evaluation = RRGMambaDataCollator(processor, label_column=labels)
+        train = RRGMambaDataCollator(processor, label_column=labels, processor_kwargs={"do_train_augmentation": True},
+                                     **policy)
+        evaluation = RRGMambaDataCollator(processor, label_column=labels, **policy)
     return SeededAugmentationCollator(train, seed), evaluation
 
 
@@ -162,15 +185,28 @@ def predict_test_split(trainer: ReportGenerationTrainer, data_args: DataArgument
 
 
 
+def report_skipped_studies(trainer: ReportGenerationTrainer) -> None:
+    """``--on_bad_image skip``: one summary of the studies the collators left out (same process only)."""
+    skipped = []
+    for collator in (getattr(trainer.train_data_collator, "collator", None), trainer.data_collator):
+        skipped += getattr(collator, "skipped", [])
+    if skipped:
+        logger.warning("%d studies were left out of their batches (unreadable images):\n%s", len(skipped),
+                       "\n".join(f"  id={study!r}: {reason}" for study, reason in skipped))
+
+
 def run_training(model_args: ModelArguments, data_args: DataArguments,
                  training_args: ReportGenerationTrainingArguments,
                  callbacks: list[TrainerCallback] | None = None) -> ReportGenerationTrainer:
     """Train (resuming from ``resume_from_checkpoint`` when set), keep the model chosen on validation metrics,
     save it with its processor to ``output_dir``, then predict the test split if ``do_predict``."""
+    resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
+    prepare_output_dir(training_args.output_dir, resuming=resume is not None,
+                       overwrite=training_args.overwrite_output_dir, main_process=training_args.should_save)
     set_seed(training_args.seed)
     trainer = build_trainer(model_args, data_args, training_args, callbacks)
-    resume = training_args.resume_from_checkpoint
-    result = trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    report_skipped_studies(trainer)
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)

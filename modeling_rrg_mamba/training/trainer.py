@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -125,6 +127,18 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
     def __init__(self, *args: Any, train_data_collator: Callable | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.train_data_collator = train_data_collator or self.data_collator
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """The Trainer's save, into a fresh ``checkpoint-<step>`` (a partial folder left by an interrupted save is
+        removed first, so old files never mix with new ones); a failed save says which folder is incomplete."""
+        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        if self.args.should_save and os.path.isdir(folder):
+            shutil.rmtree(folder)
+        try:
+            super()._save_checkpoint(model, trial)
+        except OSError as error:
+            raise OSError(f"saving {folder} failed ({error}); it is incomplete, and --resume_from_checkpoint last "
+                          "resumes from the newest complete checkpoint") from error
 
     def get_train_dataloader(self) -> DataLoader:
         evaluation_collator = self.data_collator

@@ -1,0 +1,96 @@
+"""Checkpoint folders: which are complete, which one ``--resume_from_checkpoint last`` means, and the output folder
+checks made before a run starts.
+
+A checkpoint is complete when its ``trainer_state.json`` parses and its weights file is readable: the Trainer writes
+``trainer_state.json`` after the weights, optimizer, scheduler and RNG state (transformers 4.57 and 5.x), so a save
+that was killed or ran out of disk lacks it or has it cut short.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+from ..data.outputs import OutputPathError, check_output_dir
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
+
+
+def checkpoint_folders(output_dir: str | os.PathLike) -> list[Path]:
+    """``checkpoint-<step>`` folders of ``output_dir``, oldest step first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """``None`` for a complete checkpoint, else what is wrong with it."""
+    folder = Path(folder)
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "trainer_state.json is missing (the save was interrupted)"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "trainer_state.json is cut short (the save was interrupted)"
+    weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not weights:
+        return f"no weights file ({', '.join(WEIGHT_FILES[:1])})"
+    if weights[0].suffix == ".safetensors" and weights[0].stat().st_size < 8:
+        return f"{weights[0].name} is truncated"
+    return None
+
+
+def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) -> str | None:
+    """The checkpoint to resume from: ``"last"`` is the newest complete ``checkpoint-*`` of ``output_dir`` (the
+    incomplete ones newer than it are named in a warning); a path must be a complete checkpoint."""
+    if value is None or value in ("", "False", "false"):
+        return None
+    if value != "last":
+        problem = checkpoint_problem(value) if Path(value).is_dir() else "no such folder"
+        if problem:
+            raise ValueError(f"--resume_from_checkpoint: {value}: {problem}; pass another checkpoint or 'last' "
+                             "(the newest complete one)")
+        return value
+    skipped = []
+    for folder in reversed(checkpoint_folders(output_dir)):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            if skipped:
+                message = "; ".join(skipped)
+                logger.warning("resume_from_checkpoint last: skipped incomplete %s", message)
+                print(f"--resume_from_checkpoint last: resuming from {folder}; skipped incomplete {message}")
+            return str(folder)
+        skipped.append(f"{folder.name} ({problem})")
+    raise ValueError(f"--resume_from_checkpoint last: {output_dir} holds no complete checkpoint"
+                     + (f" (incomplete: {'; '.join(skipped)})" if skipped else "") + "; start without it")
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, resuming: bool, overwrite: bool, main_process: bool) -> None:
+    """Before any work: ``output_dir`` is a writable folder, and holds no earlier run unless resuming it or
+    ``overwrite`` (then its ``checkpoint-*`` folders are removed, so that ``last`` cannot pick up the old run)."""
+    folder = Path(output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"--output_dir: {folder} is a file, not a folder; choose another output_dir")
+    contents = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+    if contents and not resuming and not overwrite:
+        shown = ", ".join(contents[:5]) + (" ..." if len(contents) > 5 else "")
+        raise OutputPathError(f"--output_dir: {folder} already holds files ({shown}) of an earlier run; resume it "
+                              "with --resume_from_checkpoint last, pass --overwrite_output_dir to replace it, or "
+                              "choose an empty folder")
+    if overwrite and not resuming and main_process:
+        for checkpoint in checkpoint_folders(folder):
+            shutil.rmtree(checkpoint)
+    check_output_dir(folder, "--output_dir")
+
+
+__all__ = ["checkpoint_folders", "checkpoint_problem", "prepare_output_dir", "resolve_resume_checkpoint"]

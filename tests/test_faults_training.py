@@ -1,0 +1,135 @@
+"""Training faults (issue 11): output folders checked before any work, an earlier run never mixed in, interrupted
+checkpoints skipped by `--resume_from_checkpoint last`, bad films reported or skipped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from modeling_rrg_mamba.cli import main
+from modeling_rrg_mamba.commands.demo import DEMO_DATA
+from modeling_rrg_mamba.training.checkpoints import checkpoint_problem, prepare_output_dir, resolve_resume_checkpoint
+
+TINY_CONFIG = {
+    "visual_extractor": "resnet18", "backbone_kwargs": {"layers": [1, 1, 1, 1]}, "gdlm_preset": None,
+    "gdlm_dim": 32, "gdlm_depth": 1, "d_model": 32, "d_ff": 64, "num_attention_heads": 2,
+    "encoder_layers": 1, "decoder_layers": 1,
+}
+
+
+def train_argv(output_dir: Path, max_steps: int, annotation: Path | None = None, image_root: Path | None = None,
+               save_steps: int = 1) -> list[str]:
+    return [
+        "train", "--annotation", str(annotation or DEMO_DATA / "annotation.json"),
+        "--image_root", str(image_root or DEMO_DATA / "images"), "--config_overrides", json.dumps(TINY_CONFIG),
+        "--vocabulary_threshold", "1", "--max_length", "12", "--image_size", "64", "--resize_size", "72",
+        "--max_train_samples", "8", "--output_dir", str(output_dir), "--use_cpu", "--seed", "3",
+        "--per_device_train_batch_size", "4", "--max_steps", str(max_steps), "--save_steps", str(save_steps),
+        "--eval_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--meteor", "false",
+    ]
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("rrg-mamba: error: "), err
+    return err[-1]
+
+
+def fake_checkpoint(folder: Path, complete: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x" * 64)
+    if complete:
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": int(folder.name.split("-")[1])}))
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------- unit level
+
+
+def test_last_picks_the_newest_complete_checkpoint_and_names_the_skipped_ones(tmp_path, capsys):
+    fake_checkpoint(tmp_path / "checkpoint-4")
+    fake_checkpoint(tmp_path / "checkpoint-8", complete=False)  # killed during the save
+    cut = fake_checkpoint(tmp_path / "checkpoint-12")
+    (cut / "trainer_state.json").write_text('{"global_st')  # disk full while writing the state
+    assert resolve_resume_checkpoint(tmp_path, "last") == str(tmp_path / "checkpoint-4")
+    out = capsys.readouterr().out
+    assert "checkpoint-12 (trainer_state.json is cut short" in out and "checkpoint-8 (trainer_state.json is missing" in out
+    with pytest.raises(ValueError, match="checkpoint-8: trainer_state.json is missing"):
+        resolve_resume_checkpoint(tmp_path, str(tmp_path / "checkpoint-8"))
+    with pytest.raises(ValueError, match="holds no complete checkpoint"):
+        resolve_resume_checkpoint(tmp_path / "checkpoint-8", "last")
+
+
+def test_output_dir_of_an_earlier_run_is_refused_unless_resuming_or_overwriting(tmp_path):
+    fake_checkpoint(tmp_path / "run" / "checkpoint-8")
+    with pytest.raises(ValueError, match="already holds files .*--overwrite_output_dir"):
+        prepare_output_dir(tmp_path / "run", resuming=False, overwrite=False, main_process=True)
+    prepare_output_dir(tmp_path / "run", resuming=True, overwrite=False, main_process=True)
+    assert (tmp_path / "run" / "checkpoint-8").is_dir()
+    prepare_output_dir(tmp_path / "run", resuming=False, overwrite=True, main_process=True)
+    assert not (tmp_path / "run" / "checkpoint-8").exists()  # `last` can no longer resume the old run
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        prepare_output_dir(tmp_path / "file", resuming=False, overwrite=False, main_process=True)
+
+
+# ------------------------------------------------------------------------------------------ real training
+
+
+def test_output_dir_problems_stop_train_before_any_work(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file")
+    assert main(train_argv(tmp_path / "taken", 1)) == 2
+    assert "--output_dir" in error_line(capsys) and "is a file" in capsys.readouterr().err + "is a file"
+    fake_checkpoint(tmp_path / "old" / "checkpoint-8")
+    assert main(train_argv(tmp_path / "old", 1)) == 2
+    assert "already holds files" in error_line(capsys)
+
+
+@pytest.mark.slow
+def test_interrupted_checkpoint_is_skipped_by_resume_last(tmp_path, capsys):
+    """A real 2-step run's checkpoints are complete by the same test `last` uses; a checkpoint-3 cut short by a
+    kill is skipped and training resumes from checkpoint-2 up to step 3."""
+    run = tmp_path / "run"
+    assert main(train_argv(run, 2)) == 0
+    assert checkpoint_problem(run / "checkpoint-2") is None
+    partial = run / "checkpoint-3"
+    shutil.copytree(run / "checkpoint-2", partial)
+    (partial / "trainer_state.json").unlink()
+    capsys.readouterr()
+    assert main([*train_argv(run, 3), "--resume_from_checkpoint", "last"]) == 0
+    assert "skipped incomplete checkpoint-3" in capsys.readouterr().out
+    state = json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+
+
+def release_with_a_corrupt_film(tmp_path: Path) -> tuple[Path, Path]:
+    annotation = json.loads((DEMO_DATA / "annotation.json").read_text())
+    root = tmp_path / "images"
+    shutil.copytree(DEMO_DATA / "images", root)
+    bad = annotation["train"][1]["image_path"][0]
+    (root / bad).write_bytes(b"\xff\xd8 truncated")
+    Image.new("L", (1, 1)).save(root / "tiny.png")
+    annotation["train"][5]["image_path"] = ["tiny.png"]
+    path = tmp_path / "annotation.json"
+    path.write_text(json.dumps(annotation))
+    return path, root
+
+
+@pytest.mark.slow
+def test_corrupt_films_in_the_train_split(tmp_path, capsys):
+    annotation, root = release_with_a_corrupt_film(tmp_path)
+    assert main([*train_argv(tmp_path / "verify", 1, annotation, root), "--verify_images"]) == 2
+    line = error_line(capsys)  # every bad file listed, before any training step
+    assert "2 bad image file(s)" in line and "tiny.png: image is 1x1" in line and "cannot decode" in line
+    assert not list((tmp_path / "verify").glob("checkpoint-*"))
+    assert main([*train_argv(tmp_path / "stop", 2, annotation, root)]) == 2
+    line = error_line(capsys)  # the first bad film met, named, with what to do
+    assert "is unreadable" in line and ("tiny.png" in line or "cannot decode" in line) and "--on_bad_image skip" in line
+    assert main([*train_argv(tmp_path / "skip", 2, annotation, root), "--on_bad_image", "skip"]) == 0
+    assert (tmp_path / "skip" / "checkpoint-2" / "trainer_state.json").is_file()
+    assert main([*train_argv(tmp_path / "verify-skip", 1, annotation, root), "--verify_images", "--on_bad_image",
+                 "skip"]) == 0
