@@ -364,8 +364,9 @@ def test_push_to_hub_saves_then_uploads_the_folder(saved, tmp_path, monkeypatch)
         def create_repo(self, repo_id, private, exist_ok, repo_type):
             calls.append(("create_repo", repo_id, private, exist_ok, repo_type))
 
-        def upload_folder(self, repo_id, folder_path, commit_message, repo_type):
-            calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path)), repo_type))
+        def upload_folder(self, repo_id, folder_path, commit_message, repo_type, allow_patterns=None):
+            uploaded = [name for name in sorted(os.listdir(folder_path)) if allow_patterns is None or name in allow_patterns]
+            calls.append(("upload_folder", repo_id, uploaded, repo_type))
             return "commit-info"
 
     import huggingface_hub
@@ -379,6 +380,38 @@ def test_push_to_hub_saves_then_uploads_the_folder(saved, tmp_path, monkeypatch)
     assert calls[2][:2] == ("upload_folder", "someone/tiny-rrg-mamba")
     assert {"README.md", "config.json", "model.safetensors", "modeling_rrg_mamba.py", "processor_config.json"} <= set(uploaded)
     assert 'from_pretrained("someone/tiny-rrg-mamba"' in (tmp_path / "push" / "README.md").read_text()
+
+
+def test_export_into_a_training_folder_leaves_its_pickles_out(saved, tmp_path, monkeypatch):
+    """A training output folder holds optimizer / RNG / TrainingArguments pickles: they are named in a warning and
+    never uploaded; only what the export wrote goes to the Hub."""
+    import huggingface_hub
+
+    uploads = []
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, *args, **kwargs):
+            pass
+
+        def upload_folder(self, repo_id, folder_path, commit_message, repo_type, allow_patterns=None):
+            uploads.append(allow_patterns)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    folder = tmp_path / "run"
+    (folder / "checkpoint-4").mkdir(parents=True)
+    for name in ("optimizer.pt", "rng_state.pth", "training_args.bin", "checkpoint-4/optimizer.pt"):
+        (folder / name).write_bytes(b"pickle")
+    model, processor = saved["rrg_mamba"]["model"], saved["rrg_mamba"]["processor"]
+    with pytest.warns(UserWarning, match="optimizer.pt, rng_state.pth, training_args.bin"):
+        save_for_hub(model, processor, folder)
+    push_to_hub(model, processor, "someone/run", folder)
+    (patterns,) = uploads
+    assert {"config.json", "model.safetensors", "README.md", "modeling_rrg_mamba.py"} <= set(patterns)
+    assert not any(name.endswith((".pt", ".pth", ".bin")) or "/" in name and name.startswith("checkpoint") for name in patterns)
+    assert not list(folder.glob(".export-*"))  # the staging folder is gone
 
 
 def test_in_process_registration_uses_vision2seq_only_where_it_exists(monkeypatch):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -116,10 +118,46 @@ def save_for_hub(
         safe_serialization: save weights as safetensors.
 
     Returns:
-        The folder.
+        The folder. Files it held before that are not part of the export (a training run's ``optimizer.pt``,
+        ``rng_state.pth``, ``training_args.bin``, checkpoints, ...) are left alone, named in a warning, and never
+        uploaded by :func:`push_to_hub`.
     """
+    folder, exported = _save_for_hub(model, processor, folder, model_card_metrics, repo_id=repo_id, license=license,
+                                     datasets=datasets, dataset_name=dataset_name,
+                                     safe_serialization=safe_serialization)
+    others = sorted(set(_listing(folder)) - set(exported))
+    if others:
+        shown = ", ".join(others[:8]) + (f" and {len(others) - 8} more" if len(others) > 8 else "")
+        warnings.warn(f"{folder} also holds files that are not part of the model repository ({shown}); push_to_hub "
+                      "uploads only the exported files, so do not upload the folder by other means", UserWarning,
+                      stacklevel=2)
+    return folder
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    """Relative path -> size of every file under ``folder`` (hidden export staging folders left out)."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*")
+            if p.is_file() and not p.relative_to(folder).parts[0].startswith(".export-")}
+
+
+def _save_for_hub(model: Any, processor: Any, folder: str | os.PathLike, model_card_metrics: MetricsSource | None,
+                  **options: Any) -> tuple[Path, list[str]]:
+    """:func:`save_for_hub`'s work; also returns the files it wrote (relative paths)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    options["repo_id"] = options.get("repo_id") or folder.resolve().name
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as staging:
+        _write_export(model, processor, Path(staging), model_card_metrics, **options)
+        exported = sorted(_listing(Path(staging)))
+        for name in exported:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(Path(staging) / name, folder / name)
+    return folder, exported
+
+
+def _write_export(model: Any, processor: Any, folder: Path, model_card_metrics: MetricsSource | None, *,
+                  repo_id: str | None, license: str, datasets: Sequence[str], dataset_name: str | None,
+                  safe_serialization: bool) -> None:
     if hasattr(model, "merge_and_unload"):
         raise ValueError(
             f"model: {type(model).__name__} carries PEFT adapters; merge them first (model.merge_and_unload()) "
@@ -146,7 +184,6 @@ def save_for_hub(
         code_folder=folder,
     )
     (folder / "README.md").write_text(card, encoding="utf-8")
-    return folder
 
 
 def push_to_hub(
@@ -165,17 +202,18 @@ def push_to_hub(
 ) -> Any:
     """:func:`save_for_hub` into ``folder``, then create ``repo_id`` (private by default) and upload the folder.
 
-    Returns the ``CommitInfo`` of the upload. Needs network access and a token with write access.
+    Only the files the export wrote are uploaded, whatever else ``folder`` holds (a training output folder's
+    optimizer / RNG / ``training_args.bin`` pickles stay local). Returns the ``CommitInfo`` of the upload. Needs
+    network access and a token with write access.
     """
     from huggingface_hub import HfApi
 
-    save_for_hub(
-        model, processor, folder, model_card_metrics, repo_id=repo_id, license=license, datasets=datasets,
-        dataset_name=dataset_name,
-    )
+    folder, exported = _save_for_hub(model, processor, folder, model_card_metrics, repo_id=repo_id, license=license,
+                                     datasets=datasets, dataset_name=dataset_name, safe_serialization=True)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model")
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model",
+                             allow_patterns=exported)
 
 
 __all__ = ["MODEL_AUTO_CLASSES", "push_to_hub", "save_for_hub", "write_auto_maps"]
