@@ -19,6 +19,7 @@ RANKS = {
     "ops": 1,
     "report_text": 1,
     "image_processing_xray": 1,
+    "image_processing_xray_fast": 1,
     "labeler": 1,
     "layers": 2,
     "rrg_mamba": 3,

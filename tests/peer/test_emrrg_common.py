@@ -1,0 +1,69 @@
+"""transformers' common model tests (``ModelTesterMixin``, ``ConfigTester``) on EMRRG (X-ray Mamba + a tiny Llama with
+hybrid layers), written the way ``tests/models/*/test_modeling_*.py`` inside transformers are. Every skip says why
+it does not apply."""
+
+from __future__ import annotations
+
+import unittest
+
+import pytest
+import torch
+
+from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration
+from peer_suite import ConfigTester, GenerationTesterMixin, ModelTesterMixin, floats_tensor, ids_tensor
+
+pytestmark = pytest.mark.peer
+
+IMAGE_TOKEN_ID = 60
+
+
+class EMRRGModelTester:
+    """Tiny EMRRG: a one-layer X-ray Mamba on 32 px films (2x2 patches + class token = 5 visual tokens) and a
+    two-layer Llama whose layers are both hybrid."""
+
+    def __init__(self, parent, batch_size: int = 2, text_length: int = 6):
+        self.parent = parent
+        self.batch_size = batch_size
+        self.image_size, self.num_image_tokens = 32, 5
+        self.text_length = text_length
+        self.seq_length = 1 + self.num_image_tokens + text_length  # <bos>, image placeholders, text
+        self.hidden_size, self.num_attention_heads, self.num_hidden_layers = 32, 4, 2
+        self.vocab_size = IMAGE_TOKEN_ID + 1
+        self.is_training = True
+
+    def get_config(self) -> EMRRGConfig:
+        text_config = dict(
+            model_type="llama", hidden_size=self.hidden_size, intermediate_size=64,
+            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=2, vocab_size=self.vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        )
+        vision_config = dict(hidden_size=16, num_hidden_layers=1, image_size=self.image_size, patch_size=16, d_state=4)
+        return EMRRGConfig(text_config=text_config, vision_config=vision_config, image_token_id=IMAGE_TOKEN_ID,
+                           hybrid_layer_interval=1)
+
+    def prepare_config_and_inputs_for_common(self):
+        config = self.get_config()
+        text = ids_tensor([self.batch_size, self.text_length], IMAGE_TOKEN_ID - 3) + 3  # no special or image ids
+        input_ids = torch.cat([
+            torch.full((self.batch_size, 1), 1),
+            torch.full((self.batch_size, self.num_image_tokens), IMAGE_TOKEN_ID),
+            text,
+        ], dim=1)
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "pixel_values": floats_tensor([self.batch_size, 3, self.image_size, self.image_size]),
+        }
+        return config, inputs
+
+
+class EMRRGModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCase):
+    all_model_classes = (EMRRGForConditionalGeneration,)
+    _is_composite = True
+
+    def setUp(self):
+        self.model_tester = EMRRGModelTester(self)
+        self.config_tester = ConfigTester(self, config_class=EMRRGConfig, has_text_modality=False)
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
