@@ -16,7 +16,7 @@ sys.path.insert(0, str(DOCS))
 
 import modeling_rrg_mamba  # noqa: E402
 
-from api_check import api_problems  # noqa: E402
+from api_check import api_problems, docstring_of  # noqa: E402
 
 project = "rrg-mamba"
 release = version = modeling_rrg_mamba.__version__
@@ -50,5 +50,15 @@ def _check_public_api(app):
         logger.warning(problem)  # sphinx-build -W: any problem fails the build
 
 
+def _constant_docstring(app, what, name, obj, options, lines):
+    """A constant documented as ``modeling_rrg_mamba.NAME`` gets the ``#:`` comment of the module that defines it
+    (autodoc would look in ``modeling_rrg_mamba/__init__.py``, find none, and show the docstring of ``tuple`` /
+    ``str`` / ``dict``)."""
+    short = name.removeprefix("modeling_rrg_mamba.")
+    if what == "data" and short in modeling_rrg_mamba.__all__:
+        lines[:] = (docstring_of(short) or "").splitlines()
+
+
 def setup(app):
     app.connect("builder-inited", _check_public_api)
+    app.connect("autodoc-process-docstring", _constant_docstring)

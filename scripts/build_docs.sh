@@ -2,7 +2,7 @@
 # Builds the documentation (guide pages from README.md + the API reference from the docstrings) into docs/_build/html,
 # offline, with every warning an error: an undocumented or renamed public name, a docstring Sphinx cannot parse, or a
 # README section that moved fails the build.
-#   bash scripts/build_docs.sh           build (incremental; --clean to start from scratch)
+#   bash scripts/build_docs.sh           build (--clean: delete docs/_build first)
 #   bash scripts/build_docs.sh --serve   build, then serve on http://localhost:8000 (PORT=... to change)
 #   bash scripts/build_docs.sh --open    build, then open index.html in a browser
 # Needs the dev extras (pip install -e ".[dev]": sphinx, myst-parser, furo); PYTHON=... picks the interpreter
@@ -23,9 +23,10 @@ for arg in "$@"; do
     esac
 done
 
+# -E: read every page again (autodoc does not notice edited docstrings, and warnings come only from pages read);
 # -W: warnings are errors; --keep-going: report all of them; -n would also check every cross-reference, which needs
 # the inventories of torch / transformers from the internet (intersphinx), so it stays off.
-HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$PYTHON" -m sphinx -b html -W --keep-going -q docs "$OUT"
+HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$PYTHON" -m sphinx -b html -E -W --keep-going -q docs "$OUT"
 echo "docs built: $OUT/index.html"
 
 case $action in
