@@ -12,16 +12,22 @@ from ..image_processing_xray import XrayImageProcessor
 from .configuration_emrrg import EMRRGConfig, XrayMambaConfig
 from .modeling_emrrg import EMRRGForConditionalGeneration, EMRRGPreTrainedModel, HybridAttention, HybridAttentionMixin
 from .modeling_xray_mamba import XrayMambaModel
-from .partial_lora import (
-    PartialLoraLinear,
-    PartialLoraVariant,
-    apply_emrrg_recipe,
-    count_parameters,
-    emrrg_lora_config,
-    load_emrrg_adapter,
-    partial_lora_config,
-)
 from .processing_emrrg import EMRRGProcessor
+
+
+# Partial LoRA needs peft, loaded on first use: the Auto registration that imports this package can run while peft
+# itself is being imported (peft -> transformers -> an Auto mapping look-up), when peft's names do not exist yet.
+_PARTIAL_LORA_NAMES = ("PartialLoraLinear", "PartialLoraVariant", "apply_emrrg_recipe", "count_parameters",
+                       "emrrg_lora_config", "load_emrrg_adapter", "partial_lora_config")
+
+
+def __getattr__(name: str):
+    """The Partial-LoRA names, imported from :mod:`.partial_lora` on first access."""
+    if name in _PARTIAL_LORA_NAMES:
+        from . import partial_lora
+
+        return getattr(partial_lora, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _register_auto_classes() -> None:

@@ -3,14 +3,15 @@
 A Mamba ``in_proj`` maps ``h`` to ``[x | z]``: ``x`` (the first ``d_inner`` output rows) is scanned, ``z`` gates the
 scan's output. Partial LoRA adds the low-rank update to the ``x`` rows only:
 
-    [x | z] = W h + [ (alpha / r) B A h ; 0 ],      B in R^{d_inner x r}, A in R^{r x d_model}
+    [x | z] = W h + (alpha / r) [B_x ; 0] A h,      B_x in R^{d_inner x r}, A in R^{r x d_model}
 
-``B`` has ``d_inner`` rows, so the ``z`` rows are untouched by construction (not merely zero-initialised).
-It is a ``peft`` LoRA layer: ``get_peft_model``, ``save_pretrained`` / ``PeftModel.from_pretrained``,
-``merge_and_unload``, ``disable_adapter`` and multiple adapters all work, through a :class:`LoraVariant`.
-
-PEFT does not serialise custom layers: build configs with :func:`partial_lora_config` and reload with
-:func:`load_emrrg_adapter` (or register :data:`PARTIAL_LORA_MODULES` on the loaded ``LoraConfig`` yourself).
+``lora_B`` keeps PEFT's ordinary shape ``(out_features, r)`` with its ``z`` rows zero: they are zeroed at creation and
+never read (the forward and the merge use ``B_x`` only), so they get no gradient and stay zero. Hence a saved
+Partial-LoRA adapter is an ordinary LoRA adapter file: plain ``PeftModel.from_pretrained(base, path)`` loads it and
+computes exactly the same outputs, and ``merge_and_unload`` gives the same weights. To keep *training* it as Partial
+LoRA (so that the ``z`` rows stay zero), reload with :func:`load_emrrg_adapter` (``is_trainable=True``), which also
+dispatches :class:`PartialLoraLinear`. It is a ``peft`` LoRA layer through a :class:`LoraVariant`:
+``get_peft_model``, ``save_pretrained``, ``merge_and_unload``, ``disable_adapter`` and multiple adapters all work.
 Within a config made by :func:`partial_lora_config`, every targeted ``nn.Linear`` named ``in_proj`` gets Partial
 LoRA; every other targeted layer gets ordinary LoRA.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora.layer import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraVariant
@@ -35,22 +37,19 @@ PARTIAL_LORA_MODULE_NAME = "in_proj"
 
 
 class PartialLoraVariant(LoraVariant):
-    """LoRA whose update covers only output rows ``[0, module.partial_rows)`` of the layer."""
+    """LoRA whose update covers only output rows ``[0, module.partial_rows)`` of the layer (the ``x`` half)."""
 
     def supports_lora_conversion(self) -> bool:
         return False
 
     @staticmethod
     def init(module: "PartialLoraLinear", adapter_name: str, **kwargs: Any) -> None:
-        """Cut ``lora_B`` (built by PEFT for every output row, with the config's initialisation) to the ``x`` rows."""
-        full = module.lora_B[adapter_name]
-        rows = module.partial_rows
-        cut = nn.Linear(full.in_features, rows, bias=full.bias is not None, device=full.weight.device, dtype=full.weight.dtype)
+        """Zero the ``z`` rows of ``lora_B`` (built by PEFT for every output row): they are never read."""
+        lora_B = module.lora_B[adapter_name]
         with torch.no_grad():
-            cut.weight.copy_(full.weight[:rows])
-            if full.bias is not None:
-                cut.bias.copy_(full.bias[:rows])
-        module.lora_B[adapter_name] = cut
+            lora_B.weight[module.partial_rows :].zero_()
+            if lora_B.bias is not None:
+                lora_B.bias[module.partial_rows :].zero_()
 
     @staticmethod
     def merge_safe(module: "PartialLoraLinear", active_adapter: str, orig_weight: Tensor) -> Tensor:
@@ -66,9 +65,12 @@ class PartialLoraVariant(LoraVariant):
 
     @staticmethod
     def forward(module: "PartialLoraLinear", active_adapter: str, x: Tensor, result: Tensor, **kwargs: Any) -> Tensor:
+        """``[x | z] + (alpha / r) [B_x A h ; 0]``: the ``z`` columns of ``result`` pass through untouched."""
         lora_A, lora_B = module.lora_A[active_adapter], module.lora_B[active_adapter]
-        update = lora_B(lora_A(module.lora_dropout[active_adapter](x))) * module.scaling[active_adapter]
         rows = module.partial_rows
+        bias = lora_B.bias[:rows] if lora_B.bias is not None else None
+        hidden = lora_A(module.lora_dropout[active_adapter](x))
+        update = F.linear(hidden, lora_B.weight[:rows], bias) * module.scaling[active_adapter]
         return torch.cat([result[..., :rows] + update.to(result.dtype), result[..., rows:]], dim=-1)
 
 
@@ -101,7 +103,7 @@ class PartialLoraLinear(LoraLinear):
             return super().get_delta_weight(adapter)
         lora_A, lora_B = self.lora_A[adapter].weight, self.lora_B[adapter].weight
         delta = torch.zeros(self.out_features, self.in_features, device=lora_B.device, dtype=torch.float32)
-        delta[: self.partial_rows] = (lora_B.float() @ lora_A.float()) * self.scaling[adapter]
+        delta[: self.partial_rows] = (lora_B[: self.partial_rows].float() @ lora_A.float()) * self.scaling[adapter]
         return delta.to(lora_B.dtype)
 
 
@@ -160,7 +162,7 @@ def _text_lora_targets(language_model: nn.Module) -> tuple[str, ...]:
 
 def emrrg_lora_config(
     model: nn.Module,
-    r: int = 8,
+    r: int = 16,
     lora_alpha: int = 16,
     lora_dropout: float = 0.05,
     in_proj_lora: str = "partial",
@@ -170,6 +172,8 @@ def emrrg_lora_config(
     **lora_kwargs: Any,
 ) -> LoraConfig:
     """The LoRA config of EMRRG's recipe for ``model`` (an :class:`EMRRGForConditionalGeneration`).
+
+    Rank 16 at scale 1 (``lora_alpha = r``) as the authors' launch scripts run LoRAP (``--dim_X 16 --s_X 1.0``).
 
     * X-ray Mamba: frozen; ``in_proj`` of every mixer gets Partial LoRA (``in_proj_lora="partial"``), ordinary
       LoRA (``"full"``) or nothing (``"none"``).
@@ -194,12 +198,18 @@ def emrrg_lora_config(
     return register_partial_lora(config) if in_proj_lora == "partial" else config
 
 
-def apply_emrrg_recipe(model: nn.Module, **recipe: Any) -> tuple[PeftModel, TrainableParameters]:
+def apply_emrrg_recipe(
+    model: nn.Module, base_model_name_or_path: str | None = None, **recipe: Any
+) -> tuple[PeftModel, TrainableParameters]:
     """Wrap ``model`` for EMRRG fine-tuning (see :func:`emrrg_lora_config` for ``recipe``).
 
-    Returns the ``PeftModel`` and its trainable parameters against the total of full fine-tuning (the parameters
-    of ``model`` before wrapping, as the paper's 2.3 % counts them).
+    ``base_model_name_or_path`` names the base model in the adapter's config and card (PEFT's ``base_model``) when
+    ``model`` was not loaded from a checkpoint (otherwise its path is used). Returns the ``PeftModel`` and its trainable
+    parameters against the total of full fine-tuning (the parameters of ``model`` before wrapping, as the paper's
+    2.3 % counts them).
     """
+    if base_model_name_or_path is not None:
+        model.config._name_or_path = base_model_name_or_path
     total = count_parameters(model).total
     peft_model = get_peft_model(model, emrrg_lora_config(model, **recipe))
     return peft_model, TrainableParameters(trainable=count_parameters(peft_model).trainable, total=total)
