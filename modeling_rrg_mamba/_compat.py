@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
+import warnings
 from typing import Any, Callable, TypeVar
 
 import transformers
@@ -26,6 +28,7 @@ except ImportError:  # transformers 4.57: _init_weights only runs on modules wit
 
 __all__ = [
     "CACHE_NAME",
+    "FastImageProcessorBase",
     "GENERATE_PASSES_PIXEL_VALUES_EVERY_STEP",
     "TOKENIZER_ENCODES_IN_BATCH_METHOD",
     "LegacyCacheNameForMambaClasses",
@@ -36,6 +39,7 @@ __all__ = [
     "init",
     "output_cache",
     "register_auto_model",
+    "register_image_processors",
     "register_peft_custom_module",
     "subprocessors_by_auto_class",
 ]
@@ -92,10 +96,11 @@ def accepts_legacy_cache_name(forward: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@functools.lru_cache(maxsize=None)
 def _warn_legacy_cache_name(name: str) -> None:
-    transformers.logging.get_logger(__name__).warning(
-        f"`{name}` is deprecated since transformers 5.24 (removed in 5.40); pass the cache as `cache`."
+    warnings.warn(
+        f"`{name}` is deprecated since transformers 5.24 (removed in 5.40); pass the cache as `cache`.",
+        FutureWarning,
+        stacklevel=3,
     )
 
 
@@ -212,3 +217,27 @@ def register_peft_custom_module(lora_config: Any, mapping: dict[type, type]) -> 
         )
     register(mapping)
     return lora_config
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fast (torchvision) image processors. transformers 5 calls them the torchvision backend: a subclass of
+# `TorchvisionBackend`, registered with AutoImageProcessor as `image_processor_classes={"torchvision": ...}` (with
+# only a "pil" class registered, every AutoImageProcessor load warns "Requested torchvision backend is not
+# available. Falling back to pil backend."). 4.57 has `BaseImageProcessorFast`, registered as
+# `fast_image_processor_class` (its `slow_image_processor_class` attribute must name the slow class).
+# ----------------------------------------------------------------------------------------------------------------
+
+try:
+    from transformers.image_processing_backends import TorchvisionBackend as FastImageProcessorBase
+except ImportError:  # transformers 4.57
+    from transformers.image_processing_utils_fast import BaseImageProcessorFast as FastImageProcessorBase
+
+
+def register_image_processors(config_class: type, slow_class: type, fast_class: type) -> None:
+    """Register the slow (PIL / NumPy) and fast (torchvision) image processor of ``config_class``."""
+    if "image_processor_classes" in inspect.signature(transformers.AutoImageProcessor.register).parameters:
+        transformers.AutoImageProcessor.register(
+            config_class, image_processor_classes={"pil": slow_class, "torchvision": fast_class}, exist_ok=True)
+    else:
+        transformers.AutoImageProcessor.register(
+            config_class, slow_image_processor_class=slow_class, fast_image_processor_class=fast_class, exist_ok=True)
