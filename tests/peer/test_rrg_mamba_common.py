@@ -25,6 +25,7 @@ class RRGMambaModelTester:
         self.hidden_size, self.num_attention_heads, self.num_hidden_layers = 32, 4, 2
         self.vocab_size = 24
         self.is_training = True
+        self.use_cma = True
 
     def get_config(self) -> RRGMambaConfig:
         return RRGMambaConfig(
@@ -34,6 +35,7 @@ class RRGMambaModelTester:
             gdlm_preset=None, gdlm_dim=16, gdlm_depth=1, gdlm_d_state=4, gdlm_mlp_ratio=2.0, dpb_window=3,
             d_model=self.hidden_size, num_attention_heads=self.num_attention_heads, d_ff=64,
             encoder_layers=self.num_hidden_layers, decoder_layers=self.num_hidden_layers, dropout=0.0,
+            use_cma=self.use_cma,
         )
 
     def prepare_config_and_inputs_for_common(self):
@@ -52,10 +54,26 @@ class RRGMambaModelTester:
 class RRGMambaModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCase):
     all_model_classes = (RRGMambaForConditionalGeneration,)
     is_encoder_decoder = True
+    # The common resize tests clamp inputs_dict["input_ids"], which an image-to-text encoder-decoder does not take
+    # (its text input is decoder_input_ids); resizing is tested in test_rrg_mamba_modeling.py instead.
+    test_resize_embeddings = False
 
     def setUp(self):
         self.model_tester = RRGMambaModelTester(self)
         self.config_tester = ConfigTester(self, config_class=RRGMambaConfig, has_text_modality=True)
 
+    def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
+        """With ``return_labels`` the report targets are the decoder inputs (as for transformers' seq2seq LMs)."""
+        inputs = super()._prepare_for_class(inputs_dict, model_class, return_labels=return_labels)
+        if return_labels:
+            inputs["labels"] = inputs["decoder_input_ids"].clone()
+        return inputs
+
     def test_config(self):
         self.config_tester.run_common_tests()
+
+    def test_attention_outputs(self):
+        """The common test counts the fields of a plain Seq2SeqLMOutput; the cross-modal adapter adds
+        ``observation_logits``, so the attention checks run on the ablation without it (same attention stacks)."""
+        self.model_tester.use_cma = False
+        super().test_attention_outputs()
