@@ -208,3 +208,17 @@ def test_get_image_features_returns_model_output_when_asked():
     assert torch.equal(output.pooler_output, plain) and plain.shape == (2, 5, 32)
     assert output.last_hidden_state.shape == (2, 5, TINY_VISION["hidden_size"])
     assert len(output.hidden_states) == TINY_VISION["num_hidden_layers"] + 1
+
+
+def test_xray_mamba_partly_loaded_embeddings_keep_what_was_loaded(tmp_path):
+    from modeling_rrg_mamba.emrrg import XrayMambaConfig, XrayMambaModel
+
+    torch.manual_seed(0)
+    model = XrayMambaModel(XrayMambaConfig(**TINY_VISION))
+    model.save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if k != "embeddings.cls_token"}, str(tmp_path / "model.safetensors"),
+              metadata={"format": "pt"})
+    reloaded = XrayMambaModel.from_pretrained(tmp_path)
+    assert torch.equal(reloaded.embeddings.position_embeddings, state["embeddings.position_embeddings"])
+    assert torch.isfinite(reloaded.embeddings.cls_token).all() and reloaded.embeddings.cls_token.abs().max() < 1

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from .._compat import init
 from ..layers import MambaMixer, SelectiveSSM
 from .configuration_emrrg import XrayMambaConfig
 
@@ -100,20 +101,27 @@ class XrayMambaPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
+        """Initialise what a checkpoint lacks; tensors loaded from it are left alone (a partly loaded module too)."""
         std = self.config.initializer_range
         if isinstance(module, SelectiveSSM):
             module.reset_parameters()
         elif isinstance(module, XrayMambaPatchEmbeddings):
-            nn.init.trunc_normal_(module.position_embeddings, std=std)
-            nn.init.trunc_normal_(module.cls_token, std=std)
+            _unless_loaded(module.position_embeddings, lambda t: init.trunc_normal_(t, std=std))
+            _unless_loaded(module.cls_token, lambda t: init.trunc_normal_(t, std=std))
         elif isinstance(module, nn.Conv1d):  # the mixers' depthwise convolutions: PyTorch's default
             module.reset_parameters()
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
-            nn.init.trunc_normal_(module.weight, std=std)
+            _unless_loaded(module.weight, lambda t: init.trunc_normal_(t, std=std))
             if module.bias is not None:
-                nn.init.zeros_(module.bias)
+                _unless_loaded(module.bias, init.zeros_)
         elif isinstance(module, nn.RMSNorm):
-            nn.init.ones_(module.weight)
+            _unless_loaded(module.weight, init.ones_)
+
+
+def _unless_loaded(tensor: Tensor, initialise) -> None:
+    """Apply ``initialise`` unless ``tensor`` came from a checkpoint (transformers 4.57 does not check this itself)."""
+    if not getattr(tensor, "_is_hf_initialized", False):
+        initialise(tensor)
 
 
 class XrayMambaModel(XrayMambaPreTrainedModel):
