@@ -57,7 +57,10 @@ def train(argv: Sequence[str]) -> None:
 
     parser = HfArgumentParser((ModelArguments, DataArguments, ReportGenerationTrainingArguments), prog="rrg-mamba train")
     parser.add_argument("--recipe", help="JSON/YAML recipe file (or its name in configuration/); flags override it")
-    model_args, data_args, training_args = parse_with_recipe(parser, argv)
+    try:
+        model_args, data_args, training_args = parse_with_recipe(parser, argv)
+    except FileExistsError as error:  # transformers 4.57 creates output_dir while parsing
+        raise ValueError(f"--output_dir: {error.filename} is a file, not a folder; choose another output_dir") from error
     run_training(model_args, data_args, training_args)
 
 

@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 
 import modeling_rrg_mamba.image_processing_xray as xray_module
 from modeling_rrg_mamba.cli import main
-from modeling_rrg_mamba.commands.demo import DEMO_DATA
+
+DEMO_DATA = Path(__file__).resolve().parents[1] / "modeling_rrg_mamba" / "demo_data"  # no demo import
 from modeling_rrg_mamba.data import BadEntry, ReportGenerationCollator, build_dataset_dict
 from modeling_rrg_mamba.image_processing_xray import load_xray_image
 from modeling_rrg_mamba.rrg_mamba import (

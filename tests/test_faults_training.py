@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from modeling_rrg_mamba.cli import main
-from modeling_rrg_mamba.commands.demo import DEMO_DATA
+
+DEMO_DATA = Path(__file__).resolve().parents[1] / "modeling_rrg_mamba" / "demo_data"  # no demo import
 from modeling_rrg_mamba.training.checkpoints import checkpoint_problem, prepare_output_dir, resolve_resume_checkpoint
 
 TINY_CONFIG = {
