@@ -111,7 +111,8 @@ class XrayImageProcessorFast(FastImageProcessorBase):
         """The slow processor's augmentation, with the same random draws in the same order."""
         height, width = image.shape[-2:]
         scale = self.size / min(height, width)
-        image = self._resize(image[None], max(self.size, round(height * scale)), max(self.size, round(width * scale)))[0]
+        new_height, new_width = max(self.size, round(height * scale)), max(self.size, round(width * scale))
+        image = self._resize(image[None], new_height, new_width)[0]
         top = int(torch.randint(0, image.shape[-2] - self.crop_size + 1, (1,), generator=self._generator))
         left = int(torch.randint(0, image.shape[-1] - self.crop_size + 1, (1,), generator=self._generator))
         image = image[:, top : top + self.crop_size, left : left + self.crop_size]
