@@ -134,3 +134,34 @@ def test_corrupt_films_in_the_train_split(tmp_path, capsys):
     assert (tmp_path / "skip" / "checkpoint-2" / "trainer_state.json").is_file()
     assert main([*train_argv(tmp_path / "verify-skip", 1, annotation, root), "--verify_images", "--on_bad_image",
                  "skip"]) == 0
+
+
+def test_a_failed_save_names_the_incomplete_checkpoint_and_a_retry_starts_clean(tmp_path, monkeypatch):
+    """Disk full during a save: the error names the folder, `last` skips it; saving that step again first clears
+    the partial folder so no stale file survives."""
+    from types import SimpleNamespace
+
+    from transformers import Seq2SeqTrainer
+
+    from modeling_rrg_mamba.training import ReportGenerationTrainer
+
+    def full_disk(self, model, trial):
+        folder = tmp_path / f"checkpoint-{self.state.global_step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x" * 64)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Seq2SeqTrainer, "_save_checkpoint", full_disk)
+    trainer = object.__new__(ReportGenerationTrainer)
+    trainer.args = SimpleNamespace(should_save=True)
+    trainer.state = SimpleNamespace(global_step=6)
+    trainer._get_output_dir = lambda trial: str(tmp_path)
+    fake_checkpoint(tmp_path / "checkpoint-3")
+    stale = tmp_path / "checkpoint-6" / "stale.bin"
+    stale.parent.mkdir()
+    stale.write_bytes(b"old")
+    with pytest.raises(OSError, match=r"saving .*checkpoint-6 failed \(\[Errno 28\] No space left on device\); it is "
+                                      "incomplete"):
+        trainer._save_checkpoint(None, None)
+    assert not stale.exists()
+    assert resolve_resume_checkpoint(tmp_path, "last") == str(tmp_path / "checkpoint-3")
