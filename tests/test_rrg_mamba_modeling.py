@@ -1,5 +1,7 @@
 """RRG-Mamba model: save/load, Auto classes, KV-cached generation, attentions, losses, ablations, bad input."""
 
+import json
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, EncoderDecoderCache
@@ -122,7 +124,7 @@ def test_sampling_and_num_return_sequences_with_cache():
 
 def test_output_attentions_gives_cross_attention_over_image_tokens():
     model = tiny_model()
-    out = model.generate(images(batch=1), max_new_tokens=4, suppress_tokens=[2], output_attentions=True,
+    out = model.generate(images(batch=1), num_beams=1, max_new_tokens=4, suppress_tokens=[2], output_attentions=True,
                          return_dict_in_generate=True)
     tokens = 2 * (1 + GRID * GRID)  # two views, each a global token and a 2 x 2 grid
     assert len(out.cross_attentions) == 4  # one entry per generated word
@@ -207,7 +209,11 @@ def test_gdlm_presets_and_paper_size_configuration():
     from modeling_rrg_mamba.rrg_mamba import GDLM_PRESETS
 
     assert RRGMambaConfig(gdlm_preset="tiny").gdlm_depth == GDLM_PRESETS["tiny"]["gdlm_depth"]
-    assert RRGMambaConfig(gdlm_preset="base").gdlm_dim == 768
+    base = RRGMambaConfig(gdlm_preset="base")
+    assert (base.gdlm_dim, base.gdlm_depth, base.gdlm_mlp_ratio) == (384, 21, 3.0)  # MLLA-B stage 3, fitted ratio
+    assert RRGMambaConfig().gdlm_preset == "base"
+    assert RRGMambaConfig(gdlm_preset="base", gdlm_mlp_ratio=4.0).gdlm_mlp_ratio == 4.0  # explicit values win
+    assert RRGMambaConfig(gdlm_preset=None, gdlm_dim=8, gdlm_depth=1).gdlm_mlp_ratio == 4.0
     with pytest.raises(ValueError, match="gdlm_preset"):
         RRGMambaConfig(gdlm_preset="huge")
 
@@ -252,3 +258,169 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     assert grads[1][1].keys() == grads[0][1].keys() and len(grads[0][1]) > 0
     for name, grad in grads[0][1].items():
         torch.testing.assert_close(grads[1][1][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 13: the paper's size, decoding settings and attention; issue 19: return_dict, missing weights, base_model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_default_parameter_count_matches_paper():
+    """Paper Table 3: 66.56 M parameters with DenseNet-121; the default configuration is within 2 %."""
+    from modeling_rrg_mamba.rrg_mamba.configuration_rrg_mamba import PAPER_PARAMETERS
+
+    with torch.device("meta"):
+        model = RRGMambaForConditionalGeneration(RRGMambaConfig())
+    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert abs(count - PAPER_PARAMETERS) / PAPER_PARAMETERS < 0.02, count
+    assert model.encoder.visual_extractor.num_features == 1024  # DenseNet-121's last feature map
+
+
+def test_new_gdlm_is_the_identity():
+    """Every GDLM residual branch ends in a zero layer, so a new GDLM maps v_S to itself (issue 13)."""
+    model = tiny_model(gdlm_depth=2)
+    grid = model.encoder.grid_norm(torch.randn(2, GRID, GRID, model.config.gdlm_dim))
+    with torch.no_grad():
+        torch.testing.assert_close(model.encoder.gdlm(grid), grid, rtol=1e-5, atol=1e-5)
+    for block in model.encoder.gdlm.blocks:
+        assert all(layer.weight.abs().sum() == 0 for layer in block.residual_outputs())
+        assert block.ss2d.in_proj.weight.std() > 0.01 and block.ss2d.conv2d.weight.std() > 0.01
+
+
+def test_generation_config_carries_the_recipe_decoding(tmp_path):
+    model = tiny_model(generation_num_beams=3, generation_max_length=7)
+    assert (model.generation_config.num_beams, model.generation_config.max_new_tokens) == (3, 7)
+    pixel_values = images()
+    expected = model.generate(pixel_values, num_beams=3, max_new_tokens=7, min_new_tokens=0)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "generation_config.json").read_text())
+    assert (saved["num_beams"], saved["max_new_tokens"]) == (3, 7)
+    loaded = RRGMambaForConditionalGeneration.from_pretrained(tmp_path).eval()
+    out = loaded.generate(pixel_values)
+    assert torch.equal(out, expected)
+    batches = []
+    loaded.decoder.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    assert loaded.generate(pixel_values, suppress_tokens=[2]).shape[1] == 1 + 7  # <bos> + max_new_tokens
+    assert set(batches) == {2 * 3}  # three beams per study
+    assert loaded.generate(pixel_values, max_length=4, suppress_tokens=[2]).shape[1] == 4  # the caller's length wins
+
+
+def test_sdpa_is_the_default_and_matches_eager(tmp_path, monkeypatch):
+    model = tiny_model()
+    assert model.config._attn_implementation == "sdpa" and model._supports_sdpa
+    model.save_pretrained(tmp_path)
+    eager = RRGMambaForConditionalGeneration.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert eager.config._attn_implementation == "eager"
+    calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])  # a left-padded decoder input
+    with torch.no_grad():
+        fast = model(pixel_values=images(), labels=LABELS, decoder_attention_mask=mask)
+        sdpa_calls = len(calls)
+        slow = eager(pixel_values=images(), labels=LABELS, decoder_attention_mask=mask)
+    assert sdpa_calls > 0 and len(calls) == sdpa_calls  # eager never calls SDPA
+    torch.testing.assert_close(fast.logits, slow.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.loss, slow.loss, rtol=1e-5, atol=1e-5)
+    assert torch.equal(model.generate(images(), num_beams=3, max_new_tokens=6),
+                       eager.generate(images(), num_beams=3, max_new_tokens=6))
+    with torch.no_grad():  # attention maps are still available with SDPA (computed eagerly when asked for)
+        attentions = model(pixel_values=images(), labels=LABELS, decoder_attention_mask=mask, output_attentions=True)
+    assert len(attentions.cross_attentions) == model.config.decoder_layers
+    assert len(attentions.encoder_attentions) == model.config.encoder_layers
+    torch.testing.assert_close(attentions.logits, slow.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_sdpa_and_eager_gradients_match():
+    torch.manual_seed(0)
+    grads = []
+    for implementation in ("sdpa", "eager"):
+        model = tiny_model(use_cma=False).train()
+        model.config._attn_implementation = implementation
+        model(pixel_values=images(), labels=LABELS).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("use_cma", [True, False])
+def test_return_dict_false_is_honoured(use_cma):
+    model = tiny_model(use_cma=use_cma)
+    with torch.no_grad():
+        encoded = model.encoder(images(), output_hidden_states=True, return_dict=False)
+        assert isinstance(encoded, tuple)
+        assert len(encoded) == (4 if use_cma else 1) + 1  # memory, CMA fields, hidden states
+        as_dict = model.encoder(images(), output_hidden_states=True)
+        assert not isinstance(as_dict, tuple)
+        torch.testing.assert_close(encoded[0], as_dict.last_hidden_state)
+        reference = model(pixel_values=images(), labels=LABELS)
+        from_tuple = model(encoder_outputs=encoded, labels=LABELS)
+        torch.testing.assert_close(from_tuple.logits, reference.logits)
+        torch.testing.assert_close(from_tuple.loss, reference.loss)
+        as_tuple = model(pixel_values=images(), labels=LABELS, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], reference.loss)
+    torch.testing.assert_close(as_tuple[1], reference.logits)
+    model.config.return_dict = False
+    with torch.no_grad():
+        assert isinstance(model.encoder(images()), tuple)
+
+
+def test_base_model_is_the_model_itself():
+    model = tiny_model()
+    assert model.base_model is model
+    assert not hasattr(model, model.base_model_prefix)
+    assert not any(key.startswith(model.base_model_prefix + ".") for key in model.state_dict())
+
+
+def test_weights_missing_from_a_checkpoint_are_initialised(tmp_path):
+    """Delete one tensor of every module type from a saved checkpoint: on load each is finite and initialised as a
+    new model initialises it; every tensor still in the checkpoint keeps its saved value."""
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    block = "encoder.gdlm.blocks.0."
+    missing = {
+        block + "conv.weight": "zero", block + "conv.bias": "zero",  # GDLM v_con depthwise conv (zero-init branch)
+        block + "ss2d.conv2d.weight": "conv", block + "ss2d.conv2d.bias": "small",  # SS2D depthwise conv
+        block + "ss2d.out_proj.weight": "zero", block + "mlp.2.weight": "zero",
+        block + "ss2d.in_proj.weight": "normal", block + "ss2d.ssm.A_log": "a_log", block + "ss2d.ssm.D": "one",
+        block + "ss2d.ssm.x_proj_weight": "small", block + "ss2d.ssm.dt_proj_bias": "finite",
+        block + "position_bias.mlp.0.weight": "normal", block + "position_bias.mlp.1.weight": "one",
+        block + "norm.weight": "one", block + "norm.bias": "zero", "encoder.gdlm.norm.weight": "one",
+        "encoder.visual_extractor.backbone.conv1.weight": "conv",
+        "encoder.visual_extractor.backbone.bn1.weight": "one", "encoder.visual_extractor.backbone.bn1.bias": "zero",
+        "encoder.visual_extractor.backbone.bn1.running_var": "one",
+        "encoder.visual_extractor.backbone.bn1.running_mean": "zero",
+        "encoder.observation_head.classifier.weight": "normal", "encoder.layers.0.self_attn.q_proj.weight": "normal",
+        "decoder.embed_tokens.weight": "normal", "lm_head.weight": "normal", "lm_head.bias": "zero",
+        "adapter_projection.weight": "normal", "decoder.layers.0.cross_attn_norm.weight": "one",
+    }
+    assert set(missing) <= set(state), sorted(set(missing) - set(state))
+    save_file({k: v for k, v in state.items() if k not in missing}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded = RRGMambaForConditionalGeneration.from_pretrained(tmp_path)
+    tensors = loaded.state_dict()
+    for key, value in state.items():
+        if key not in missing:
+            assert torch.equal(tensors[key], value), key
+    for key, kind in missing.items():
+        tensor = tensors[key].float()
+        assert torch.isfinite(tensor).all(), key
+        if kind == "zero":
+            assert tensor.abs().max() == 0, key
+        elif kind == "one":
+            assert torch.equal(tensor, torch.ones_like(tensor)), key
+        elif kind == "a_log":
+            expected = torch.log(torch.arange(1, tensor.shape[-1] + 1, dtype=torch.float32)).expand_as(tensor)
+            torch.testing.assert_close(tensor, expected, msg=key)
+        elif kind == "normal":
+            assert 0.01 < tensor.std() < 0.03 and tensor.mean().abs() < 0.01, (key, tensor.std())
+        elif kind == "conv":
+            assert 0.02 < tensor.std() < 2.0, (key, tensor.std())
+        elif kind == "small":
+            assert 0 < tensor.abs().max() <= 1.0, key
+    assert loaded.decoder.embed_tokens.weight[loaded.config.pad_token_id].abs().max() == 0
+    with torch.no_grad():
+        assert torch.isfinite(loaded(pixel_values=images(), labels=LABELS).logits).all()

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput
@@ -118,9 +118,14 @@ class RRGMambaVisualExtractor(nn.Module):
             **config.backbone_kwargs,
         )
         self.num_features = self.backbone.num_features
-        # timm initialised (or loaded) the backbone; PreTrainedModel's weight initialisation must leave it alone.
+        # timm initialised (or loaded) a backbone built on a real device: PreTrainedModel's weight initialisation
+        # must leave it alone. `from_pretrained` builds on the meta device: there `_init_weights` initialises the
+        # backbone weights the checkpoint lacks (timm's scheme, see `RRGMambaPreTrainedModel._init_weights`).
+        built_on_meta = any(parameter.is_meta for parameter in self.backbone.parameters())
         for module in self.backbone.modules():
-            module._is_hf_initialized = True
+            module._rrg_mamba_backbone = True
+            if not built_on_meta:
+                module._is_hf_initialized = True
 
     def forward(self, images: Tensor) -> Tensor:
         features = self.backbone.forward_features(images)
@@ -161,6 +166,19 @@ class RRGMambaGDLMBlock(GradientCheckpointingLayer):
         if hidden > 0:
             self.mlp_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
             self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        # The last layer of every residual branch starts at zero, so a new GDLM is the identity on v_S (issue 13:
+        # with random branches the GDLM + CMA model started at chance for hundreds of steps); see `_init_weights`.
+        for last in self.residual_outputs():
+            last._rrg_mamba_zero_init = True
+
+    def residual_outputs(self) -> list[nn.Module]:
+        """The last layer of each residual branch (DPB, v_con conv, SS2D, MLP): zero at initialisation."""
+        layers: list[nn.Module] = [self.conv, self.ss2d.out_proj]
+        if self.position_bias is not None:
+            layers.append(self.position_bias.mlp[-1])
+        if self.mlp is not None:
+            layers.append(self.mlp[-1])
+        return layers
 
     def forward(self, grid: Tensor) -> Tensor:
         if self.position_bias is not None:
@@ -173,7 +191,10 @@ class RRGMambaGDLMBlock(GradientCheckpointingLayer):
 
 
 class RRGMambaGDLM(nn.Module):
-    """Global Dependency Learning Module: ``gdlm_depth`` blocks and a closing LayerNorm, v_S -> v_M."""
+    """Global Dependency Learning Module: ``gdlm_depth`` blocks and a closing LayerNorm, v_S -> v_M.
+
+    At initialisation every block is the identity and the closing LayerNorm (gain 1, bias 0) maps v_S, itself a
+    LayerNorm output, to itself, so the GDLM model starts as the use_gdlm=False ablation and learns from there."""
 
     def __init__(self, config: RRGMambaConfig) -> None:
         super().__init__()
@@ -218,10 +239,16 @@ class RRGMambaObservationHead(nn.Module):
 
 
 class RRGMambaAttention(nn.Module):
-    """Multi-head attention; decoder self- and cross-attention read and write the `EncoderDecoderCache`."""
+    """Multi-head attention; decoder self- and cross-attention read and write the `EncoderDecoderCache`.
+
+    Computed with `torch.nn.functional.scaled_dot_product_attention` unless the config asks for the eager
+    implementation (``config._attn_implementation == "eager"``) or the caller needs the attention probabilities
+    (``output_attentions``, the word-to-image heatmaps, the CMA consistency loss): those take the explicit softmax.
+    """
 
     def __init__(self, config: RRGMambaConfig, layer_idx: int | None = None, is_cross_attention: bool = False) -> None:
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.d_model // config.num_attention_heads
         self.layer_idx = layer_idx
@@ -256,15 +283,24 @@ class RRGMambaAttention(nn.Module):
         key_value_states: Tensor | None = None,
         attention_bias: Tensor | None = None,
         cache: Cache | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Returns the attended states (B, T, d) and the attention probabilities (B, heads, T, S)."""
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Returns the attended states (B, T, d) and, when ``need_weights`` (or with the eager implementation), the
+        attention probabilities (B, heads, T, S); otherwise ``None``."""
         queries = self._heads(self.q_proj(hidden_states))
         keys, values = self._keys_values(hidden_states, key_value_states, cache)
-        scores = queries @ keys.transpose(-1, -2) / math.sqrt(self.head_dim)
-        if attention_bias is not None:
-            scores = scores + attention_bias
-        probabilities = scores.softmax(dim=-1)
-        context = F.dropout(probabilities, p=self.dropout, training=self.training) @ values
+        probabilities = None
+        if need_weights or self.config._attn_implementation == "eager":
+            scores = queries @ keys.transpose(-1, -2) / math.sqrt(self.head_dim)
+            if attention_bias is not None:
+                scores = scores + attention_bias
+            probabilities = scores.softmax(dim=-1)
+            context = F.dropout(probabilities, p=self.dropout, training=self.training) @ values
+        else:
+            mask = None if attention_bias is None else attention_bias.to(queries.dtype)
+            context = F.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            )
         context = context.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
         return self.out_proj(context), probabilities
 
@@ -291,8 +327,8 @@ class RRGMambaEncoderLayer(GradientCheckpointingLayer):
         self.ffn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, hidden_states: Tensor) -> tuple[Tensor, Tensor]:
-        attended, probabilities = self.self_attn(self.self_attn_norm(hidden_states))
+    def forward(self, hidden_states: Tensor, output_attentions: bool = False) -> tuple[Tensor, Tensor | None]:
+        attended, probabilities = self.self_attn(self.self_attn_norm(hidden_states), need_weights=output_attentions)
         hidden_states = hidden_states + self.dropout(attended)
         hidden_states = hidden_states + self.dropout(self.ffn(self.ffn_norm(hidden_states)))
         return hidden_states, probabilities
@@ -312,13 +348,19 @@ class RRGMambaDecoderLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
-        self, hidden_states: Tensor, memory: Tensor, self_attention_bias: Tensor, cache: Cache | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        self, hidden_states: Tensor, memory: Tensor, self_attention_bias: Tensor, cache: Cache | None,
+        output_attentions: bool = False, output_cross_attention: bool = False,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``output_attentions``: return both attention maps; ``output_cross_attention``: the cross-attention map."""
         attended, self_probabilities = self.self_attn(
-            self.self_attn_norm(hidden_states), attention_bias=self_attention_bias, cache=cache
+            self.self_attn_norm(hidden_states), attention_bias=self_attention_bias, cache=cache,
+            need_weights=output_attentions,
         )
         hidden_states = hidden_states + self.dropout(attended)
-        attended, cross_probabilities = self.cross_attn(self.cross_attn_norm(hidden_states), memory, cache=cache)
+        attended, cross_probabilities = self.cross_attn(
+            self.cross_attn_norm(hidden_states), memory, cache=cache,
+            need_weights=output_attentions or output_cross_attention,
+        )
         hidden_states = hidden_states + self.dropout(attended)
         hidden_states = hidden_states + self.dropout(self.ffn(self.ffn_norm(hidden_states)))
         return hidden_states, self_probabilities, cross_probabilities
@@ -332,30 +374,72 @@ class RRGMambaDecoderLayer(GradientCheckpointingLayer):
 class RRGMambaPreTrainedModel(PreTrainedModel):
     config_class = RRGMambaConfig
     config: RRGMambaConfig
-    base_model_prefix = "model"
+    # No base model: like transformers' VisionEncoderDecoderModel, the prefix names no attribute and no checkpoint
+    # key, so `model.base_model` is the model itself and no checkpoint key is ever stripped as a base-model prefix.
+    base_model_prefix = "rrg_mamba"
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
     _no_split_modules = ["RRGMambaEncoderLayer", "RRGMambaDecoderLayer", "RRGMambaGDLMBlock"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Normal(0, initializer_range) for the encoder-decoder's linear / embedding layers; the timm backbone keeps
-        timm's initialisation, the state-space layers Mamba's (A = -(1..N), D = 1, log-uniform Delta), and the
-        non-persistent position buffers (DPB offsets, RoPE frequencies) are rebuilt (they are not in checkpoints)."""
+        """Initialise one module (a new model, or the weights a checkpoint lacks; tensors loaded from it are kept).
+
+        Encoder-decoder linear / embedding layers: Normal(0, initializer_range); LayerNorms: 1 / 0. GDLM: the last
+        layer of every residual branch zero (a new GDLM is the identity, issue 13), SS2D's depthwise convolution as
+        torch initialises it, the state-space parameters Mamba's (A = -(1..N), D = 1, log-uniform Delta).
+        Non-persistent position buffers (DPB offsets, RoPE frequencies) are rebuilt. The timm backbone: timm's
+        scheme for ResNet / DenseNet / ViT (Kaiming-normal fan-out convolutions, BatchNorm 1 / 0 with fresh
+        running statistics, truncated-normal 0.02 for other parameters such as ViT's position embedding).
+        """
         if isinstance(module, SelectiveSSM):
-            module.reset_parameters()
+            _reset_keeping_loaded(module)
         elif isinstance(module, (DynamicPositionBias, RotaryEmbedding1D)):
             module.reset_buffers()
+        if getattr(module, "_rrg_mamba_zero_init", False):
+            init.zeros_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            if getattr(module, "_rrg_mamba_backbone", False):
+                init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    init.zeros_(module.bias)
+            else:  # torch's default for a convolution
+                init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+                if module.bias is not None:
+                    bound = 1.0 / math.sqrt(module.weight[0].numel())
+                    init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, (nn.Linear, nn.Embedding)):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 init.zeros_(module.bias)
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                init.zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+            padding = getattr(module, "padding_idx", None)
+            if padding is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[padding])
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm)):
+            if module.weight is not None:
+                init.ones_(module.weight)
+                init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None:
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+        elif getattr(module, "_rrg_mamba_backbone", False):
+            for parameter in module.parameters(recurse=False):  # e.g. ViT's cls_token / pos_embed
+                init.trunc_normal_(parameter, std=0.02)
+
+
+def _reset_keeping_loaded(module: nn.Module) -> None:
+    """``module.reset_parameters()`` for the tensors a checkpoint did not provide (transformers 5 marks the loaded
+    ones ``_is_hf_initialized``; 4.57 initialises before loading, so nothing is marked and everything is reset)."""
+    loaded = {name: tensor.detach().clone() for name, tensor in module.named_parameters(recurse=False)
+              if getattr(tensor, "_is_hf_initialized", False)}
+    module.reset_parameters()
+    for name, value in loaded.items():
+        getattr(module, name).copy_(value)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -389,6 +473,7 @@ class RRGMambaEncoder(nn.Module):
 
     def __init__(self, config: RRGMambaConfig) -> None:
         super().__init__()
+        self.config = config
         self.visual_extractor = RRGMambaVisualExtractor(config)
         # The flag has done its job (timm loaded the weights); a saved config must not download them again.
         config.pretrained_backbone = False
@@ -424,7 +509,9 @@ class RRGMambaEncoder(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-    ) -> RRGMambaEncoderOutput:
+    ) -> RRGMambaEncoderOutput | tuple[Tensor, ...]:
+        """Images -> `RRGMambaEncoderOutput`, or its `to_tuple()` (fields that are None left out) when
+        ``return_dict`` is False (default: ``config.return_dict``)."""
         tokens, grid_mask = self.visual_tokens(pixel_values)
         observation_logits = foreground_map = None
         if self.observation_head is not None:
@@ -433,14 +520,14 @@ class RRGMambaEncoder(nn.Module):
         all_hidden, all_attentions = [], []
         for layer in self.layers:
             all_hidden.append(hidden_states)
-            hidden_states, probabilities = layer(hidden_states)
+            hidden_states, probabilities = layer(hidden_states, bool(output_attentions))
             all_attentions.append(probabilities)
         hidden_states = self.norm(hidden_states)
         all_hidden.append(hidden_states)
         foreground_token = None
         if foreground_map is not None:
             foreground_token = torch.einsum("bn,bnd->bd", foreground_map, hidden_states)
-        return RRGMambaEncoderOutput(
+        output = RRGMambaEncoderOutput(
             last_hidden_state=hidden_states,
             observation_logits=observation_logits,
             foreground_map=foreground_map,
@@ -448,6 +535,21 @@ class RRGMambaEncoder(nn.Module):
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
         )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
+
+    def output_from_tuple(self, values: tuple | list) -> RRGMambaEncoderOutput:
+        """Read back `forward(..., return_dict=False)`: the memory, the three CMA fields when ``use_cma``, then
+        hidden states (encoder_layers + 1 entries) and / or attentions (encoder_layers entries), as present."""
+        values = list(values)
+        fields: dict[str, Any] = {"last_hidden_state": values.pop(0)}
+        if self.observation_head is not None and len(values) >= 3:
+            fields.update(zip(("observation_logits", "foreground_map", "foreground_token"), values[:3]))
+            values = values[3:]
+        for value in values:
+            name = "hidden_states" if len(value) == len(self.layers) + 1 else "attentions"
+            fields[name] = value
+        return RRGMambaEncoderOutput(**fields)
 
 
 class RRGMambaDecoder(nn.Module):
@@ -484,7 +586,10 @@ class RRGMambaDecoder(nn.Module):
         cache: Cache | None,
         output_attentions: bool,
         output_hidden_states: bool,
+        output_last_cross_attention: bool = False,
     ) -> tuple[Tensor, tuple, tuple, tuple]:
+        """Returns the final states, and (when asked, else empty) the hidden states, self-attention maps and
+        cross-attention maps; ``output_last_cross_attention`` adds the last layer's map (None for the others)."""
         past = cache.get_seq_length() if cache is not None else 0
         length = input_ids.shape[1]
         embeddings = self.embed_tokens(input_ids) * self.scale
@@ -493,9 +598,12 @@ class RRGMambaDecoder(nn.Module):
         )
         bias = self.attention_bias(length, past, attention_mask, hidden_states.dtype, input_ids.device)
         all_hidden, self_attentions, cross_attentions = [], [], []
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             all_hidden.append(hidden_states)
-            hidden_states, self_probabilities, cross_probabilities = layer(hidden_states, memory, bias, cache)
+            last = output_last_cross_attention and index == len(self.layers) - 1
+            hidden_states, self_probabilities, cross_probabilities = layer(
+                hidden_states, memory, bias, cache, output_attentions, last
+            )
             self_attentions.append(self_probabilities)
             cross_attentions.append(cross_probabilities)
         hidden_states = self.norm(hidden_states)
@@ -504,7 +612,7 @@ class RRGMambaDecoder(nn.Module):
             hidden_states,
             tuple(all_hidden) if output_hidden_states else (),
             tuple(self_attentions) if output_attentions else (),
-            tuple(cross_attentions),
+            tuple(cross_attentions) if output_attentions or output_last_cross_attention else (),
         )
 
 
@@ -579,6 +687,22 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
         self.adapter_projection = nn.Linear(2 * config.d_model, config.d_model) if config.use_cma else None
         self.lm_head = nn.Linear(config.d_model, config.vocab_size)
         self.post_init()
+        if self.generation_config is not None:  # the paper's decoding (Sec. 4.2) travels with every saved model
+            self.generation_config.num_beams = config.generation_num_beams
+            self.generation_config.max_new_tokens = config.generation_max_length
+
+    def _prepare_generation_config(self, generation_config: GenerationConfig | None = None, *args: Any, **kwargs: Any):
+        """transformers' merge of call arguments over the model's generation config, except that a ``max_length``
+        given to this call (or in its ``generation_config``) replaces the model's default ``max_new_tokens``
+        instead of being overridden by it (transformers lets ``max_new_tokens`` win whatever its origin)."""
+        prepared, model_kwargs = super()._prepare_generation_config(generation_config, *args, **kwargs)
+        caller = kwargs.get("max_length") is not None or (
+            generation_config is not None and generation_config is not self.generation_config
+            and generation_config.max_new_tokens is None and generation_config.max_length is not None
+        )
+        if caller and kwargs.get("max_new_tokens") is None:
+            prepared.max_new_tokens = None
+        return prepared, model_kwargs
 
     def get_encoder(self, modality: str | None = None) -> RRGMambaEncoder:
         return self.encoder
@@ -633,9 +757,9 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         if encoder_outputs is None:
-            encoder_outputs = self.encoder(pixel_values, output_attentions, output_hidden_states)
+            encoder_outputs = self.encoder(pixel_values, output_attentions, output_hidden_states, return_dict=True)
         elif not isinstance(encoder_outputs, RRGMambaEncoderOutput):
-            encoder_outputs = RRGMambaEncoderOutput(*encoder_outputs)
+            encoder_outputs = self.encoder.output_from_tuple(encoder_outputs)
         memory = encoder_outputs.last_hidden_state
         if labels is not None and decoder_input_ids is None:
             if labels.ndim != 2 or labels.shape[1] == 0:
@@ -653,8 +777,10 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
         elif not use_cache:
             cache = None
 
+        consistency = labels is not None and self.adapter_projection is not None
         decoder_states, hidden_states, self_attentions, cross_attentions = self.decoder(
-            decoder_input_ids, memory, decoder_attention_mask, cache, output_attentions, output_hidden_states
+            decoder_input_ids, memory, decoder_attention_mask, cache, output_attentions, output_hidden_states,
+            output_last_cross_attention=consistency,
         )
         fused = decoder_states
         if self.adapter_projection is not None:
@@ -666,7 +792,7 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
         if labels is not None:
             report_loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
             loss = report_loss
-            if self.adapter_projection is not None:
+            if consistency:
                 cons_loss = consistency_loss(
                     cross_attentions[-1].mean(dim=1), decoder_states, encoder_outputs.foreground_map,
                     encoder_outputs.foreground_token, labels, self.config.word_ratio,
