@@ -187,7 +187,7 @@ def corrupt_weights(model_dir: Path, case: str) -> str:
     config = json.loads((model_dir / "config.json").read_text())  # model_type of the other architecture
     config["model_type"] = "emrrg"
     (model_dir / "config.json").write_text(json.dumps(config))
-    return "model"
+    return "tensors in the weights file are weights of a 'emrrg' model: does config.json's model_type match"
 
 
 @pytest.mark.parametrize("case", ["unrelated_keys", "one_missing", "truncated", "empty", "config_not_json",

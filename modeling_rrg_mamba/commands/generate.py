@@ -200,10 +200,35 @@ def load_checked_model(model_dir: str | os.PathLike, processor_model_type: str |
     try:
         model, info = AutoModelForImageTextToText.from_pretrained(model_dir, output_loading_info=True)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
-        raise ValueError(f"--model: cannot load the model in {model_dir} ({type(error).__name__}: {error}); save it "
-                         "again with save_pretrained or rrg-mamba train") from error
+        hint = weights_config_hint(model_dir) or "save it again with save_pretrained or rrg-mamba train"
+        raise ValueError(f"--model: cannot load the model in {model_dir} ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:300]}); {hint}") from error
     check_loading_info(model_dir, model, info)
     return model
+
+
+def weights_config_hint(model_dir: Path) -> str | None:
+    """After a failed load: do the weight names fit the model config.json describes? (``None`` if unknown)."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+        with torch.device("meta"):
+            expected = set(AutoModelForImageTextToText.from_config(config).state_dict())
+        found: set[str] = set()
+        for path in model_dir.glob("*.safetensors"):
+            with safe_open(str(path), framework="pt") as handle:
+                found |= set(handle.keys())
+    except Exception:  # only a hint: the original error is reported either way
+        return None
+    if not found:
+        return None
+    shared = len(expected & found)
+    if shared < len(found) / 2:
+        return (f"only {shared} of the {len(found)} tensors in the weights file are weights of a "
+                f"{config.model_type!r} model: does config.json's model_type match the weights file?")
+    return "the weight names match but their shapes do not: config.json's sizes do not match the weights file"
 
 
 def check_weight_files(model_dir: Path) -> None:
