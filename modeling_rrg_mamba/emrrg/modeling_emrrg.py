@@ -204,6 +204,7 @@ class HybridAttentionMixin:
 
     gated_cross_attn: GatedCrossAttention
     cross_cache_index: int
+    _attention_signature: inspect.Signature  # of the LLM attention's forward, set per hybrid class
 
     def init_hybrid(self, config: EMRRGConfig, pre_attention_norm: Optional[nn.Module], cross_cache_index: int) -> None:
         """Add the cross-attention's weights; ``pre_attention_norm`` is the layer's shared norm (``"self_attention"``
@@ -251,7 +252,7 @@ class HybridAttentionMixin:
 
     def forward(self, *args: Any, cross_attention_states: Optional[Tensor] = None, **kwargs: Any) -> Any:
         outputs = super().forward(*args, **kwargs)
-        bound = _bound_arguments(super().forward, args, kwargs)
+        bound = _bound_arguments(self._attention_signature, (self, *args), kwargs)
         cache = next((bound[name] for name in CACHE_KWARG_NAMES if bound.get(name) is not None), None)
         keys_values = self._visual_keys_values(cross_attention_states, cache)
         if keys_values is None:  # text only: nothing to attend to
@@ -267,9 +268,8 @@ class HybridAttentionMixin:
         return outputs + cross
 
 
-def _bound_arguments(forward: Any, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _bound_arguments(signature: inspect.Signature, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The arguments of an attention call by name (however the decoder layer passed them)."""
-    signature = inspect.signature(forward)
     bound = signature.bind_partial(*args, **kwargs).arguments
     for parameter in signature.parameters.values():
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
@@ -287,7 +287,8 @@ def hybrid_attention_class(attention_class: type) -> type:
     from this module by name so that modules holding it pickle)."""
     if attention_class not in _HYBRID_CLASSES:
         name = f"EMRRGHybrid{attention_class.__name__}"
-        hybrid = type(name, (HybridAttentionMixin, attention_class), {"__module__": __name__})
+        namespace = {"__module__": __name__, "_attention_signature": inspect.signature(attention_class.forward)}
+        hybrid = type(name, (HybridAttentionMixin, attention_class), namespace)
         setattr(sys.modules[__name__], name, hybrid)
         _HYBRID_CLASSES[attention_class] = hybrid
     return _HYBRID_CLASSES[attention_class]
