@@ -127,7 +127,8 @@ def generate(argv: Sequence[str]) -> None:
             command.generate_reports(
                 model, processor, [studies[i] for i in todo], batch_size=args.batch_size, heatmap_dir=args.heatmaps,
                 heatmap_words=args.heatmap_words, metadata=[metadata[i] for i in todo] if metadata else None,
-                on_record=write, on_bad_image=args.on_bad_image, skipped=skipped, num_beams=args.num_beams,
+                on_record=write, on_bad_image=args.on_bad_image, skipped=skipped, heatmap_start=done,
+                num_beams=args.num_beams,
                 max_new_tokens=args.max_new_tokens)
     except (OSError, ValueError) as error:
         raise (OSError if isinstance(error, OSError) else ValueError)(f"{error} ({writer.count + done} reports kept in {output}; fix the problem and re-run with "

@@ -104,14 +104,15 @@ import sys
 import modeling_rrg_mamba
 package_heavy = "torch" in sys.modules
 from modeling_rrg_mamba.cli import main
-main([sys.argv[1], "--help"])
+main([*sys.argv[1:], "--help"])
 print("HEAVY" if {"torch", "transformers"} & set(sys.modules) else "LIGHT", "PACKAGE_HEAVY" if package_heavy else "")
 """
 
 
-@pytest.mark.parametrize("command", ["generate", "evaluate", "verify", "demo"])
+@pytest.mark.parametrize("command", ["", "generate", "evaluate", "verify", "demo"])
 def test_help_needs_neither_torch_nor_transformers_and_marks_required_flags(command):
-    result = subprocess.run([sys.executable, "-c", HELP_SCRIPT, command], capture_output=True, text=True, timeout=300)
+    argv = [command] if command else []
+    result = subprocess.run([sys.executable, "-c", HELP_SCRIPT, *argv], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     if command == "generate":
         assert "--model MODEL" in result.stdout and "(required) Saved model" in result.stdout
@@ -126,7 +127,8 @@ def test_help_needs_neither_torch_nor_transformers_and_marks_required_flags(comm
 
 def test_unreadable_film_stops_generate_keeping_the_reports_so_far_and_resume_skips_them(saved_model, tmp_path, capsys):
     folder, output = films_with_one_bad(tmp_path), tmp_path / "reports.jsonl"
-    argv = ["generate", "--model", str(saved_model), "--images", str(folder), "--output", str(output), *FAST]
+    argv = ["generate", "--model", str(saved_model), "--images", str(folder), "--output", str(output), *FAST,
+            "--heatmaps", str(tmp_path / "maps")]
     assert main(argv) == 2
     line = error_line(capsys)
     assert "2.jpg" in line and "2 reports kept" in line and "--resume" in line
@@ -135,7 +137,9 @@ def test_unreadable_film_stops_generate_keeping_the_reports_so_far_and_resume_sk
     assert main([*argv, "--resume", "--on_bad_image", "skip"]) == 0
     captured = capsys.readouterr()
     assert "1 studies skipped" in captured.err and "2.jpg" in captured.err
-    assert [Path(r["images"][0]).name for r in read_jsonl(output)] == ["0.jpg", "1.jpg", "3.jpg"]
+    records = read_jsonl(output)
+    assert [Path(r["images"][0]).name for r in records] == ["0.jpg", "1.jpg", "3.jpg"]
+    assert len({r["heatmap"] for r in records}) == 3 and all(Path(r["heatmap"]).is_file() for r in records)
 
 
 def test_generate_resume_drops_a_line_cut_short_by_a_kill(saved_model, tmp_path):

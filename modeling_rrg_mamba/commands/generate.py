@@ -100,14 +100,16 @@ def generate_reports(model: torch.nn.Module, processor: Any, studies: Sequence[S
                      heatmap_dir: str | os.PathLike | None = None, heatmap_words: int = 6,
                      metadata: Sequence[dict[str, Any]] | None = None,
                      on_record: Callable[[dict[str, Any]], None] | None = None, on_bad_image: str = "error",
-                     skipped: list[dict[str, Any]] | None = None, **generation_kwargs: Any) -> list[dict[str, Any]]:
+                     skipped: list[dict[str, Any]] | None = None, heatmap_start: int = 0,
+                     **generation_kwargs: Any) -> list[dict[str, Any]]:
     """Generate one report per study (batched, with a progress bar); one record per study:
     ``{"id", "images", "prediction"}`` plus ``"heatmap"`` and ``"heatmap_words"`` when ``heatmap_dir`` is set, and
     the study's ``metadata`` entry (e.g. ``{"id", "reference"}``) when given.
 
     ``on_record`` is called with each record as soon as it exists (``rrg-mamba generate`` writes it to the JSONL
     then, so an error later loses nothing). A study with an unreadable image raises (``on_bad_image="error"``) or is
-    left out and appended to ``skipped`` (``"skip"``)."""
+    left out and appended to ``skipped`` (``"skip"``). Heatmap files are numbered from ``heatmap_start`` (a resumed
+    run continues the numbering instead of overwriting the first run's PNGs)."""
     if heatmap_dir is not None and not model.config.is_encoder_decoder:
         raise ValueError(f"--heatmaps: {type(model).__name__} has no encoder-decoder cross-attention to draw "
                          "(heatmaps are for RRG-Mamba)")
@@ -123,7 +125,7 @@ def generate_reports(model: torch.nn.Module, processor: Any, studies: Sequence[S
             if positions:
                 records += _generate_batch(model, processor, inputs.to(device), [studies[i] for i in positions],
                                            [metadata[i] if metadata else {} for i in positions], heatmap_dir,
-                                           heatmap_words, on_record, len(records), generation_kwargs)
+                                           heatmap_words, on_record, heatmap_start + len(records), generation_kwargs)
             progress.update(len(chunk))
     return records
 
