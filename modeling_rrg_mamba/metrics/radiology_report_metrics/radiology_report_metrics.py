@@ -12,8 +12,14 @@ Load it from the installed package, offline::
 import datasets
 import evaluate
 
-from modeling_rrg_mamba.metrics.nlg import NLGEvaluator
-from modeling_rrg_mamba.metrics.report_metrics import compute_report_metrics
+try:  # the metric's code lives in the package: the rule labeler, the R2Gen cleaner, METEOR's one-JVM scorer
+    from modeling_rrg_mamba.metrics.nlg import NLGEvaluator
+    from modeling_rrg_mamba.metrics.report_metrics import compute_report_metrics
+except ImportError as error:  # e.g. this script copied to or loaded from the Hub without the package
+    raise ImportError(
+        "radiology_report_metrics needs the rrg-mamba package (pip install rrg-mamba; import name "
+        "modeling_rrg_mamba) and Java for METEOR; it is not self-contained, see the README's note on Hub metrics"
+    ) from error
 
 _DESCRIPTION = """\
 Report-generation metrics as IU X-Ray / MIMIC-CXR papers report them: pycocoevalcap BLEU-1..4 (corpus),
