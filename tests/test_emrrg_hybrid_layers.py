@@ -222,3 +222,17 @@ def test_xray_mamba_partly_loaded_embeddings_keep_what_was_loaded(tmp_path):
     reloaded = XrayMambaModel.from_pretrained(tmp_path)
     assert torch.equal(reloaded.embeddings.position_embeddings, state["embeddings.position_embeddings"])
     assert torch.isfinite(reloaded.embeddings.cls_token).all() and reloaded.embeddings.cls_token.abs().max() < 1
+
+
+def test_loss_is_the_llms_and_honours_the_trainers_token_count():
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = EMRRGForConditionalGeneration(config).eval()
+    ids, pixels = prompt_ids(2, config.num_image_tokens), torch.randn(2, 3, 32, 32)
+    out = model(input_ids=ids, pixel_values=pixels, labels=ids, use_cache=False)
+    targets = ids.masked_fill(ids == IMAGE_TOKEN_ID, -100)[:, 1:]
+    expected = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)
+    torch.testing.assert_close(out.loss, expected)
+    count = int((targets != -100).sum())
+    summed = model(input_ids=ids, pixel_values=pixels, labels=ids, use_cache=False, num_items_in_batch=count // 2).loss
+    torch.testing.assert_close(summed, 2 * expected)

@@ -574,6 +574,7 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         if use_cache and cache is None:
             # Created here (not by the LLM) so that the cache the visual keys/values are written to is the one returned.
             cache = DynamicCache(config=self.config.text_config)
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)  # the Trainer's loss normaliser, not the stack's
         # The LLM's decoder stack passes cross_attention_states on to its layers' attentions (see the module docstring).
         decoder_outputs = self.language_model.base_model(
             inputs_embeds=inputs_embeds,
@@ -593,7 +594,8 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
             logits = torch.tanh(logits / softcap) * softcap
         loss = None
         if labels is not None:
-            loss = self.language_model.loss_function(logits=logits, labels=labels, vocab_size=logits.shape[-1])
+            loss = self.language_model.loss_function(
+                logits=logits, labels=labels, vocab_size=logits.shape[-1], num_items_in_batch=num_items_in_batch)
         output = EMRRGCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
