@@ -22,8 +22,9 @@ line or flag and say what to do. Any other exception (``TypeError``, ``Attribute
 ``RuntimeError``, ...) is a bug and keeps its traceback. ``--debug`` (anywhere on the command line, without a value)
 or ``RRG_MAMBA_DEBUG=1`` shows the traceback of user errors too.
 
-Only the command that runs imports torch / transformers: ``rrg-mamba <command> --help`` (except ``train``, whose
-help lists every TrainingArguments flag) is built from the argument dataclasses without them.
+Only the command that runs imports torch / transformers: ``rrg-mamba <command> --help`` is built from the argument
+dataclasses without them (``train --help`` reads its own arguments from the source of ``training/arguments.py`` and
+points to ``train --help-all``, which lists every TrainingArguments flag and does load transformers).
 """
 
 from __future__ import annotations
@@ -198,6 +199,64 @@ def light_help(command: str) -> str:
     return parser.format_help()
 
 
+TRAIN_ARGUMENT_CLASSES = ("ModelArguments", "DataArguments", "ReportGenerationTrainingArguments")
+
+
+def _literal(node: Any) -> Any:
+    import ast
+
+    try:
+        return ast.literal_eval(node)
+    except ValueError:  # an f-string or a name: not shown
+        return None
+
+
+def _help_text(metadata: Any) -> str:
+    """The ``"help"`` entry of a ``metadata={...}`` node; an f-string shows its placeholders as written."""
+    import ast
+
+    if not isinstance(metadata, ast.Dict):
+        return ""
+    for key, value in zip(metadata.keys, metadata.values):
+        if isinstance(key, ast.Constant) and key.value == "help":
+            if isinstance(value, ast.JoinedStr):
+                return ast.unparse(value)[2:-1]
+            text = _literal(value)
+            return text if isinstance(text, str) else ""
+    return ""
+
+
+def train_fields() -> list[tuple[str, Any, str]]:
+    """(name, default, help) of the train command's own arguments, read from training/arguments.py's source: its
+    import would load transformers and torch (``Seq2SeqTrainingArguments``), which ``--help`` must not need."""
+    import ast
+
+    source = Path(__file__).with_name("training") / "arguments.py"
+    fields = []
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if not (isinstance(node, ast.ClassDef) and node.name in TRAIN_ARGUMENT_CLASSES):
+            continue
+        for item in node.body:
+            if isinstance(item, ast.AnnAssign) and isinstance(item.value, ast.Call) and isinstance(item.target, ast.Name):
+                keywords = {k.arg: k.value for k in item.value.keywords}
+                text = _help_text(keywords.get("metadata"))
+                default = _literal(keywords["default"]) if "default" in keywords else None
+                fields.append((item.target.id, default, text))
+    return fields
+
+
+def light_train_help() -> str:
+    lines = ["usage: rrg-mamba train [--recipe RECIPE] [--<argument> VALUE ...]", "",
+             "Train a model (Seq2SeqTrainer). Its own arguments are below; every Seq2SeqTrainingArguments flag "
+             "(--output_dir, --learning_rate, --bf16, --resume_from_checkpoint last, ...) works too: "
+             "`rrg-mamba train --help-all` lists them all (slower: it loads transformers).", "",
+             "  --recipe RECIPE       JSON/YAML recipe file (or its name in configuration/); flags override it"]
+    for name, default, text in train_fields():
+        shown = "" if default is None else f" (default: {default})"
+        lines.append(f"  --{name:<20} {text}{shown}")
+    return "\n".join(lines)
+
+
 def pop_debug(argv: list[str]) -> bool:
     """Remove a bare ``--debug`` (not TrainingArguments' ``--debug <option>``); True if it was there."""
     for position, item in enumerate(argv):
@@ -212,6 +271,11 @@ def run(command: str, rest: list[str]) -> int:
     if command in LIGHT_HELP and any(item in ("-h", "--help") for item in rest):
         print(light_help(command))
         return 0
+    if command == "train" and any(item in ("-h", "--help") for item in rest):
+        print(light_train_help())
+        return 0
+    if command == "train" and "--help-all" in rest:
+        rest = [("--help" if item == "--help-all" else item) for item in rest]
     return COMMANDS[command](rest) or 0
 
 

@@ -109,7 +109,7 @@ print("HEAVY" if {"torch", "transformers"} & set(sys.modules) else "LIGHT", "PAC
 """
 
 
-@pytest.mark.parametrize("command", ["", "generate", "evaluate", "verify", "demo"])
+@pytest.mark.parametrize("command", ["", "train", "generate", "evaluate", "verify", "demo"])
 def test_help_needs_neither_torch_nor_transformers_and_marks_required_flags(command):
     argv = [command] if command else []
     result = subprocess.run([sys.executable, "-c", HELP_SCRIPT, *argv], capture_output=True, text=True, timeout=300)
@@ -117,6 +117,9 @@ def test_help_needs_neither_torch_nor_transformers_and_marks_required_flags(comm
     if command == "generate":
         assert "--model MODEL" in result.stdout and "(required) Saved model" in result.stdout
         assert "(required unless --annotation)" in result.stdout
+    if command == "train":
+        for flag in ("--annotation", "--on_bad_image", "--verify_images", "--overwrite_output_dir", "--help-all"):
+            assert flag in result.stdout, flag
     if "PACKAGE_HEAVY" in result.stdout:
         pytest.xfail("modeling_rrg_mamba/__init__.py imports both models (torch) eagerly; see issue 11 report")
     assert "LIGHT" in result.stdout
