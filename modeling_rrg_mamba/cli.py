@@ -61,7 +61,8 @@ def train(argv: Sequence[str]) -> None:
     try:
         model_args, data_args, training_args = parse_with_recipe(parser, argv)
     except FileExistsError as error:  # transformers 4.57 creates output_dir while parsing
-        raise ValueError(f"--output_dir: {error.filename} is a file, not a folder; choose another output_dir") from error
+        raise ValueError(f"--output_dir: {error.filename} is a file, not a folder; choose another output_dir") \
+            from error
     run_training(model_args, data_args, training_args)
 
 
@@ -132,8 +133,9 @@ def generate(argv: Sequence[str]) -> None:
                 num_beams=args.num_beams,
                 max_new_tokens=args.max_new_tokens)
     except (OSError, ValueError) as error:
-        raise (OSError if isinstance(error, OSError) else ValueError)(f"{error} ({writer.count + done} reports kept in {output}; fix the problem and re-run with "
-                          "--resume, or pass --on_bad_image skip)") from error
+        kind = OSError if isinstance(error, OSError) else ValueError
+        raise kind(f"{error} ({writer.count + done} reports kept in {output}; fix the problem and re-run with "
+                   "--resume, or pass --on_bad_image skip)") from error
     print(f"{writer.count} reports written to {output}" + (f" ({done} were there already)" if done else "")
           + (f"; heatmaps in {args.heatmaps}" if args.heatmaps else ""))
     report_skipped(skipped)
@@ -237,7 +239,8 @@ def train_fields() -> list[tuple[str, Any, str]]:
         if not (isinstance(node, ast.ClassDef) and node.name in TRAIN_ARGUMENT_CLASSES):
             continue
         for item in node.body:
-            if isinstance(item, ast.AnnAssign) and isinstance(item.value, ast.Call) and isinstance(item.target, ast.Name):
+            if (isinstance(item, ast.AnnAssign) and isinstance(item.value, ast.Call)
+                    and isinstance(item.target, ast.Name)):
                 keywords = {k.arg: k.value for k in item.value.keywords}
                 text = _help_text(keywords.get("metadata"))
                 default = _literal(keywords["default"]) if "default" in keywords else None

@@ -279,5 +279,5 @@ class XrayImageProcessor(BaseImageProcessor):
         return BatchFeature({"pixel_values": torch.stack(studies)})
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MIN_IMAGE_SIDE", "XrayImageProcessor",
-           "check_image_size", "load_xray_image"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MIN_IMAGE_SIDE",
+           "XrayImageProcessor", "check_image_size", "load_xray_image"]

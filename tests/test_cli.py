@@ -93,9 +93,11 @@ def test_generate_rejects_missing_inputs(saved_model, tmp_path, capsys):
     with pytest.raises(ValueError, match="3 images do not form studies of 2 views"):
         group_studies(DEMO_IMAGES[:3], 2)
     output = str(tmp_path / "r.jsonl")
-    assert main(["generate", "--model", str(tmp_path / "none"), "--images", str(DEMO_IMAGES[0]), "--output", output]) == 2
+    assert main(["generate", "--model", str(tmp_path / "none"), "--images", str(DEMO_IMAGES[0]),
+                 "--output", output]) == 2
     assert "no saved model directory" in capsys.readouterr().err
-    assert main(["generate", "--model", str(saved_model), "--images", str(DEMO_IMAGES[0]), "--views_per_study", "0"]) == 2
+    assert main(["generate", "--model", str(saved_model), "--images", str(DEMO_IMAGES[0]),
+                 "--views_per_study", "0"]) == 2
     assert "rrg-mamba: error: --views_per_study" in capsys.readouterr().err
 
 

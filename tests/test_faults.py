@@ -128,7 +128,8 @@ def test_help_needs_neither_torch_nor_transformers_and_marks_required_flags(comm
 # ------------------------------------------------------------------------------------------------- generate
 
 
-def test_unreadable_film_stops_generate_keeping_the_reports_so_far_and_resume_skips_them(saved_model, tmp_path, capsys):
+def test_unreadable_film_stops_generate_keeping_the_reports_so_far_and_resume_skips_them(saved_model, tmp_path,
+                                                                                          capsys):
     folder, output = films_with_one_bad(tmp_path), tmp_path / "reports.jsonl"
     argv = ["generate", "--model", str(saved_model), "--images", str(folder), "--output", str(output), *FAST,
             "--heatmaps", str(tmp_path / "maps")]
@@ -289,7 +290,8 @@ def test_duplicate_ids_split_overlap_and_mixed_view_counts_are_named(film_root):
     with pytest.raises(BadEntry, match="duplicate study ids 'a'"):
         build_dataset_dict({"train": [_entry("a"), _entry("a", "b.png")]}, image_root=film_root)
     with pytest.warns(UserWarning, match="duplicate study ids 'a'"):
-        kept = build_dataset_dict({"train": [_entry("a"), _entry("a", "b.png")]}, image_root=film_root, on_error="skip")
+        kept = build_dataset_dict({"train": [_entry("a"), _entry("a", "b.png")]}, image_root=film_root,
+                                  on_error="skip")
     assert kept["train"]["id"] == ["a"]
     overlap = {"train": [_entry("a"), _entry("b")], "test": [_entry("a"), _entry("x", "b.png")]}
     with pytest.raises(BadEntry, match=r"2 studies are in more than one split: 'a \(train and test\)', 'x"):

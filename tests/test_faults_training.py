@@ -58,7 +58,8 @@ def test_last_picks_the_newest_complete_checkpoint_and_names_the_skipped_ones(tm
     (cut / "trainer_state.json").write_text('{"global_st')  # disk full while writing the state
     assert resolve_resume_checkpoint(tmp_path, "last") == str(tmp_path / "checkpoint-4")
     out = capsys.readouterr().out
-    assert "checkpoint-12 (trainer_state.json is cut short" in out and "checkpoint-8 (trainer_state.json is missing" in out
+    assert "checkpoint-12 (trainer_state.json is cut short" in out
+    assert "checkpoint-8 (trainer_state.json is missing" in out
     with pytest.raises(ValueError, match="checkpoint-8: trainer_state.json is missing"):
         resolve_resume_checkpoint(tmp_path, str(tmp_path / "checkpoint-8"))
     with pytest.raises(ValueError, match="holds no complete checkpoint"):
@@ -129,7 +130,8 @@ def test_corrupt_films_in_the_train_split(tmp_path, capsys):
     assert not list((tmp_path / "verify").glob("checkpoint-*"))
     assert main([*train_argv(tmp_path / "stop", 2, annotation, root)]) == 2
     line = error_line(capsys)  # the first bad film met, named, with what to do
-    assert "is unreadable" in line and ("tiny.png" in line or "cannot decode" in line) and "--on_bad_image skip" in line
+    assert "is unreadable" in line and ("tiny.png" in line or "cannot decode" in line)
+    assert "--on_bad_image skip" in line
     assert main([*train_argv(tmp_path / "skip", 2, annotation, root), "--on_bad_image", "skip"]) == 0
     assert (tmp_path / "skip" / "checkpoint-2" / "trainer_state.json").is_file()
     assert main([*train_argv(tmp_path / "verify-skip", 1, annotation, root), "--verify_images", "--on_bad_image",

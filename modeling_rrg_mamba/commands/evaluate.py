@@ -34,7 +34,8 @@ def score_predictions(predictions: str | os.PathLike, output: str | os.PathLike 
     if not Path(predictions).is_file():
         raise FileNotFoundError(f"--predictions: no such file {predictions}")
     output = check_output_file(output or Path(predictions).with_suffix(".metrics.json"), "--output")
-    predictions_, references, lines = read_prediction_jsonl(predictions, prediction_key, reference_key, with_lines=True)
+    predictions_, references, lines = read_prediction_jsonl(predictions, prediction_key, reference_key,
+                                                            with_lines=True)
     check_empty_texts(predictions, find_empty_texts(predictions_, references, lines, clean_style), empty_text)
     say(f"read {len(predictions_)} pairs from {predictions}")
     if meteor:

@@ -165,7 +165,8 @@ def annotation_studies(annotation: str | os.PathLike, image_root: str | os.PathL
     wanted = SPLIT_ALIASES.get(split, split)
     key = next((k for k in data if SPLIT_ALIASES.get(k) == wanted), None) if isinstance(data, dict) else None
     if key is None:
-        raise ValueError(f"--split: {annotation} has no split {split!r} (it has {sorted(data) if isinstance(data, dict) else []})")
+        have = sorted(data) if isinstance(data, dict) else []
+        raise ValueError(f"--split: {annotation} has no split {split!r} (it has {have})")
     on_error = "skip" if on_bad_image == "skip" else "raise"
     dataset = build_dataset_dict({key: data[key]}, image_root=image_root, on_error=on_error, source=str(annotation))
     rows = dataset[wanted]
@@ -238,8 +239,10 @@ def check_weight_files(model_dir: Path) -> None:
     from safetensors import safe_open
 
     files = sorted(model_dir.glob("*.safetensors"))
-    if not files and not any((model_dir / name).is_file() for name in ("pytorch_model.bin", "model.safetensors.index.json")):
-        raise FileNotFoundError(f"--model: {model_dir} holds no weights (model.safetensors); is it a saved model folder?")
+    others = ("pytorch_model.bin", "model.safetensors.index.json")
+    if not files and not any((model_dir / name).is_file() for name in others):
+        raise FileNotFoundError(f"--model: {model_dir} holds no weights (model.safetensors); is it a saved model "
+                                "folder?")
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as handle:
@@ -255,7 +258,8 @@ def _listed(names: Sequence[str], limit: int = 8) -> str:
 
 def check_loading_info(model_dir: Path, model: torch.nn.Module, info: dict[str, Any]) -> None:
     missing, unexpected = sorted(info.get("missing_keys") or ()), sorted(info.get("unexpected_keys") or ())
-    mismatched = [str(item[0]) if isinstance(item, (tuple, list)) else str(item) for item in info.get("mismatched_keys") or ()]
+    mismatched = [str(item[0]) if isinstance(item, (tuple, list)) else str(item)
+                  for item in info.get("mismatched_keys") or ()]
     if not (missing or unexpected or mismatched):
         return
     total = len(model.state_dict())
@@ -274,4 +278,5 @@ def check_loading_info(model_dir: Path, model: torch.nn.Module, info: dict[str, 
 
 
 __all__ = ["IMAGE_SUFFIXES", "check_loading_info", "check_weight_files", "collect_images", "generate_reports",
-           "annotation_studies", "group_studies", "load_checked_model", "pending_studies", "readable_batch", "write_heatmap"]
+           "annotation_studies", "group_studies", "load_checked_model", "pending_studies", "readable_batch",
+           "write_heatmap"]

@@ -116,7 +116,8 @@ class ReportGenerationCollator:
                 continue
             kept.append(example)
         if not kept:
-            raise ValueError(f"every study of the batch has an unreadable image (ids {[e.get('id') for e in examples]})")
+            ids = [e.get("id") for e in examples]
+            raise ValueError(f"every study of the batch has an unreadable image (ids {ids})")
         return kept, images
 
     @staticmethod

@@ -212,8 +212,8 @@ def push_to_hub(
                                      datasets=datasets, dataset_name=dataset_name, safe_serialization=True)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model",
-                             allow_patterns=exported)
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
+                             repo_type="model", allow_patterns=exported)
 
 
 __all__ = ["MODEL_AUTO_CLASSES", "push_to_hub", "save_for_hub", "write_auto_maps"]
