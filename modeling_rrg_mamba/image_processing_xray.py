@@ -101,7 +101,9 @@ def _read_pil_file(path: str) -> np.ndarray:
             check_image_size(*opened.size, path)
             opened.load()
             return _from_pil(opened)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as error:
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path}: cannot decode the image ({error}); downscale the film first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{path}: cannot decode the image ({error})") from error
 
 
