@@ -214,8 +214,9 @@ def console_to_log(log_path: Path) -> Iterator[TextIO]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
         handler = logging.StreamHandler(log)
+        library_logger = logging.getLogger("transformers")  # its remove_handler asserts wrongly on 4.57
         transformers.utils.logging.disable_default_handler()
-        transformers.utils.logging.add_handler(handler)
+        library_logger.addHandler(handler)
         logging.captureWarnings(True)
         logging.getLogger("py.warnings").addHandler(handler)
         try:
@@ -224,7 +225,7 @@ def console_to_log(log_path: Path) -> Iterator[TextIO]:
         finally:
             logging.getLogger("py.warnings").removeHandler(handler)
             logging.captureWarnings(False)
-            transformers.utils.logging.remove_handler(handler)
+            library_logger.removeHandler(handler)
             transformers.utils.logging.enable_default_handler()
 
 
