@@ -157,3 +157,72 @@ def test_seq2seq_trainer_trains_and_evaluates_with_generation(tmp_path):
 
 
 STEPS, LR = 300, 3e-3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 13: the authors' step decay through the Trainer, and recipes that say where each value comes from
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _trainer(tmp_path, **overrides):
+    from modeling_rrg_mamba.training import ReportGenerationTrainingArguments
+    from modeling_rrg_mamba.training.trainer import ReportGenerationTrainer
+
+    settings = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=5, learning_rate=2e-3,
+                    visual_extractor_learning_rate=1e-3, amsgrad=True, lr_scheduler_type="constant",
+                    lr_decay_epochs=2, lr_decay_rate=0.5, report_to=[], use_cpu=True, save_strategy="no")
+    settings.update(overrides)
+    arguments = ReportGenerationTrainingArguments(**settings)
+    model = RRGMambaForConditionalGeneration(conditioning_config())
+    return ReportGenerationTrainer(model=model, args=arguments, train_dataset=_Studies(10, seed=3),
+                                   data_collator=lambda examples: examples)
+
+
+def test_step_decay_multiplies_every_group_every_n_epochs(tmp_path):
+    trainer = _trainer(tmp_path)  # 10 studies, batch 4: 3 optimiser steps per epoch, decay every 2 epochs
+    trainer.create_optimizer_and_scheduler(num_training_steps=15)
+    rates = []
+    for _ in range(14):
+        rates.append([group["lr"] for group in trainer.optimizer.param_groups])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    expected = [[1e-3 * f, 2e-3 * f] for f in [1.0] * 6 + [0.5] * 6 + [0.25] * 2]
+    np.testing.assert_allclose(rates, expected)
+
+
+def test_step_decay_counts_accumulated_steps_and_is_off_by_default(tmp_path):
+    trainer = _trainer(tmp_path, gradient_accumulation_steps=2, lr_decay_epochs=1)  # 3 batches -> 2 steps / epoch
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    assert isinstance(trainer.lr_scheduler, torch.optim.lr_scheduler.StepLR) and trainer.lr_scheduler.step_size == 2
+    plain = _trainer(tmp_path / "plain", lr_decay_epochs=None)
+    plain.create_optimizer_and_scheduler(num_training_steps=10)
+    assert not isinstance(plain.lr_scheduler, torch.optim.lr_scheduler.StepLR)
+    with pytest.raises(ValueError, match="lr_decay_epochs"):
+        _trainer(tmp_path, lr_scheduler_type="linear")
+
+
+@pytest.mark.parametrize("name", ["rrg_mamba_iu_xray", "rrg_mamba_mimic_cxr", "rrg_mamba_chexpert_plus"])
+def test_recipes_follow_the_authors_script_and_name_every_source(name, tmp_path):
+    import json
+
+    from transformers import HfArgumentParser
+
+    from modeling_rrg_mamba.training import DataArguments, ModelArguments, ReportGenerationTrainingArguments
+    from modeling_rrg_mamba.training.recipes import load_recipe, parse_with_recipe, resolve_recipe_path
+
+    recipe = load_recipe(name)
+    overrides = json.loads(recipe["config_overrides"])
+    assert (overrides["observation_loss_weight"], overrides["consistency_loss_weight"]) == (1.0, 0.15)
+    assert (recipe["lr_decay_epochs"], recipe["lr_decay_rate"], recipe["lr_scheduler_type"]) == (50, 0.8, "constant")
+    # The saved model decodes as the recipe evaluates: beam 3 and the recipe's report length.
+    assert overrides["generation_num_beams"] == recipe["generation_num_beams"] == 3
+    assert overrides["generation_max_length"] == recipe["generation_max_length"] == recipe["max_length"]
+    config = RRGMambaConfig(**{k: v for k, v in overrides.items() if k != "pretrained_backbone"})
+    assert (config.generation_num_beams, config.generation_max_length) == (3, recipe["max_length"])
+    for line in resolve_recipe_path(name).read_text().splitlines():
+        if line.strip() and not line.startswith("#") and line.split("#")[0].strip().endswith(":") is False:
+            source = line.split("#", 1)[1] if "#" in line else ""
+            assert any(word in source for word in ("paper", "script", "R2Gen", "ours")), line
+    parser = HfArgumentParser((ModelArguments, DataArguments, ReportGenerationTrainingArguments))
+    _, _, arguments = parse_with_recipe(parser, ["--recipe", name, "--output_dir", str(tmp_path), "--use_cpu", "true"])
+    assert (arguments.lr_decay_epochs, arguments.lr_decay_rate) == (50, 0.8)

@@ -129,6 +129,12 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
         metadata={"help": "Use torch.optim.Adam with AMSGrad and L2 weight decay on every parameter (R2Gen / "
                           "RRG-Mamba) instead of `optim`."},
     )
+    lr_decay_epochs: float | None = field(
+        default=None,
+        metadata={"help": "Step decay: multiply every group's learning rate by lr_decay_rate every this many epochs "
+                          "(RRG-Mamba's script: 50, with lr_scheduler_type 'constant' and no warmup). Unset: off."},
+    )
+    lr_decay_rate: float = field(default=0.8, metadata={"help": "Factor of the step decay (RRG-Mamba's script: 0.8)."})
     max_minutes: float | None = field(
         default=None, metadata={"help": "Stop training (then evaluate and save) after this many minutes."}
     )
@@ -138,6 +144,21 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
     predict_with_generate: bool = field(
         default=True, metadata={"help": "Evaluate by generating reports (needed for the NLG / CE metrics)."}
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lr_decay_epochs is not None:
+            if self.lr_decay_epochs <= 0 or not 0 < self.lr_decay_rate <= 1:
+                raise ValueError(
+                    f"lr_decay_epochs / lr_decay_rate: expected a positive period and a rate in (0, 1], got "
+                    f"{self.lr_decay_epochs} / {self.lr_decay_rate}"
+                )
+            scheduler = getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)
+            if scheduler != "constant" or self.warmup_steps or getattr(self, "warmup_ratio", 0):
+                raise ValueError(
+                    "lr_decay_epochs: the step decay replaces the Trainer's schedule; use it with "
+                    f"lr_scheduler_type 'constant' and no warmup (got {scheduler!r})"
+                )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Train into an output_dir that holds an earlier run (its checkpoint-* folders are removed "

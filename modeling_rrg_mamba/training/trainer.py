@@ -1,7 +1,8 @@
 """`Seq2SeqTrainer` for report generation: the papers' optimiser, reproducible augmentation, time budgets.
 
 * [`ReportGenerationTrainer`] builds two learning-rate groups (visual extractor / rest, RRG-Mamba Sec. 4.2:
-  1e-3 / 2e-3) with Adam + AMSGrad when asked, and collates training batches with augmentation while evaluation
+  1e-3 / 2e-3) with Adam + AMSGrad when asked, decays them stepwise when asked (``lr_decay_epochs``: RRG-Mamba's
+  script multiplies them by 0.8 every 50 epochs), and collates training batches with augmentation while evaluation
   batches are collated without it.
 * [`SeededAugmentationCollator`] draws each training batch's random crops and flips from a generator seeded by
   (seed, epoch, example ids), so a run resumed with ``--resume_from_checkpoint`` sees exactly the images the
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import time
@@ -50,6 +52,14 @@ def learning_rate_groups(model: nn.Module, learning_rate: float, visual_extracto
         {"params": rest, "lr": learning_rate, "weight_decay": weight_decay, "name": "rest"},
     ]
     return [group for group in groups if group["params"]]
+
+
+def update_steps_per_epoch(dataset_size: int, batch_size: int, world_size: int, accumulation: int,
+                           drop_last: bool) -> int:
+    """Optimiser steps in one epoch, as the Trainer counts them (the last partial accumulation counts as a step)."""
+    batches = dataset_size / (batch_size * world_size)
+    batches = math.floor(batches) if drop_last else math.ceil(batches)
+    return max(1, math.ceil(batches / accumulation))
 
 
 def epoch_seed(seed: int, epoch: int, example_ids: Sequence[Any]) -> int:
@@ -163,6 +173,20 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """With ``lr_decay_epochs``: RRG-Mamba's step decay (its script: every group's rate x ``lr_decay_rate``
+        every ``lr_decay_epochs`` epochs, counted in optimiser steps); otherwise the Trainer's schedule."""
+        decay_epochs = getattr(self.args, "lr_decay_epochs", None)
+        if decay_epochs is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        args = self.args
+        per_epoch = update_steps_per_epoch(len(self.train_dataset), args.train_batch_size, args.world_size,
+                                           args.gradient_accumulation_steps, args.dataloader_drop_last)
+        period = max(1, round(decay_epochs * per_epoch))
+        self.lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer or self.optimizer, period, args.lr_decay_rate)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
 
 def default_callbacks(args: ReportGenerationTrainingArguments) -> list[TrainerCallback]:
     """Time limit (when ``max_minutes`` is set) followed by the final evaluation."""
@@ -182,5 +206,6 @@ __all__ = [
     "default_callbacks",
     "epoch_seed",
     "learning_rate_groups",
+    "update_steps_per_epoch",
     "visual_extractor",
 ]
