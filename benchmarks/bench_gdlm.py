@@ -33,7 +33,7 @@ class SavedTensorBytes:
         self.bytes += tensor.numel() * tensor.element_size()
         return tensor
 
-    def __enter__(self) -> "SavedTensorBytes":
+    def __enter__(self) -> SavedTensorBytes:
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
         self._hooks.__enter__()
         return self
@@ -50,9 +50,13 @@ class TransformerBlock(nn.Module):
     def __init__(self, width: int, heads: int, kind: str) -> None:
         super().__init__()
         if kind == "sdpa":
-            self.layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+            self.layer = nn.TransformerEncoderLayer(
+                width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
+            )
         else:
-            config = RRGMambaConfig(gdlm_preset="tiny", d_model=width, num_attention_heads=heads, d_ff=4 * width, dropout=0.0)
+            config = RRGMambaConfig(
+                gdlm_preset="tiny", d_model=width, num_attention_heads=heads, d_ff=4 * width, dropout=0.0
+            )
             self.layer = RRGMambaEncoderLayer(config)
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
@@ -76,10 +80,15 @@ def measure(block: nn.Module, grid: torch.Tensor, repeats: int) -> tuple[float, 
 
 def paper_parameter_count() -> None:
     model = RRGMambaForConditionalGeneration(RRGMambaConfig(visual_extractor="densenet121", gdlm_preset="base"))
-    count = lambda module: sum(p.numel() for p in module.parameters()) / 1e6
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters()) / 1e6
+
     print(f"DenseNet-121 + GDLM-base RRG-Mamba: {count(model):.2f} M parameters (paper: {PAPER_PARAMETERS_M} M)")
-    print(f"  visual extractor {count(model.encoder.visual_extractor):.2f} M, GDLM {count(model.encoder.gdlm):.2f} M, "
-          f"encoder layers {count(model.encoder.layers):.2f} M, decoder {count(model.decoder):.2f} M")
+    print(
+        f"  visual extractor {count(model.encoder.visual_extractor):.2f} M, GDLM {count(model.encoder.gdlm):.2f} M, "
+        f"encoder layers {count(model.encoder.layers):.2f} M, decoder {count(model.decoder):.2f} M"
+    )
 
 
 def main() -> None:
@@ -100,10 +109,15 @@ def main() -> None:
         "attn eager": TransformerBlock(args.width, args.heads, "eager"),
         "attn sdpa": TransformerBlock(args.width, args.heads, "sdpa"),
     }
-    print(f"\nwidth {args.width}, batch {args.batch}, {torch.get_num_threads()} threads; "
-          "forward+backward seconds / MiB of activations saved for backward")
-    print(f"{'grid':>7} {'tokens':>7}" + "".join(f" {name + ' s':>13} {name + ' MiB':>14}" for name in blocks)
-          + f" {'eager/GDLM s':>13} {'eager/GDLM MiB':>15}")
+    print(
+        f"\nwidth {args.width}, batch {args.batch}, {torch.get_num_threads()} threads; "
+        "forward+backward seconds / MiB of activations saved for backward"
+    )
+    print(
+        f"{'grid':>7} {'tokens':>7}"
+        + "".join(f" {name + ' s':>13} {name + ' MiB':>14}" for name in blocks)
+        + f" {'eager/GDLM s':>13} {'eager/GDLM MiB':>15}"
+    )
     crossover = None
     for side in args.grids:
         grid = torch.randn(args.batch, side, side, args.width)
@@ -111,11 +125,16 @@ def main() -> None:
         (gdlm_time, gdlm_bytes), (eager_time, eager_bytes) = results["GDLM"], results["attn eager"]
         if crossover is None and gdlm_time < min(eager_time, results["attn sdpa"][0]):
             crossover = side
-        print(f"{side:>4}x{side:<2} {side * side:>7}"
-              + "".join(f" {seconds:>13.3f} {size / 2**20:>14.1f}" for seconds, size in results.values())
-              + f" {eager_time / gdlm_time:>13.2f} {eager_bytes / gdlm_bytes:>15.2f}")
-    print(f"GDLM faster than both attention blocks from grid {crossover}x{crossover} on" if crossover
-          else "GDLM not faster than attention on these grids")
+        print(
+            f"{side:>4}x{side:<2} {side * side:>7}"
+            + "".join(f" {seconds:>13.3f} {size / 2**20:>14.1f}" for seconds, size in results.values())
+            + f" {eager_time / gdlm_time:>13.2f} {eager_bytes / gdlm_bytes:>15.2f}"
+        )
+    print(
+        f"GDLM faster than both attention blocks from grid {crossover}x{crossover} on"
+        if crossover
+        else "GDLM not faster than attention on these grids"
+    )
 
 
 if __name__ == "__main__":

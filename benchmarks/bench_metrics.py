@@ -25,7 +25,9 @@ def main():
     parser.add_argument("--annotation", default="/work/shared/data/iu-xray-reports/annotation.json")
     parser.add_argument("--pairs", type=int, default=1000)
     args = parser.parse_args()
-    reports = [e["report"] for split in json.load(open(args.annotation)).values() for e in split]
+    with open(args.annotation, encoding="utf-8") as handle:
+        annotation = json.load(handle)
+    reports = [e["report"] for split in annotation.values() for e in split]
     rng = random.Random(0)
     references = reports[: args.pairs]
     predictions = [rng.choice(reports) for _ in references]
@@ -49,7 +51,9 @@ def main():
     Rouge().compute_score(gts, res)
     Cider().compute_score(gts, res)
     reference = time.perf_counter() - start
-    print(f"pycocoevalcap wrappers, NLG only, warm JVM: {reference:.2f} s  (ours / reference = {ours / reference:.2f})")
+    print(
+        f"pycocoevalcap wrappers, NLG only, warm JVM: {reference:.2f} s  (ours / reference = {ours / reference:.2f})"
+    )
 
 
 if __name__ == "__main__":

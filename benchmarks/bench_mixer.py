@@ -43,17 +43,19 @@ from modeling_rrg_mamba.ops import selective_scan_backend, set_selective_scan_ba
 def load_hf_weights(ours: MambaMixer, theirs: HFMambaMixer) -> None:
     """Copy transformers' mixer weights into ours (single forward direction)."""
     hf = theirs.state_dict()
-    ours.load_state_dict({
-        "in_proj.weight": hf["in_proj.weight"],
-        "conv1d.weight": hf["conv1d.weight"],
-        "conv1d.bias": hf["conv1d.bias"],
-        "ssm.x_proj_weight": hf["x_proj.weight"][None],
-        "ssm.dt_proj_weight": hf["dt_proj.weight"][None],
-        "ssm.dt_proj_bias": hf["dt_proj.bias"][None],
-        "ssm.A_log": hf["A_log"][None],
-        "ssm.D": hf["D"][None],
-        "out_proj.weight": hf["out_proj.weight"],
-    })
+    ours.load_state_dict(
+        {
+            "in_proj.weight": hf["in_proj.weight"],
+            "conv1d.weight": hf["conv1d.weight"],
+            "conv1d.bias": hf["conv1d.bias"],
+            "ssm.x_proj_weight": hf["x_proj.weight"][None],
+            "ssm.dt_proj_weight": hf["dt_proj.weight"][None],
+            "ssm.dt_proj_bias": hf["dt_proj.bias"][None],
+            "ssm.A_log": hf["A_log"][None],
+            "ssm.D": hf["D"][None],
+            "out_proj.weight": hf["out_proj.weight"],
+        }
+    )
 
 
 def forward_backward(mixer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor, **kwargs):
@@ -65,12 +67,14 @@ def forward_backward(mixer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor
 
 def with_scan(backend: str, fn):
     """``fn`` run with the CPU selective scan ``backend`` ("fused" or "reference")."""
+
     def run():
         set_selective_scan_backend(backend)
         try:
             return fn()
         finally:
             set_selective_scan_backend(None)
+
     return run
 
 
@@ -122,7 +126,9 @@ def memory_of(fn, module: torch.nn.Module) -> tuple[int, int]:
         fn()
     level = peak = 0
     # each operator's own (self) allocations minus frees, at its start time; frees outside operators are "[memory]"
-    for _, change in sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage):
+    for _, change in sorted(
+        (e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage
+    ):
         level += change
         peak = max(peak, level)
     return sum(storages.values()), peak
@@ -143,7 +149,10 @@ def report(title: str, fns: dict, repeats: int, memory: dict, scratch: int) -> d
                 mem += f" (+{scratch / 2**10:.0f} KiB kernel scratch)"
         print(f"  {name:34s} {seconds * 1e3:9.1f} ms  {ratio}{mem}")
     if "rrg-mamba, fused scan" in results and "rrg-mamba, reference scan" in results:
-        print(f"  fused scan speed-up over the reference scan: {results['rrg-mamba, reference scan'] / results['rrg-mamba, fused scan']:.2f}x")
+        print(
+            "  fused scan speed-up over the reference scan: "
+            f"{results['rrg-mamba, reference scan'] / results['rrg-mamba, fused scan']:.2f}x"
+        )
     return results
 
 
@@ -182,17 +191,27 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     threads = torch.get_num_threads()
-    print(f"CPU selective scan by default: {selective_scan_backend()}; {threads} CPU threads, float32, best of "
-          f"{args.repeats} interleaved runs (timings on a shared machine are noisy: compare the ratios)\n")
+    print(
+        f"CPU selective scan by default: {selective_scan_backend()}; {threads} CPU threads, float32, best of "
+        f"{args.repeats} interleaved runs (timings on a shared machine are noisy: compare the ratios)\n"
+    )
 
-    config = MambaConfig(hidden_size=args.d_model, state_size=args.d_state, expand=args.expand, conv_kernel=4,
-                         use_bias=False, use_conv_bias=True, num_hidden_layers=1)
+    config = MambaConfig(
+        hidden_size=args.d_model,
+        state_size=args.d_state,
+        expand=args.expand,
+        conv_kernel=4,
+        use_bias=False,
+        use_conv_bias=True,
+        num_hidden_layers=1,
+    )
     hf_sequential = HFMambaMixer(config, layer_idx=0)
     ours = MambaMixer(args.d_model, d_state=args.d_state, expand=args.expand, d_conv=4, dt_rank=config.time_step_rank)
     load_hf_weights(ours, hf_sequential)
     references = {} if args.no_sequential else {"transformers (sequential)": hf_sequential}
     try:
         import mambapy  # noqa: F401  (only checks availability)
+
         hf_mambapy = HFMambaMixer(MambaConfig(**{**config.to_dict(), "use_mambapy": True}), layer_idx=0)
         hf_mambapy.load_state_dict(hf_sequential.state_dict())
         references["transformers + mambapy pscan"] = hf_mambapy
@@ -202,9 +221,11 @@ def main() -> None:
     x = torch.randn(args.batch, args.length, args.d_model)
     grad = torch.randn_like(x)
     y_ref, g_ref = forward_backward(hf_sequential, x, grad)
-    candidates = {"rrg-mamba, fused scan": with_scan("fused", lambda: forward_backward(ours, x, grad)),
-                  "rrg-mamba, reference scan": with_scan("reference", lambda: forward_backward(ours, x, grad)),
-                  **{name: (lambda m=m: forward_backward(m, x, grad)) for name, m in references.items()}}
+    candidates = {
+        "rrg-mamba, fused scan": with_scan("fused", lambda: forward_backward(ours, x, grad)),
+        "rrg-mamba, reference scan": with_scan("reference", lambda: forward_backward(ours, x, grad)),
+        **{name: (lambda m=m: forward_backward(m, x, grad)) for name, m in references.items()},
+    }
     for name, fn in candidates.items():
         y, g = fn()
         errors = (((y - y_ref).norm() / y_ref.norm()).item(), ((g - g_ref).norm() / g_ref.norm()).item())
@@ -212,16 +233,31 @@ def main() -> None:
         if max(errors) > 1e-4:
             raise SystemExit(f"{name}: results differ from transformers")
     fns = {**candidates, "GEMM-only floor": lambda: gemm_floor(ours, x, grad)}
-    memory = {name: memory_of(fns[name], ours) for name in ("rrg-mamba, fused scan", "rrg-mamba, reference scan", "GEMM-only floor")}
+    memory = {
+        name: memory_of(fns[name], ours)
+        for name in ("rrg-mamba, fused scan", "rrg-mamba, reference scan", "GEMM-only floor")
+    }
     scratch = threads * (2 * args.length * args.d_state + 3 * args.length + 4 * args.d_state) * 4
-    report(f"\n1. Mixer forward+backward, B={args.batch} L={args.length} d_model={args.d_model} d_state={args.d_state} "
-           f"expand={args.expand}:", fns, args.repeats, memory, scratch)
+    report(
+        f"\n1. Mixer forward+backward, B={args.batch} L={args.length} d_model={args.d_model} d_state={args.d_state} "
+        f"expand={args.expand}:",
+        fns,
+        args.repeats,
+        memory,
+        scratch,
+    )
 
     # the scan alone at the mixer's shapes (u, delta, B, C as the mixer passes them, D, delta_bias, softplus)
     d_inner, dims = args.expand * args.d_model, (args.batch, args.expand * args.d_model, args.length)
-    leaves = [torch.randn(*dims), torch.randn(*dims), -torch.rand(d_inner, args.d_state),
-              torch.randn(args.batch, 1, args.d_state, args.length), torch.randn(args.batch, 1, args.d_state, args.length),
-              torch.randn(d_inner), torch.randn(d_inner)]
+    leaves = [
+        torch.randn(*dims),
+        torch.randn(*dims),
+        -torch.rand(d_inner, args.d_state),
+        torch.randn(args.batch, 1, args.d_state, args.length),
+        torch.randn(args.batch, 1, args.d_state, args.length),
+        torch.randn(d_inner),
+        torch.randn(d_inner),
+    ]
     leaves = [t.requires_grad_() for t in leaves]
 
     def scan_alone():
@@ -234,34 +270,58 @@ def main() -> None:
     for backend in ("fused", "reference"):
         saved, peak = memory_of(with_scan(backend, scan_alone), torch.nn.Module())
         line.append(f"{backend}: saved {saved / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB")
-    print(f"  the scan alone at these shapes (inputs {dims[0]}x{dims[1]}x{dims[2]} = {torch.Size(dims).numel() * 4 / 2**20:.1f} MiB each): "
-          + "; ".join(line))
+    print(
+        f"  the scan alone at these shapes (inputs {dims[0]}x{dims[1]}x{dims[2]} = "
+        f"{torch.Size(dims).numel() * 4 / 2**20:.1f} MiB each): " + "; ".join(line)
+    )
 
     if not args.no_models:
-        emrrg = MambaMixer(768, d_state=16, d_conv=4, expand=1, dt_rank="auto", directions=("row", "row_reversed", "col", "col_reversed"))
+        emrrg = MambaMixer(
+            768,
+            d_state=16,
+            d_conv=4,
+            expand=1,
+            dt_rank="auto",
+            directions=("row", "row_reversed", "col", "col_reversed"),
+        )
         x_e = torch.randn(args.batch, 197, 768)
         kwargs = dict(grid=(14, 14), cls_position=98)
         check_paths_agree("EMRRG mixer", emrrg, x_e, torch.randn_like(x_e), **kwargs)
         fns, memory = scan_variants(emrrg, x_e, torch.randn_like(x_e), **kwargs)
-        report(f"\n2a. EMRRG X-ray Mamba mixer (four routes, hidden 768, expand 1, d_state 16), B={args.batch} L=197:",
-               fns, args.repeats, memory, threads * (2 * 197 * 16 + 3 * 197 + 64) * 4)
+        report(
+            f"\n2a. EMRRG X-ray Mamba mixer (four routes, hidden 768, expand 1, d_state 16), B={args.batch} L=197:",
+            fns,
+            args.repeats,
+            memory,
+            threads * (2 * 197 * 16 + 3 * 197 + 64) * 4,
+        )
         ss2d = SS2D(768, d_state=16, expand=2, d_conv=3, use_rope=True)
         for side in (7, 14):
             x_s = torch.randn(args.batch, side, side, 768)
             check_paths_agree("SS2D", ss2d, x_s, torch.randn_like(x_s))
             fns, memory = scan_variants(ss2d, x_s, torch.randn_like(x_s))
-            report(f"\n2{'b' if side == 7 else 'c'}. RRG-Mamba SS2D (four routes, d_model 768, expand 2, d_state 16), "
-                   f"B={args.batch}, {side}x{side} grid (L={side * side}):", fns, args.repeats, memory,
-                   threads * (2 * side * side * 16 + 3 * side * side + 64) * 4)
+            report(
+                f"\n2{'b' if side == 7 else 'c'}. RRG-Mamba SS2D (four routes, d_model 768, expand 2, d_state 16), "
+                f"B={args.batch}, {side}x{side} grid (L={side * side}):",
+                fns,
+                args.repeats,
+                memory,
+                threads * (2 * side * side * 16 + 3 * side * side + 64) * 4,
+            )
 
     if args.lengths:
         print("\nScaling of rrg-mamba's mixer with L (forward+backward, fused scan):")
         base = None
         for length in args.lengths:
             xl = torch.randn(args.batch, length, args.d_model)
-            seconds = interleaved_best_times({"ours": lambda: forward_backward(ours, xl, torch.randn_like(xl))}, max(1, args.repeats // 2))["ours"]
+            seconds = interleaved_best_times(
+                {"ours": lambda xl=xl: forward_backward(ours, xl, torch.randn_like(xl))}, max(1, args.repeats // 2)
+            )["ours"]
             base = base or seconds / length
-            print(f"  L={length:5d}  {seconds * 1e3:9.1f} ms   ({seconds / length * 1e6:7.1f} us/token, {seconds / length / base:4.2f}x the L={args.lengths[0]} cost per token)")
+            print(
+                f"  L={length:5d}  {seconds * 1e3:9.1f} ms   ({seconds / length * 1e6:7.1f} us/token, "
+                f"{seconds / length / base:4.2f}x the L={args.lengths[0]} cost per token)"
+            )
 
 
 if __name__ == "__main__":

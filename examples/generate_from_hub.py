@@ -22,7 +22,7 @@ def main() -> None:
     inputs = processor(images=[args.images])
     output = model.generate(**inputs, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
     if "input_ids" in inputs:  # decoder-only (EMRRG): drop the prompt
-        output = output[:, inputs["input_ids"].shape[1]:]
+        output = output[:, inputs["input_ids"].shape[1] :]
     print(processor.batch_decode(output, skip_special_tokens=True)[0])
 
 

@@ -52,16 +52,21 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     annotation = json.loads(args.annotation.read_text(encoding="utf-8"))
     references = read_split(annotation, args.split, args.annotation)
-    predictions = baseline_predictions(read_split(annotation, "train", args.annotation), len(references),
-                                       args.clean_style, args.seed)
+    predictions = baseline_predictions(
+        read_split(annotation, "train", args.annotation), len(references), args.clean_style, args.seed
+    )
     with NLGEvaluator(clean_style=args.clean_style) as evaluator:
-        scores = {name: compute_report_metrics(texts, references, evaluator=evaluator) for name, texts in predictions.items()}
+        scores = {
+            name: compute_report_metrics(texts, references, evaluator=evaluator) for name, texts in predictions.items()
+        }
     print(f"{args.annotation} [{args.split}]: {len(references)} studies")
     print(" | ".join(["baseline", *SHOWN]))
     for name, values in scores.items():
         print(" | ".join([name, *(f"{values[key]:.3f}" for key in SHOWN)]))
     if args.output:
-        args.output.write_text(json.dumps({"split": args.split, "num_studies": len(references), "scores": scores}, indent=2))
+        args.output.write_text(
+            json.dumps({"split": args.split, "num_studies": len(references), "scores": scores}, indent=2)
+        )
     return scores
 
 

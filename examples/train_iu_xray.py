@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+from modeling_rrg_mamba.commands.demo import DEMO_DATA
 from modeling_rrg_mamba.data import RRGMambaDataCollator, add_observation_labels, load_r2gen_annotation
 from modeling_rrg_mamba.metrics import ReportGenerationMetrics
 from modeling_rrg_mamba.rrg_mamba import (
@@ -29,13 +30,21 @@ from modeling_rrg_mamba.training import (
     ReportGenerationTrainingArguments,
     SeededAugmentationCollator,
 )
-from modeling_rrg_mamba.commands.demo import DEMO_DATA
 from modeling_rrg_mamba.training.trainer import AugmentationEpochCallback
 
 PAPER_MODEL = {"visual_extractor": "densenet121", "pretrained_backbone": True, "gdlm_preset": "base"}
-SMOKE_MODEL = {"visual_extractor": "resnet18", "backbone_kwargs": {"layers": [1, 1, 1, 1]}, "gdlm_preset": None,
-               "gdlm_dim": 32, "gdlm_depth": 1, "d_model": 32, "d_ff": 64, "num_attention_heads": 2,
-               "encoder_layers": 1, "decoder_layers": 1}
+SMOKE_MODEL = {
+    "visual_extractor": "resnet18",
+    "backbone_kwargs": {"layers": [1, 1, 1, 1]},
+    "gdlm_preset": None,
+    "gdlm_dim": 32,
+    "gdlm_depth": 1,
+    "d_model": 32,
+    "d_ff": 64,
+    "num_attention_heads": 2,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+}
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -66,20 +75,39 @@ def main() -> None:
     # 4. The paper's optimisation: Adam-AMSGrad, 1e-3 for the visual extractor, 2e-3 for the rest, wd 5e-5;
     #    the checkpoint with the best validation BLEU-4 is kept.
     training_args = ReportGenerationTrainingArguments(
-        output_dir=args.output_dir, learning_rate=2e-3, visual_extractor_learning_rate=1e-3, weight_decay=5e-5,
-        amsgrad=True, per_device_train_batch_size=4 if args.smoke else 32, num_train_epochs=100,
-        max_steps=2 if args.smoke else -1, eval_strategy="epoch", save_strategy="epoch",
-        load_best_model_at_end=True, metric_for_best_model="BLEU_4", generation_num_beams=3,
-        generation_max_length=60, report_to=["tensorboard"], use_cpu=args.smoke)
+        output_dir=args.output_dir,
+        learning_rate=2e-3,
+        visual_extractor_learning_rate=1e-3,
+        weight_decay=5e-5,
+        amsgrad=True,
+        per_device_train_batch_size=4 if args.smoke else 32,
+        num_train_epochs=100,
+        max_steps=2 if args.smoke else -1,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model="BLEU_4",
+        generation_num_beams=3,
+        generation_max_length=60,
+        report_to=["tensorboard"],
+        use_cpu=args.smoke,
+    )
     # Training batches are augmented (random crop + flip), reproducibly across resumes; evaluation batches are not.
     train_collator = SeededAugmentationCollator(
-        RRGMambaDataCollator(processor, processor_kwargs={"do_train_augmentation": True}), seed=training_args.seed)
+        RRGMambaDataCollator(processor, processor_kwargs={"do_train_augmentation": True}), seed=training_args.seed
+    )
     trainer = ReportGenerationTrainer(
-        model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
-        data_collator=RRGMambaDataCollator(processor), train_data_collator=train_collator, processing_class=processor,
+        model=model,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset["validation"],
+        data_collator=RRGMambaDataCollator(processor),
+        train_data_collator=train_collator,
+        processing_class=processor,
         compute_metrics=ReportGenerationMetrics(processor, clean_style="iu_xray"),
         # The last step is evaluated too, so model selection sees the final weights.
-        callbacks=[AugmentationEpochCallback(train_collator), FinalEvaluationCallback()])
+        callbacks=[AugmentationEpochCallback(train_collator), FinalEvaluationCallback()],
+    )
     trainer.train()
     trainer.save_model()
     trainer.save_state()

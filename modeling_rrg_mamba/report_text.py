@@ -9,12 +9,21 @@ Both the tokenizer and the metrics read text through these functions, so their n
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict
+from collections.abc import Callable
 
 _DROPPED = re.compile(r"[.,?;*!%^&_+():-\[\]{}]")
 _QUOTES_AND_SLASHES = str.maketrans("", "", "\"/\\'")
-_NUMBERING = (("1. ", ""), (". 2. ", ". "), (". 3. ", ". "), (". 4. ", ". "), (". 5. ", ". "),
-              (" 2. ", ". "), (" 3. ", ". "), (" 4. ", ". "), (" 5. ", ". "))
+_NUMBERING = (
+    ("1. ", ""),
+    (". 2. ", ". "),
+    (". 3. ", ". "),
+    (". 4. ", ". "),
+    (". 5. ", ". "),
+    (" 2. ", ". "),
+    (" 3. ", ". "),
+    (" 4. ", ". "),
+    (" 5. ", ". "),
+)
 
 
 def _collapse(text: str, pair: str, single: str, times: int) -> str:
@@ -49,7 +58,7 @@ def clean_report_mimic_cxr(report: str) -> str:
     return _join(_sentences(text))
 
 
-REPORT_CLEANERS: Dict[str, Callable[[str], str]] = {
+REPORT_CLEANERS: dict[str, Callable[[str], str]] = {
     "iu_xray": clean_report_iu_xray,
     "mimic_cxr": clean_report_mimic_cxr,
 }

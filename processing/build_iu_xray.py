@@ -14,7 +14,11 @@ import logging
 import sys
 
 from modeling_rrg_mamba.data import (
-    build_dataset_dict, iu_xray_annotation, read_annotation, read_projections, write_annotation,
+    build_dataset_dict,
+    iu_xray_annotation,
+    read_annotation,
+    read_projections,
+    write_annotation,
 )
 
 
@@ -35,13 +39,21 @@ def main(argv=None):
 
     reference = None
     if args.reference_annotation:
-        reference = {str(e["id"]): split for split, entries in read_annotation(args.reference_annotation).items()
-                     for e in entries}
+        reference = {
+            str(e["id"]): split
+            for split, entries in read_annotation(args.reference_annotation).items()
+            for e in entries
+        }
     annotation = iu_xray_annotation(
-        args.reports, image_suffix=args.image_suffix,
+        args.reports,
+        image_suffix=args.image_suffix,
         projections=read_projections(args.projections) if args.projections else None,
-        min_images=args.min_images, max_images=args.max_images, ratios=tuple(args.ratios), seed=args.seed,
-        reference_splits=reference)
+        min_images=args.min_images,
+        max_images=args.max_images,
+        ratios=tuple(args.ratios),
+        seed=args.seed,
+        reference_splits=reference,
+    )
     if args.images:
         build_dataset_dict(annotation, image_root=args.images, source=args.output)  # raises on missing images
     write_annotation(annotation, args.output)

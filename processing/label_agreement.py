@@ -40,7 +40,10 @@ def main(argv=None):
         rows = list(reader)
     predicted = label_reports([row[0] for row in rows])
     print(f"{len(rows)} sentences: {args.golden}")
-    print(f"{'observation':28s} {'pos':>4s} {'neg':>4s} {'unc':>4s} {'blank':>5s}  {'agree':>7s}  {'agree|mentioned':>15s}")
+    print(
+        f"{'observation':28s} {'pos':>4s} {'neg':>4s} {'unc':>4s} {'blank':>5s}  "
+        f"{'agree':>7s}  {'agree|mentioned':>15s}"
+    )
     total_ok = total = 0
     for column, observation in enumerate(OBSERVATIONS):
         gold = [row[column + 1] for row in rows]
@@ -51,8 +54,10 @@ def main(argv=None):
         ok_mentioned = sum(g == p for g, p in mentioned)
         total_ok, total = total_ok + ok, total + len(rows)
         share = f"{ok_mentioned}/{len(mentioned)}" if mentioned else "-"
-        print(f"{observation:28s} {counts['1']:4d} {counts['0']:4d} {counts['-1']:4d} {counts['']:5d}  "
-              f"{ok / len(rows):7.1%}  {share:>15s}")
+        print(
+            f"{observation:28s} {counts['1']:4d} {counts['0']:4d} {counts['-1']:4d} {counts['']:5d}  "
+            f"{ok / len(rows):7.1%}  {share:>15s}"
+        )
         confusions = Counter((NAMES[g], NAMES[p]) for g, p in zip(gold, pred) if g != p)
         for (g, p), n in sorted(confusions.items()):
             print(f"{'':30s}gold {g} -> labeler {p}: {n}")

@@ -55,8 +55,10 @@ def print_summary(labels, seconds):
     print(f"{'observation':28s} {'pos':>5s} {'neg':>5s} {'unc':>5s} {'blank':>5s}")
     for column, observation in enumerate(OBSERVATIONS):
         values = labels[:, column]
-        print(f"{observation:28s} {int((values == 1).sum()):5d} {int((values == 0).sum()):5d} "
-              f"{int((values == -1).sum()):5d} {int(np.isnan(values).sum()):5d}")
+        print(
+            f"{observation:28s} {int((values == 1).sum()):5d} {int((values == 0).sum()):5d} "
+            f"{int((values == -1).sum()):5d} {int(np.isnan(values).sum()):5d}"
+        )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,20 @@ PACKAGE = "transformers_tests"
 def download_sdist(version: str, folder: Path) -> Path:
     """The source distribution of ``transformers==version``, downloaded by pip into ``folder``."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--no-binary", ":all:", f"transformers=={version}", "-d", str(folder)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"transformers=={version}",
+            "-d",
+            str(folder),
+        ],
         check=True,
     )
     archives = sorted(folder.glob("transformers-*.tar.gz"))

@@ -28,7 +28,9 @@ def frozen_requirements() -> list[str]:
     """``pip freeze`` of this interpreter's environment, without the editable install of rrg-mamba itself."""
     completed = subprocess.run(
         [sys.executable, "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return sorted((line for line in completed.stdout.splitlines() if line and not line.startswith("#")), key=str.lower)
 

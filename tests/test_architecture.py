@@ -34,9 +34,20 @@ RANKS = {
     "__main__": 8,
 }
 MODELS = {"rrg_mamba", "emrrg"}
-SIDE_BY_SIDE = {("rrg_mamba", "data"), ("rrg_mamba", "metrics"), ("emrrg", "data"), ("emrrg", "metrics"),
-                ("rrg_mamba", "labeler"), ("emrrg", "labeler"), ("data", "rrg_mamba"), ("data", "emrrg"),
-                ("metrics", "rrg_mamba"), ("metrics", "emrrg"), ("rrg_mamba", "emrrg"), ("emrrg", "rrg_mamba")}
+SIDE_BY_SIDE = {
+    ("rrg_mamba", "data"),
+    ("rrg_mamba", "metrics"),
+    ("emrrg", "data"),
+    ("emrrg", "metrics"),
+    ("rrg_mamba", "labeler"),
+    ("emrrg", "labeler"),
+    ("data", "rrg_mamba"),
+    ("data", "emrrg"),
+    ("metrics", "rrg_mamba"),
+    ("metrics", "emrrg"),
+    ("rrg_mamba", "emrrg"),
+    ("emrrg", "rrg_mamba"),
+}
 
 
 def part_of(module: str) -> str:
@@ -80,7 +91,11 @@ def test_imports_point_one_way(path):
         if other == own or target == "modeling_rrg_mamba":
             continue
         assert other in RANKS, f"{path}:{line}: imports {target}, a part with no rank"
-        assert RANKS[other] <= RANKS[own], f"{path}:{line}: {own} (rank {RANKS[own]}) imports {target} (rank {RANKS[other]})"
+        assert RANKS[other] <= RANKS[own], (
+            f"{path}:{line}: {own} (rank {RANKS[own]}) imports {target} (rank {RANKS[other]})"
+        )
         assert (own, other) not in SIDE_BY_SIDE, f"{path}:{line}: {own} must not import {other}"
         if other in MODELS and len(target.split(".")) > 2:
-            assert False, f"{path}:{line}: reaches into {target}; import from modeling_rrg_mamba.{other} instead"
+            raise AssertionError(
+                f"{path}:{line}: reaches into {target}; import from modeling_rrg_mamba.{other} instead"
+            )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -46,7 +46,8 @@ def test_every_dependency_is_pinned_within_the_project_ranges(lock):
         name = canonicalize_name(requirement.name)
         assert name in pinned, f"{lock.name}: {requirement.name} is not locked"
         assert requirement.specifier.contains(pinned[name], prereleases=True), (
-            f"{lock.name}: {requirement.name}=={pinned[name]} is outside pyproject.toml's {requirement.specifier}")
+            f"{lock.name}: {requirement.name}=={pinned[name]} is outside pyproject.toml's {requirement.specifier}"
+        )
 
 
 def test_the_4_57_lock_holds_the_4_57_series():
@@ -56,11 +57,16 @@ def test_the_4_57_lock_holds_the_4_57_series():
 def test_dependency_names_drop_bounds_and_keep_extras_and_markers():
     assert unbounded("transformers>=4.57,<5.25") == "transformers"
     assert unbounded("mamba-ssm[causal-conv1d] >= 2.2 ; platform_system == 'Linux'") == (
-        "mamba-ssm[causal-conv1d]; platform_system == 'Linux'")
+        "mamba-ssm[causal-conv1d]; platform_system == 'Linux'"
+    )
     with pytest.raises(ValueError, match="cannot read"):
         unbounded(">=1.0")
-    listed = subprocess.run([sys.executable, str(REPO / "scripts" / "dependency_names.py"), str(REPO / "pyproject.toml"),
-                             "dev"], check=True, capture_output=True, text=True).stdout.split()
+    listed = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "dependency_names.py"), str(REPO / "pyproject.toml"), "dev"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert {"torch", "transformers", "peft", "pytest"} <= set(listed)
 
 

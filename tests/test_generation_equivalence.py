@@ -8,22 +8,24 @@ renamed ``past_key_values`` to ``cache``) fails it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
-
-from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration
 from test_emrrg_model import IMAGE_TOKEN_ID, randomize_gates
 from test_emrrg_model import tiny_config as tiny_emrrg_config
 from test_rrg_mamba_modeling import images, tiny_model
+
+from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration
 
 Tensor = torch.Tensor
 NEW_TOKENS = 6
 PAD = 0
 
 
-def reference_decode(next_logits: Callable[[Tensor], Tensor], prefix: Tensor, num_beams: int, banned: list[int]) -> Tensor:
+def reference_decode(
+    next_logits: Callable[[Tensor], Tensor], prefix: Tensor, num_beams: int, banned: list[int]
+) -> Tensor:
     """Greedy (1 beam) or beam search over ``NEW_TOKENS`` steps, each step one full-sequence forward.
 
     ``next_logits(sequences)`` gives the last position's logits of every row (rows are study-major, beam-minor).
@@ -89,14 +91,18 @@ def emrrg_case(family: str):
     model = EMRRGForConditionalGeneration(config).eval()
     randomize_gates(model, scale=2.0)  # open gates: the images matter at every hybrid layer
     images_per_study = 2 * config.num_image_tokens  # two views
-    prompts = [[3] + [IMAGE_TOKEN_ID] * images_per_study + [4, 5], [3, 7] + [IMAGE_TOKEN_ID] * images_per_study + [4, 5, 6, 8]]
+    prompts = [
+        [3] + [IMAGE_TOKEN_ID] * images_per_study + [4, 5],
+        [3, 7] + [IMAGE_TOKEN_ID] * images_per_study + [4, 5, 6, 8],
+    ]
     longest = max(map(len, prompts))
     input_ids = torch.tensor([[PAD] * (longest - len(p)) + p for p in prompts])
     attention_mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
     pixel_values = torch.randn(2, 2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     eos = 2
-    settings = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=eos,
-                    pad_token_id=PAD)
+    settings = dict(
+        max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=eos, pad_token_id=PAD
+    )
     return model, input_ids, attention_mask, pixel_values, eos, settings
 
 
@@ -110,8 +116,13 @@ def emrrg_reference(model, input_ids, attention_mask, pixel_values, num_beams: i
         mask = torch.cat([mask_rows, mask_rows.new_ones(mask_rows.shape[0], generated)], dim=1)
         position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # left padding: positions start at 0
         with torch.no_grad():
-            return model(input_ids=sequences, pixel_values=repeated, attention_mask=mask, position_ids=position_ids,
-                         use_cache=False).logits[:, -1]
+            return model(
+                input_ids=sequences,
+                pixel_values=repeated,
+                attention_mask=mask,
+                position_ids=position_ids,
+                use_cache=False,
+            ).logits[:, -1]
 
     banned = [eos] + list(model.generation_config.suppress_tokens or [])
     return reference_decode(next_logits, input_ids, num_beams, banned=banned)[:, prompt_length:]
@@ -123,9 +134,17 @@ def test_emrrg_generate_equals_step_by_step_full_forward(family, num_beams):
     model, input_ids, attention_mask, pixel_values, eos, settings = emrrg_case(family)
     expected = emrrg_reference(model, input_ids, attention_mask, pixel_values, num_beams, eos)
     for use_cache in (True, False):
-        generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                                   num_beams=num_beams, use_cache=use_cache, **settings)
-        assert torch.equal(generated[:, input_ids.shape[1]:], expected), f"use_cache={use_cache}, num_beams={num_beams}"
+        generated = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            num_beams=num_beams,
+            use_cache=use_cache,
+            **settings,
+        )
+        assert torch.equal(generated[:, input_ids.shape[1] :], expected), (
+            f"use_cache={use_cache}, num_beams={num_beams}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -159,9 +178,10 @@ def test_emrrg_property_fails_when_the_cache_is_ignored(monkeypatch):
     expected = emrrg_reference(model, input_ids, attention_mask, pixel_values, 1, eos)
     drop_the_cache(model, monkeypatch)
     try:
-        generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                                   use_cache=True, **settings)
+        generated = model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, use_cache=True, **settings
+        )
     except ValueError as error:  # without its cache a hybrid layer finds no visual keys/values after prefill
         assert "pixel_values" in str(error)
         return
-    assert not torch.equal(generated[:, input_ids.shape[1]:], expected)
+    assert not torch.equal(generated[:, input_ids.shape[1] :], expected)

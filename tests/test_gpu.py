@@ -41,7 +41,9 @@ def scan_inputs(batch=2, dim=16, state=8, length=96, groups=2, seed=0):
     )
 
 
-@pytest.mark.skipif(os.environ.get("RRG_MAMBA_REQUIRE_CUDA_KERNELS") != "1", reason="only where the cuda extra is installed")
+@pytest.mark.skipif(
+    os.environ.get("RRG_MAMBA_REQUIRE_CUDA_KERNELS") != "1", reason="only where the cuda extra is installed"
+)
 def test_cuda_kernels_are_the_ones_dispatched_to():
     """scripts/gpu_check.sh installs the cuda extra: then the tests below must exercise the kernels, not the
     PyTorch path on the GPU."""
@@ -60,7 +62,9 @@ def test_selective_scan_cuda_matches_cpu_forward_and_backward():
     grads_cpu = torch.autograd.grad((y_cpu * weights).sum(), list(cpu_inputs.values()))
     grads_gpu = torch.autograd.grad((y_gpu * weights.cuda()).sum(), list(gpu_inputs.values()))
     for name, grad_gpu, grad_cpu in zip(cpu_inputs, grads_gpu, grads_cpu):
-        torch.testing.assert_close(grad_gpu.cpu(), grad_cpu, rtol=2e-3, atol=2e-3, msg=lambda m: f"d/d{name}: {m}")
+        torch.testing.assert_close(
+            grad_gpu.cpu(), grad_cpu, rtol=2e-3, atol=2e-3, msg=lambda m, name=name: f"d/d{name}: {m}"
+        )
 
 
 def test_selective_state_update_cuda_matches_cpu():
@@ -86,10 +90,17 @@ def test_selective_state_update_cuda_matches_cpu():
 
 def test_causal_conv1d_and_update_cuda_match_cpu():
     generator = torch.Generator().manual_seed(2)
-    x, weight, bias = torch.randn(2, 8, 40, generator=generator), torch.randn(8, 4, generator=generator), torch.randn(8)
+    x, weight, bias = (
+        torch.randn(2, 8, 40, generator=generator),
+        torch.randn(8, 4, generator=generator),
+        torch.randn(8),
+    )
     torch.testing.assert_close(
         causal_conv1d(x.cuda(), weight.cuda(), bias.cuda(), activation="silu").cpu(),
-        causal_conv1d(x, weight, bias, activation="silu"), rtol=1e-4, atol=1e-4)
+        causal_conv1d(x, weight, bias, activation="silu"),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     conv_state = torch.randn(2, 8, 3, generator=generator)
     gpu_state = conv_state.cuda()
     step = torch.randn(2, 8, generator=generator)
@@ -113,26 +124,31 @@ def test_rrg_mamba_bf16_training_step_and_generate_on_gpu():
     cpu_model = tiny_model()
     cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     generated = model.generate(pixel_values=images().cuda(), num_beams=3, max_new_tokens=6)
-    assert torch.equal(generated.cpu(), cpu_model.eval().generate(pixel_values=images(), num_beams=3, max_new_tokens=6))
+    assert torch.equal(
+        generated.cpu(), cpu_model.eval().generate(pixel_values=images(), num_beams=3, max_new_tokens=6)
+    )
 
 
 def test_emrrg_bf16_training_step_and_generate_on_gpu():
-    from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration
     from test_emrrg_model import prompt_ids, randomize_gates, tiny_config
+
+    from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration
 
     torch.manual_seed(0)
     config = tiny_config("llama")
     model = EMRRGForConditionalGeneration(config)
     randomize_gates(model)
     ids, pixels = prompt_ids(2, config.num_image_tokens), torch.randn(2, 3, 32, 32)
-    cpu_ids = model.eval().generate(input_ids=ids, pixel_values=pixels, max_new_tokens=5, do_sample=False,
-                                    pad_token_id=0)
+    cpu_ids = model.eval().generate(
+        input_ids=ids, pixel_values=pixels, max_new_tokens=5, do_sample=False, pad_token_id=0
+    )
     model = model.cuda().train()
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = model(input_ids=ids.cuda(), pixel_values=pixels.cuda(), labels=ids.cuda()).loss
     loss.backward()
     assert torch.isfinite(loss)
     model.eval()
-    gpu_ids = model.generate(input_ids=ids.cuda(), pixel_values=pixels.cuda(), max_new_tokens=5, do_sample=False,
-                             pad_token_id=0)
+    gpu_ids = model.generate(
+        input_ids=ids.cuda(), pixel_values=pixels.cuda(), max_new_tokens=5, do_sample=False, pad_token_id=0
+    )
     assert torch.equal(gpu_ids.cpu(), cpu_ids)

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from modeling_rrg_mamba.labeler import (
-    OBSERVATIONS, binarize_labels, extract_mentions, label_report, label_reports,
+    OBSERVATIONS,
+    binarize_labels,
+    extract_mentions,
+    label_report,
+    label_reports,
 )
 
 P, N, U, B = 1.0, 0.0, -1.0, "blank"
@@ -34,7 +38,11 @@ GOLDEN = [
     ("Normal heart size.", "Cardiomegaly", N),
     ("Heart size and mediastinal contours are within normal limits.", "Cardiomegaly", N),
     ("Borderline cardiomegaly.", "Cardiomegaly", U),
-    ("Heart size is upper limits of normal.", "Cardiomegaly", N),  # CheXpert: "at/within upper limits of normal" negates
+    (
+        "Heart size is upper limits of normal.",
+        "Cardiomegaly",
+        N,
+    ),  # CheXpert: "at/within upper limits of normal" negates
     ("Heart size is stable.", "Cardiomegaly", U),  # CheXpert: a stable heart / silhouette is uncertain
     ("The heart may be enlarged.", "Cardiomegaly", U),
     ("Possible cardiomegaly.", "Cardiomegaly", U),
@@ -180,8 +188,10 @@ def test_golden_set_covers_every_observation_in_every_form():
 
 
 def test_multi_mention_aggregation_positive_beats_uncertain_beats_negative():
-    report = ("No pleural effusion on the right. Possible small left pleural effusion. "
-              "No pneumothorax. Left apical pneumothorax. Heart size is normal.")
+    report = (
+        "No pleural effusion on the right. Possible small left pleural effusion. "
+        "No pneumothorax. Left apical pneumothorax. Heart size is normal."
+    )
     labels = label_report(report)
     assert labels[OBSERVATIONS.index("Pleural Effusion")] == U
     assert labels[OBSERVATIONS.index("Pneumothorax")] == P
@@ -206,8 +216,10 @@ def test_negation_scope_stops_at_terminator():
 def test_r2gen_cleaned_text_is_labeled_like_raw_text():
     from modeling_rrg_mamba.report_text import clean_report
 
-    raw = ("The heart is mildly enlarged. There is a small left pleural effusion. "
-           "No pneumothorax. Possible right lower lobe pneumonia.")
+    raw = (
+        "The heart is mildly enlarged. There is a small left pleural effusion. "
+        "No pneumothorax. Possible right lower lobe pneumonia."
+    )
     np.testing.assert_array_equal(label_report(raw), label_report(clean_report(raw)))
 
 
@@ -240,13 +252,19 @@ def _blank(value):
 
 # Issue 15: error classes of the previous labeler, one test each.
 
+
 def test_hedge_on_one_item_of_a_negated_list_does_not_take_over_the_negation():
     report = "No focal consolidation, suspicious pulmonary opacity, pleural effusion, or pneumothorax."
     for observation in ("Consolidation", "Lung Opacity", "Pleural Effusion", "Pneumothorax"):
         assert _label(report, observation) == N, observation
     assert _label(report, "No Finding") == P
-    assert _label("No focal airspace consolidation, questionable small nodule, pleural effusion, or "
-                  "pneumothorax.", "Lung Lesion") == N
+    assert (
+        _label(
+            "No focal airspace consolidation, questionable small nodule, pleural effusion, or pneumothorax.",
+            "Lung Lesion",
+        )
+        == N
+    )
 
 
 def test_hedge_outside_a_negated_list_still_counts():
@@ -256,10 +274,16 @@ def test_hedge_outside_a_negated_list_still_counts():
     assert _label("Cannot exclude a small left effusion, no pneumothorax.", "Pleural Effusion") == U
 
 
-@pytest.mark.parametrize("report", [
-    "Cholecystectomy clips.", "Left axillary surgical clips.", "There are left-sided axillary clips.",
-    "Right upper quadrant surgical clips from prior cholecystectomy.", "Surgical staples in the abdomen.",
-])
+@pytest.mark.parametrize(
+    "report",
+    [
+        "Cholecystectomy clips.",
+        "Left axillary surgical clips.",
+        "There are left-sided axillary clips.",
+        "Right upper quadrant surgical clips from prior cholecystectomy.",
+        "Surgical staples in the abdomen.",
+    ],
+)
 def test_surgical_clips_are_not_support_devices(report):
     assert _blank(_label(report, "Support Devices"))
     assert _label(report, "No Finding") == P
@@ -270,23 +294,34 @@ def test_devices_next_to_clips_still_count():
     assert _label("Median sternotomy wires are intact.", "Support Devices") == P
 
 
-@pytest.mark.parametrize("report", [
-    "No significant change in pneumothorax.", "No significant change in the small right apical pneumothorax.",
-    "No change in the small right pneumothorax.", "Unchanged small left pneumothorax.",
-    "Stable tiny left apical pneumothorax.", "The right pneumothorax is unchanged in size.",
-    "No increase in the size of the right pneumothorax.", "No interval change in the left pneumothorax.",
-])
+@pytest.mark.parametrize(
+    "report",
+    [
+        "No significant change in pneumothorax.",
+        "No significant change in the small right apical pneumothorax.",
+        "No change in the small right pneumothorax.",
+        "Unchanged small left pneumothorax.",
+        "Stable tiny left apical pneumothorax.",
+        "The right pneumothorax is unchanged in size.",
+        "No increase in the size of the right pneumothorax.",
+        "No interval change in the left pneumothorax.",
+    ],
+)
 def test_no_change_in_a_finding_means_it_is_present(report):
     assert _label(report, "Pneumothorax") == P
     assert _blank(_label(report, "No Finding"))
 
 
-@pytest.mark.parametrize("report, observation", [
-    ("Resolved left pneumothorax.", "Pneumothorax"), ("The right pneumothorax has resolved.", "Pneumothorax"),
-    ("Interval resolution of the left pleural effusion.", "Pleural Effusion"),
-    ("The nasogastric tube has been removed.", "Support Devices"),
-    ("Interval removal of the chest tube.", "Support Devices"),
-])
+@pytest.mark.parametrize(
+    "report, observation",
+    [
+        ("Resolved left pneumothorax.", "Pneumothorax"),
+        ("The right pneumothorax has resolved.", "Pneumothorax"),
+        ("Interval resolution of the left pleural effusion.", "Pleural Effusion"),
+        ("The nasogastric tube has been removed.", "Support Devices"),
+        ("Interval removal of the chest tube.", "Support Devices"),
+    ],
+)
 def test_resolved_and_removed_are_not_present(report, observation):
     assert _label(report, observation) == N
 
@@ -297,26 +332,36 @@ def test_resolved_does_not_leak_into_the_next_clause():
     assert _label(report, "Pleural Effusion") == P
 
 
-@pytest.mark.parametrize("report, observation", [
-    ("A tiny pneumothorax cannot be excluded.", "Pneumothorax"),
-    ("Small left apical pneumothorax is not excluded.", "Pneumothorax"),
-    ("Pneumonia or atelectasis cannot be excluded.", "Atelectasis"),
-    ("Cannot rule out a small left pneumothorax.", "Pneumothorax"),
-    ("No definite pneumothorax, though a tiny apical pneumothorax cannot be excluded.", "Pneumothorax"),
-])
+@pytest.mark.parametrize(
+    "report, observation",
+    [
+        ("A tiny pneumothorax cannot be excluded.", "Pneumothorax"),
+        ("Small left apical pneumothorax is not excluded.", "Pneumothorax"),
+        ("Pneumonia or atelectasis cannot be excluded.", "Atelectasis"),
+        ("Cannot rule out a small left pneumothorax.", "Pneumothorax"),
+        ("No definite pneumothorax, though a tiny apical pneumothorax cannot be excluded.", "Pneumothorax"),
+    ],
+)
 def test_cannot_be_excluded_is_uncertain(report, observation):
     assert _label(report, observation) == U
 
 
-@pytest.mark.parametrize("report, expected", [
-    ("1. Cardiomegaly 2. No pleural effusion.", {"Cardiomegaly": P, "Pleural Effusion": N}),
-    ("1. No pneumothorax 2. Small left pleural effusion.", {"Pneumothorax": N, "Pleural Effusion": P}),
-    ("IMPRESSION: 1. No acute cardiopulmonary process. 2. Mild cardiomegaly.", {"Cardiomegaly": P}),
-    ("1. No acute cardiopulmonary abnormality 2. Bibasilar atelectasis 3. Stable cardiomegaly",
-     {"Atelectasis": P, "Cardiomegaly": P}),
-    ("Impression: 1) No pneumothorax. 2) Small right pleural effusion.",
-     {"Pneumothorax": N, "Pleural Effusion": P}),
-])
+@pytest.mark.parametrize(
+    "report, expected",
+    [
+        ("1. Cardiomegaly 2. No pleural effusion.", {"Cardiomegaly": P, "Pleural Effusion": N}),
+        ("1. No pneumothorax 2. Small left pleural effusion.", {"Pneumothorax": N, "Pleural Effusion": P}),
+        ("IMPRESSION: 1. No acute cardiopulmonary process. 2. Mild cardiomegaly.", {"Cardiomegaly": P}),
+        (
+            "1. No acute cardiopulmonary abnormality 2. Bibasilar atelectasis 3. Stable cardiomegaly",
+            {"Atelectasis": P, "Cardiomegaly": P},
+        ),
+        (
+            "Impression: 1) No pneumothorax. 2) Small right pleural effusion.",
+            {"Pneumothorax": N, "Pleural Effusion": P},
+        ),
+    ],
+)
 def test_numbered_impression_lists(report, expected):
     for observation, value in expected.items():
         assert _label(report, observation) == value, observation
@@ -330,14 +375,19 @@ def test_numbered_list_split_keeps_decimals():
     assert parts == ["A 1.9 x 2.1 cm nodule", "No effusion"]
 
 
-@pytest.mark.parametrize("report, expected", [
-    ("Heart size normal. Lungs are clear. XXXX are normal.", {"Cardiomegaly": N, "No Finding": P}),
-    ("There are no XXXX of pleural effusion.", {"Pleural Effusion": N, "No Finding": P}),
-    ("No focal XXXX, pleural effusion, or pneumothorax.", {"Pleural Effusion": N, "Pneumothorax": N}),
-    ("XXXX XXXX and lateral chest examination was obtained. XXXX. XXXX XXXX.", {"No Finding": P}),
-    ("Comparison XXXX, XXXX. The heart is enlarged. XXXX. No pleural effusion.",
-     {"Cardiomegaly": P, "Pleural Effusion": N}),
-])
+@pytest.mark.parametrize(
+    "report, expected",
+    [
+        ("Heart size normal. Lungs are clear. XXXX are normal.", {"Cardiomegaly": N, "No Finding": P}),
+        ("There are no XXXX of pleural effusion.", {"Pleural Effusion": N, "No Finding": P}),
+        ("No focal XXXX, pleural effusion, or pneumothorax.", {"Pleural Effusion": N, "Pneumothorax": N}),
+        ("XXXX XXXX and lateral chest examination was obtained. XXXX. XXXX XXXX.", {"No Finding": P}),
+        (
+            "Comparison XXXX, XXXX. The heart is enlarged. XXXX. No pleural effusion.",
+            {"Cardiomegaly": P, "Pleural Effusion": N},
+        ),
+    ],
+)
 def test_iu_xray_anonymisation_tokens(report, expected):
     labels = label_report(report)
     for observation, value in expected.items():

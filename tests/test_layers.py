@@ -2,27 +2,45 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import MambaConfig
 from transformers.models.mamba.modeling_mamba import MambaMixer as HFMambaMixer
 
 from modeling_rrg_mamba.layers import (
-    DynamicPositionBias, GRID_DIRECTIONS, MambaMixer, RotaryEmbedding1D, RotaryEmbedding2D, SS2D, scan_order,
+    GRID_DIRECTIONS,
+    SS2D,
+    DynamicPositionBias,
+    MambaMixer,
+    RotaryEmbedding1D,
+    RotaryEmbedding2D,
+    scan_order,
 )
 from modeling_rrg_mamba.ops import selective_scan
 
 
 def hf_mixer_and_ours(d_model=16, d_state=4, expand=2, d_conv=4, dt_rank=3, bias=False):
     torch.manual_seed(0)
-    config = MambaConfig(hidden_size=d_model, state_size=d_state, expand=expand, conv_kernel=d_conv,
-                         time_step_rank=dt_rank, use_bias=bias, use_conv_bias=True, num_hidden_layers=1)
+    config = MambaConfig(
+        hidden_size=d_model,
+        state_size=d_state,
+        expand=expand,
+        conv_kernel=d_conv,
+        time_step_rank=dt_rank,
+        use_bias=bias,
+        use_conv_bias=True,
+        num_hidden_layers=1,
+    )
     theirs = HFMambaMixer(config, layer_idx=0).eval()
     ours = MambaMixer(d_model, d_state=d_state, expand=expand, d_conv=d_conv, dt_rank=dt_rank, bias=bias)
     hf = theirs.state_dict()
     mapping = {
-        "in_proj.weight": hf["in_proj.weight"], "conv1d.weight": hf["conv1d.weight"], "conv1d.bias": hf["conv1d.bias"],
-        "ssm.x_proj_weight": hf["x_proj.weight"][None], "ssm.dt_proj_weight": hf["dt_proj.weight"][None],
-        "ssm.dt_proj_bias": hf["dt_proj.bias"][None], "ssm.A_log": hf["A_log"][None], "ssm.D": hf["D"][None],
+        "in_proj.weight": hf["in_proj.weight"],
+        "conv1d.weight": hf["conv1d.weight"],
+        "conv1d.bias": hf["conv1d.bias"],
+        "ssm.x_proj_weight": hf["x_proj.weight"][None],
+        "ssm.dt_proj_weight": hf["dt_proj.weight"][None],
+        "ssm.dt_proj_bias": hf["dt_proj.bias"][None],
+        "ssm.A_log": hf["A_log"][None],
+        "ssm.D": hf["D"][None],
         "out_proj.weight": hf["out_proj.weight"],
     }
     if bias:
@@ -78,14 +96,16 @@ def test_four_direction_mixer_averages_its_directions():
     for k, direction in enumerate(GRID_DIRECTIONS):
         single = MambaMixer(16, directions=(direction,))
         state = {name: value for name, value in multi.state_dict().items() if name.startswith(("in_proj", "out_proj"))}
-        state["conv1d.weight"] = multi.conv1d.weight[k * d_inner:(k + 1) * d_inner]
-        state["conv1d.bias"] = multi.conv1d.bias[k * d_inner:(k + 1) * d_inner]
+        state["conv1d.weight"] = multi.conv1d.weight[k * d_inner : (k + 1) * d_inner]
+        state["conv1d.bias"] = multi.conv1d.bias[k * d_inner : (k + 1) * d_inner]
         for name in ("x_proj_weight", "dt_proj_weight", "dt_proj_bias", "A_log", "D"):
-            state[f"ssm.{name}"] = getattr(multi.ssm, name)[k:k + 1]
+            state[f"ssm.{name}"] = getattr(multi.ssm, name)[k : k + 1]
         single.load_state_dict(state)
         # out_proj is linear and bias-free: the mean of outputs is out_proj of the mean.
         outputs.append(single(x, grid=grid, cls_position=cls))
-    torch.testing.assert_close(multi(x, grid=grid, cls_position=cls), torch.stack(outputs).mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        multi(x, grid=grid, cls_position=cls), torch.stack(outputs).mean(0), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_scan_orders_are_permutations_with_the_class_token_in_the_middle():
@@ -114,9 +134,22 @@ def reference_ss2d_scan(layer: SS2D, x: torch.Tensor) -> torch.Tensor:
     for k, u in enumerate(routes):
         dbl = torch.einsum("bdl,cd->bcl", u, ssm.x_proj_weight[k])
         dt, B, C = dbl.split([ssm.dt_rank, ssm.d_state, ssm.d_state], dim=1)
-        outs.append(selective_scan(u, torch.einsum("brl,dr->bdl", dt, ssm.dt_proj_weight[k]), -ssm.A_log[k].exp(), B, C,
-                                   ssm.D[k], delta_bias=ssm.dt_proj_bias[k], delta_softplus=True))
-    from_col = lambda y: y.reshape(batch, dim, width, height).transpose(2, 3).reshape(batch, dim, -1)
+        outs.append(
+            selective_scan(
+                u,
+                torch.einsum("brl,dr->bdl", dt, ssm.dt_proj_weight[k]),
+                -ssm.A_log[k].exp(),
+                B,
+                C,
+                ssm.D[k],
+                delta_bias=ssm.dt_proj_bias[k],
+                delta_softplus=True,
+            )
+        )
+
+    def from_col(y):
+        return y.reshape(batch, dim, width, height).transpose(2, 3).reshape(batch, dim, -1)
+
     total = outs[0] + from_col(outs[1]) + outs[2].flip(-1) + from_col(outs[3].flip(-1))
     return total.reshape(batch, dim, height, width).permute(0, 2, 3, 1)
 
@@ -155,10 +188,18 @@ def test_rope_depends_only_on_relative_offsets():
     torch.manual_seed(8)
     q, k = torch.randn(1, 1, 8, dtype=torch.float64), torch.randn(1, 1, 8, dtype=torch.float64)
     rope = RotaryEmbedding1D(8).double()
-    dot = lambda p, r: (rope(q, torch.tensor([p])) * rope(k, torch.tensor([r]))).sum().item()
+
+    def dot(p, r):
+        return (rope(q, torch.tensor([p])) * rope(k, torch.tensor([r]))).sum().item()
+
     assert dot(3, 1) == pytest.approx(dot(10, 8)) and dot(3, 1) != pytest.approx(dot(3, 2))
     rope2 = RotaryEmbedding2D(8).double()
-    dot2 = lambda a, b: (rope2(q, torch.tensor([a[0]]), torch.tensor([a[1]])) * rope2(k, torch.tensor([b[0]]), torch.tensor([b[1]]))).sum().item()
+
+    def dot2(a, b):
+        rotated_q = rope2(q, torch.tensor([a[0]]), torch.tensor([a[1]]))
+        rotated_k = rope2(k, torch.tensor([b[0]]), torch.tensor([b[1]]))
+        return (rotated_q * rotated_k).sum().item()
+
     assert dot2((2, 5), (1, 1)) == pytest.approx(dot2((4, 7), (3, 3)))
     assert dot2((2, 5), (1, 1)) != pytest.approx(dot2((2, 5), (1, 2)))
     grid = torch.randn(2, 3, 4, 8, dtype=torch.float64)
@@ -174,7 +215,9 @@ def test_dynamic_position_bias_is_translation_equivariant_and_size_free():
     x = torch.randn(1, 9, 9, 8, dtype=torch.float64)
     shifted = torch.roll(x, shifts=(2, 1), dims=(1, 2))
     # Away from the borders, shifting the input shifts the bias.
-    torch.testing.assert_close(torch.roll(dpb(x), shifts=(2, 1), dims=(1, 2))[:, 3:-1, 2:-1], dpb(shifted)[:, 3:-1, 2:-1])
+    torch.testing.assert_close(
+        torch.roll(dpb(x), shifts=(2, 1), dims=(1, 2))[:, 3:-1, 2:-1], dpb(shifted)[:, 3:-1, 2:-1]
+    )
     assert dpb(torch.randn(2, 5, 17, 8, dtype=torch.float64)).shape == (2, 5, 17, 8)
     with pytest.raises(ValueError, match="odd positive window, got 4"):
         DynamicPositionBias(8, window=4)

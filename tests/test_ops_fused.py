@@ -7,10 +7,9 @@ import warnings
 
 import pytest
 import torch
+from test_ops import make_inputs, reference_scan, relative_error
 
 from modeling_rrg_mamba.ops import _fused_scan_cpu, selective_scan, selective_scan_backend, set_selective_scan_backend
-
-from test_ops import make_inputs, reference_scan, relative_error
 
 scan_module = sys.modules["modeling_rrg_mamba.ops.selective_scan"]
 BACKENDS = ["fused", "reference"]
@@ -42,7 +41,9 @@ def values_and_grads(backend, inputs, seed=1, **kwargs):
     leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
     y, last = run(backend, leaves, return_last_state=True, **kwargs)
     g = torch.Generator().manual_seed(seed)
-    loss = (y * torch.randn(y.shape, generator=g, dtype=y.dtype)).sum() + (last * torch.randn(last.shape, generator=g, dtype=last.dtype)).sum()
+    loss = (y * torch.randn(y.shape, generator=g, dtype=y.dtype)).sum() + (
+        last * torch.randn(last.shape, generator=g, dtype=last.dtype)
+    ).sum()
     grads = torch.autograd.grad(loss, list(leaves.values()))
     return y, last, dict(zip(leaves, grads))
 
@@ -50,7 +51,12 @@ def values_and_grads(backend, inputs, seed=1, **kwargs):
 def assert_paths_agree(inputs, tol, **kwargs):
     y_f, last_f, grads_f = values_and_grads("fused", inputs, **kwargs)
     y_r, last_r, grads_r = values_and_grads("reference", inputs, **kwargs)
-    assert y_f.dtype == y_r.dtype and y_f.shape == y_r.shape and last_f.shape == last_r.shape and last_f.dtype == last_r.dtype
+    assert (
+        y_f.dtype == y_r.dtype
+        and y_f.shape == y_r.shape
+        and last_f.shape == last_r.shape
+        and last_f.dtype == last_r.dtype
+    )
     assert relative_error(y_f, y_r) < tol
     assert relative_error(last_f, last_r) < tol
     for name in grads_r:
@@ -116,12 +122,16 @@ def test_fused_odd_lengths_and_state_sizes_float32(length, d_state):
 @needs_fused
 @pytest.mark.parametrize("groups", [None, 2])
 def test_fused_gradcheck_float64_all_options(groups):
-    inputs = {k: v.requires_grad_() for k, v in make_inputs(batch=2, dim=4, d_state=3, length=6, groups=groups).items()}
+    inputs = {
+        k: v.requires_grad_() for k, v in make_inputs(batch=2, dim=4, d_state=3, length=6, groups=groups).items()
+    }
     names = list(inputs)
     set_selective_scan_backend("fused")
     for softplus in (False, True):
         assert torch.autograd.gradcheck(
-            lambda *xs: selective_scan(**dict(zip(names, xs)), delta_softplus=softplus, return_last_state=True),
+            lambda *xs, softplus=softplus: selective_scan(
+                **dict(zip(names, xs)), delta_softplus=softplus, return_last_state=True
+            ),
             [inputs[n] for n in names],
         )
 
@@ -131,10 +141,13 @@ def test_fused_gradcheck_length_one_and_output_only():
     inputs = {k: v.requires_grad_() for k, v in make_inputs(batch=1, dim=2, d_state=2, length=1, groups=1).items()}
     names = list(inputs)
     set_selective_scan_backend("fused")
-    assert torch.autograd.gradcheck(lambda *xs: selective_scan(**dict(zip(names, xs)), delta_softplus=True), [inputs[n] for n in names])
+    assert torch.autograd.gradcheck(
+        lambda *xs: selective_scan(**dict(zip(names, xs)), delta_softplus=True), [inputs[n] for n in names]
+    )
     # only the last state reaches the loss: the output's gradient is None in backward
     assert torch.autograd.gradcheck(
-        lambda *xs: selective_scan(**dict(zip(names, xs)), return_last_state=True)[1], [inputs[n] for n in names])
+        lambda *xs: selective_scan(**dict(zip(names, xs)), return_last_state=True)[1], [inputs[n] for n in names]
+    )
 
 
 @needs_fused
@@ -244,7 +257,9 @@ def test_kernel_cache_is_reused(monkeypatch, tmp_path):
     lib, reason = _fused_scan_cpu._build_and_load()
     assert lib is not None, reason
     assert len(list(tmp_path.glob("selective_scan_*"))) == 1
-    monkeypatch.setattr(_fused_scan_cpu, "_compile", lambda *args: pytest.fail("compiled again instead of loading the cache"))
+    monkeypatch.setattr(
+        _fused_scan_cpu, "_compile", lambda *args: pytest.fail("compiled again instead of loading the cache")
+    )
     lib, reason = _fused_scan_cpu._build_and_load()
     assert lib is not None, reason
 

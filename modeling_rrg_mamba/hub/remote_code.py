@@ -19,9 +19,10 @@ from __future__ import annotations
 import ast
 import importlib.util
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+
 
 @dataclass(frozen=True)
 class SourceModule:
@@ -110,7 +111,9 @@ class ModuleGraph:
             target = _import_target(node, importer, self.root)
             if target is None:
                 continue
-            names = [self.resolve(target, alias.name, alias.asname or alias.name, importer, node) for alias in node.names]
+            names = [
+                self.resolve(target, alias.name, alias.asname or alias.name, importer, node) for alias in node.names
+            ]
             found.append((node, names))
         return found
 
@@ -171,7 +174,10 @@ def flat_module_name(module: str, home_package: str) -> str:
 
 
 def _rewrite_imports(
-    source: str, imports: Sequence[tuple[ast.ImportFrom, list[ImportedName]]], flat_names: Mapping[str, str], path: Path
+    source: str,
+    imports: Sequence[tuple[ast.ImportFrom, list[ImportedName]]],
+    flat_names: Mapping[str, str],
+    path: Path,
 ) -> str:
     """``source`` with every package import replaced by one flat ``from .x import ...`` line per defining module."""
     lines = source.splitlines(keepends=True)
@@ -182,7 +188,9 @@ def _rewrite_imports(
         by_module: dict[str, list[str]] = defaultdict(list)
         for item in names:
             by_module[item.module].append(item.name if item.name == item.alias else f"{item.name} as {item.alias}")
-        statements = [f"{indent}from .{flat_names[module]} import {', '.join(parts)}" for module, parts in by_module.items()]
+        statements = [
+            f"{indent}from .{flat_names[module]} import {', '.join(parts)}" for module, parts in by_module.items()
+        ]
         tail = lines[node.end_lineno - 1][node.end_col_offset :]
         lines[node.lineno - 1 : node.end_lineno] = ["\n".join(statements) + tail]
     return "".join(lines)
@@ -211,7 +219,9 @@ def export_remote_code(entry_modules: Sequence[str], folder: str | Path, home_pa
     if clashes:
         raise ValueError(f"modules would share a flat file name in the exported folder: {clashes}")
     for module in modules:
-        source = _rewrite_imports(graph.source(module), graph.internal_imports(module), flat_names, graph.module(module).path)
+        source = _rewrite_imports(
+            graph.source(module), graph.internal_imports(module), flat_names, graph.module(module).path
+        )
         if module in entry_modules:
             source += _import_indirect_dependencies(graph, module, flat_names)
         (folder / f"{flat_names[module]}.py").write_text(source, encoding="utf-8")
@@ -236,8 +246,15 @@ def _import_indirect_dependencies(graph: ModuleGraph, entry: str, flat_names: Ma
     indirect = {module: name for module, name in reached.items() if module != entry and module not in direct}
     if not indirect:
         return ""
-    lines = [f"from .{flat_names[m]} import {name} as _dependency_{flat_names[m]}  # noqa: E402, F401" for m, name in indirect.items()]
-    return "\n\n# transformers 4.57 copies only the files this module imports itself from a local folder\n" + "\n".join(lines) + "\n"
+    lines = [
+        f"from .{flat_names[m]} import {name} as _dependency_{flat_names[m]}  # noqa: E402, F401"
+        for m, name in indirect.items()
+    ]
+    return (
+        "\n\n# transformers 4.57 copies only the files this module imports itself from a local folder\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 __all__ = ["collect_modules", "export_remote_code", "flat_module_name", "in_package"]

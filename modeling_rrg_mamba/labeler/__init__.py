@@ -15,6 +15,16 @@ from .rules import (
 )
 
 __all__ = [
-    "BLANK", "COMMON_OBSERVATIONS", "Mention", "NEGATIVE", "OBSERVATIONS", "POSITIVE", "UNCERTAIN",
-    "aggregate", "binarize_labels", "extract_mentions", "label_report", "label_reports",
+    "BLANK",
+    "COMMON_OBSERVATIONS",
+    "Mention",
+    "NEGATIVE",
+    "OBSERVATIONS",
+    "POSITIVE",
+    "UNCERTAIN",
+    "aggregate",
+    "binarize_labels",
+    "extract_mentions",
+    "label_report",
+    "label_reports",
 ]

@@ -64,9 +64,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, FrozenSet, Generic, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -89,8 +90,9 @@ _DISJUNCTION_REACH = 3
 _ATTRIBUTE_AFTER = 8
 _ATTRIBUTE_BEFORE = 3
 _CLAUSE_PRE = ("first_pre", "neg_pre", "unc_pre")
-_ATTRIBUTE_BLOCKERS = frozenset({"but", "however", "although", "though", "whereas", "while", "which", "except",
-                                 "otherwise"})
+_ATTRIBUTE_BLOCKERS = frozenset(
+    {"but", "however", "although", "though", "whereas", "while", "which", "except", "otherwise"}
+)
 
 T = TypeVar("T")
 
@@ -106,10 +108,10 @@ def _fold(token: str) -> str:
     return token
 
 
-def _words_and_commas(text: str) -> Tuple[List[str], FrozenSet[int]]:
+def _words_and_commas(text: str) -> tuple[list[str], frozenset[int]]:
     """Folded word tokens, and the indices of tokens that follow a comma."""
-    words: List[str] = []
-    commas: Set[int] = set()
+    words: list[str] = []
+    commas: set[int] = set()
     for item in _WORD.findall(_SLASH.sub(" or ", text.lower().replace("and/or", "and or"))):
         if item == ",":
             commas.add(len(words))
@@ -118,12 +120,12 @@ def _words_and_commas(text: str) -> Tuple[List[str], FrozenSet[int]]:
     return words, frozenset(commas)
 
 
-def tokenize(text: str) -> List[str]:
+def tokenize(text: str) -> list[str]:
     """Lower-case word tokens with plural folding (hyphens and punctuation separate words)."""
     return _words_and_commas(text)[0]
 
 
-def split_sentences(text: str) -> List[str]:
+def split_sentences(text: str) -> list[str]:
     """Split report text into sentences on full stops (not decimal points), ; ? ! ": ", newlines and
     numbered-list markers ("1. ", "2) ")."""
     return [part for part in _SENTENCE_BREAK.split(text) if part and part.strip()]
@@ -140,7 +142,7 @@ class PhraseMatcher(Generic[T]):
     """Leftmost-longest, non-overlapping matching of token phrases."""
 
     def __init__(self, phrases: Mapping[str, T]):
-        self._by_first: Dict[str, List[Tuple[Tuple[str, ...], T]]] = {}
+        self._by_first: dict[str, list[tuple[tuple[str, ...], T]]] = {}
         for phrase, payload in phrases.items():
             tokens = tuple(tokenize(phrase))
             if not tokens:
@@ -149,8 +151,8 @@ class PhraseMatcher(Generic[T]):
         for candidates in self._by_first.values():
             candidates.sort(key=lambda item: -len(item[0]))
 
-    def find(self, tokens: Sequence[str]) -> List[PhraseMatch[T]]:
-        matches: List[PhraseMatch[T]] = []
+    def find(self, tokens: Sequence[str]) -> list[PhraseMatch[T]]:
+        matches: list[PhraseMatch[T]] = []
         position = 0
         by_first = self._by_first
         n = len(tokens)
@@ -159,7 +161,7 @@ class PhraseMatcher(Generic[T]):
             if candidates:
                 for phrase, payload in candidates:
                     length = len(phrase)
-                    if length == 1 or tuple(tokens[position:position + length]) == phrase:
+                    if length == 1 or tuple(tokens[position : position + length]) == phrase:
                         matches.append(PhraseMatch(position, position + length, payload))
                         position += length
                         break
@@ -170,19 +172,35 @@ class PhraseMatcher(Generic[T]):
         return matches
 
 
-_CLOSING_NEUTRAL = ("change", "changed", "increase", "worsening", "resolved", "resolution", "difference",
-                    "development", "different")
+_CLOSING_NEUTRAL = (
+    "change",
+    "changed",
+    "increase",
+    "worsening",
+    "resolved",
+    "resolution",
+    "difference",
+    "development",
+    "different",
+)
 
 
-def _roles() -> Dict[str, FrozenSet[str]]:
-    table: Dict[str, set] = {}
-    for role, phrases in (("first_pre", lexicon.UNCERTAINTY_FIRST_PRE),
-                          ("first_post", lexicon.UNCERTAINTY_FIRST_POST),
-                          ("neg_pre", lexicon.NEGATION_PRE), ("neg_post", lexicon.NEGATION_POST),
-                          ("neg_item", lexicon.NEGATION_ITEM), ("unc_item", lexicon.UNCERTAINTY_ITEM),
-                          ("unc_pre", lexicon.UNCERTAINTY_PRE), ("unc_post", lexicon.UNCERTAINTY_POST),
-                          ("neutral", lexicon.NEUTRAL), ("terminator", lexicon.TERMINATORS),
-                          ("disjunction", lexicon.DISJUNCTIONS), ("coordinator", lexicon.COORDINATORS)):
+def _roles() -> dict[str, frozenset[str]]:
+    table: dict[str, set] = {}
+    for role, phrases in (
+        ("first_pre", lexicon.UNCERTAINTY_FIRST_PRE),
+        ("first_post", lexicon.UNCERTAINTY_FIRST_POST),
+        ("neg_pre", lexicon.NEGATION_PRE),
+        ("neg_post", lexicon.NEGATION_POST),
+        ("neg_item", lexicon.NEGATION_ITEM),
+        ("unc_item", lexicon.UNCERTAINTY_ITEM),
+        ("unc_pre", lexicon.UNCERTAINTY_PRE),
+        ("unc_post", lexicon.UNCERTAINTY_POST),
+        ("neutral", lexicon.NEUTRAL),
+        ("terminator", lexicon.TERMINATORS),
+        ("disjunction", lexicon.DISJUNCTIONS),
+        ("coordinator", lexicon.COORDINATORS),
+    ):
         for phrase in phrases:
             table.setdefault(" ".join(tokenize(phrase)), set()).add(role)
     out = {}
@@ -198,14 +216,18 @@ def _roles() -> Dict[str, FrozenSet[str]]:
 
 @dataclass(frozen=True)
 class _Entry:
-    observations: Tuple[str, ...]
+    observations: tuple[str, ...]
     needs_attribute: bool
     weak: bool
 
 
-_MENTIONS = PhraseMatcher({**{p: _Entry(o, False, False) for p, o in lexicon.MENTIONS.items()},
-                           **{p: _Entry(o, False, True) for p, o in lexicon.WEAK_MENTIONS.items()},
-                           **{p: _Entry(o, True, False) for p, o in lexicon.SUBJECTS.items()}})
+_MENTIONS = PhraseMatcher(
+    {
+        **{p: _Entry(o, False, False) for p, o in lexicon.MENTIONS.items()},
+        **{p: _Entry(o, False, True) for p, o in lexicon.WEAK_MENTIONS.items()},
+        **{p: _Entry(o, True, False) for p, o in lexicon.SUBJECTS.items()},
+    }
+)
 _ATTRIBUTES = PhraseMatcher(dict(lexicon.ATTRIBUTES))
 _TRIGGERS = PhraseMatcher(_roles())
 _WEAK_SUBJECTS = frozenset({"Edema", "Pleural Effusion"})
@@ -221,21 +243,31 @@ class Mention:
     sentence: str
 
 
-def _nearest_attribute(subject: PhraseMatch, attributes: List[PhraseMatch[str]], tokens: Sequence[str],
-                       allow_stable: bool) -> Optional[PhraseMatch[str]]:
+def _nearest_attribute(
+    subject: PhraseMatch, attributes: list[PhraseMatch[str]], tokens: Sequence[str], allow_stable: bool
+) -> PhraseMatch[str] | None:
     def blocked(lo: int, hi: int) -> bool:
         return any(tokens[i] in _ATTRIBUTE_BLOCKERS for i in range(lo, hi))
 
     usable = [a for a in attributes if allow_stable or a.payload != "stable"]
-    after = [a for a in usable if subject.end <= a.start <= subject.end + _ATTRIBUTE_AFTER
-             and not blocked(subject.end, a.start)]
-    before = [a for a in usable if subject.start - _ATTRIBUTE_BEFORE <= a.end <= subject.start
-              and not blocked(a.end, subject.start)]
+    after = [
+        a
+        for a in usable
+        if subject.end <= a.start <= subject.end + _ATTRIBUTE_AFTER and not blocked(subject.end, a.start)
+    ]
+    before = [
+        a
+        for a in usable
+        if subject.start - _ATTRIBUTE_BEFORE <= a.end <= subject.start and not blocked(a.end, subject.start)
+    ]
     chosen = min(after, key=lambda a: a.start) if after else (max(before, key=lambda a: a.end) if before else None)
     if chosen is not None and chosen.payload == "stable":
         # "stable and normal", "normal and stable", "stable normal": the normal / enlarged word decides.
-        near = [a for a in usable if a.payload != "stable" and (0 <= a.start - chosen.end <= 2
-                                                                or 0 <= chosen.start - a.end <= 2)]
+        near = [
+            a
+            for a in usable
+            if a.payload != "stable" and (0 <= a.start - chosen.end <= 2 or 0 <= chosen.start - a.end <= 2)
+        ]
         if near:
             chosen = near[0]
     return chosen
@@ -244,7 +276,7 @@ def _nearest_attribute(subject: PhraseMatch, attributes: List[PhraseMatch[str]],
 class _Context:
     """Triggers of one sentence with the index structures the scope rules need."""
 
-    def __init__(self, tokens: List[str], commas: FrozenSet[int]):
+    def __init__(self, tokens: list[str], commas: frozenset[int]):
         self.tokens = tokens
         self.commas = commas
         self.triggers = [t for t in _TRIGGERS.find(tokens) if t.payload - {"neutral"}]
@@ -263,7 +295,7 @@ class _Context:
                 return s
         return len(self.tokens)
 
-    def comma_between(self, lo: int, hi: int) -> Optional[int]:
+    def comma_between(self, lo: int, hi: int) -> int | None:
         hits = [c for c in self.commas if lo <= c <= hi]
         return min(hits) if hits else None
 
@@ -271,8 +303,11 @@ class _Context:
 def _pre_reaches(ctx: _Context, t: PhraseMatch, role: str, start: int) -> bool:
     if role not in t.payload or t.end > start:
         return False
-    reach = _SHORT_NEGATIONS.get(" ".join(ctx.tokens[t.start:t.end]), _REACH[role]) if role == "neg_pre" \
+    reach = (
+        _SHORT_NEGATIONS.get(" ".join(ctx.tokens[t.start : t.end]), _REACH[role])
+        if role == "neg_pre"
         else _REACH[role]
+    )
     if start - t.end > reach or ctx.terminated(t.end, start):
         return False
     comma = ctx.comma_between(t.end, start)
@@ -286,22 +321,32 @@ def _pre_reaches(ctx: _Context, t: PhraseMatch, role: str, start: int) -> bool:
     # A clause-level trigger's scope ends at the next negation / pre-negation uncertainty.
     if role in _CLAUSE_PRE:
         for other in ctx.clause_pre:
-            if other is not t and t.end <= other.start and other.end <= start \
-                    and other.payload & {"first_pre", "neg_pre"}:
+            if (
+                other is not t
+                and t.end <= other.start
+                and other.end <= start
+                and other.payload & {"first_pre", "neg_pre"}
+            ):
                 return False
     return True
 
 
-def _disjuncts(ctx: _Context, spans: List[Tuple[int, int]]) -> Set[int]:
+def _disjuncts(ctx: _Context, spans: list[tuple[int, int]]) -> set[int]:
     """Indices of the mention spans next to an "or" / "versus" on either side ("X or Y": a differential)."""
-    out: Set[int] = set()
+    out: set[int] = set()
     for t in ctx.triggers:
         if "disjunction" not in t.payload:
             continue
-        before = [i for i, (s, e) in enumerate(spans) if e <= t.start and t.start - e <= _DISJUNCTION_REACH
-                  and not ctx.terminated(e, t.start)]
-        after = [i for i, (s, e) in enumerate(spans) if s >= t.end and s - t.end <= _DISJUNCTION_REACH
-                 and not ctx.terminated(t.end, s)]
+        before = [
+            i
+            for i, (s, e) in enumerate(spans)
+            if e <= t.start and t.start - e <= _DISJUNCTION_REACH and not ctx.terminated(e, t.start)
+        ]
+        after = [
+            i
+            for i, (s, e) in enumerate(spans)
+            if s >= t.end and s - t.end <= _DISJUNCTION_REACH and not ctx.terminated(t.end, s)
+        ]
         if before:
             out.add(max(before, key=lambda i: spans[i][1]))
         if after:
@@ -311,7 +356,7 @@ def _disjuncts(ctx: _Context, spans: List[Tuple[int, int]]) -> Set[int]:
 
 def _classify(start: int, end: int, ctx: _Context, disjunct: bool = False) -> str:
     """Status of the mention spanning tokens [start, end) from the context triggers of its sentence."""
-    found: Set[str] = {"disjunction"} if disjunct else set()
+    found: set[str] = {"disjunction"} if disjunct else set()
     for t in ctx.triggers:
         payload = t.payload
         if start < t.start and t.end <= end:  # inside a subject-attribute span ("heart may be enlarged")
@@ -337,13 +382,13 @@ def _classify(start: int, end: int, ctx: _Context, disjunct: bool = False) -> st
 
 
 @lru_cache(maxsize=131072)
-def _sentence_statuses(sentence: str) -> Tuple[Tuple[str, str, str], ...]:
+def _sentence_statuses(sentence: str) -> tuple[tuple[str, str, str], ...]:
     tokens, commas = _words_and_commas(sentence)
     if not tokens:
         return ()
     ctx = _Context(tokens, commas)
-    attributes: Optional[List[PhraseMatch[str]]] = None
-    found: List[Tuple[str, str, str]] = []
+    attributes: list[PhraseMatch[str]] | None = None
+    found: list[tuple[str, str, str]] = []
     matches = _MENTIONS.find(tokens)
     disjuncts = _disjuncts(ctx, [(m.start, m.end) for m in matches]) if ctx.has_disjunction else set()
     for number, match in enumerate(matches):
@@ -374,14 +419,16 @@ def _sentence_statuses(sentence: str) -> Tuple[Tuple[str, str, str], ...]:
     return tuple(found)
 
 
-def extract_mentions(report: str) -> List[Mention]:
+def extract_mentions(report: str) -> list[Mention]:
     """All classified mentions of the 14 observations (and of other abnormalities, observation
     ``"Other Finding"``) in ``report``, in reading order."""
     if not isinstance(report, str):
         raise ValueError(f"report: expected a string, got {type(report).__name__}")
-    return [Mention(observation, text, status, sentence)
-            for sentence in split_sentences(report)
-            for observation, text, status in _sentence_statuses(sentence.strip())]
+    return [
+        Mention(observation, text, status, sentence)
+        for sentence in split_sentences(report)
+        for observation, text, status in _sentence_statuses(sentence.strip())
+    ]
 
 
 _HEART_FAILURE = frozenset({"chf", "heart failure", "congestive heart failure"})
@@ -392,7 +439,7 @@ def aggregate(mentions: Iterable[Mention]) -> np.ndarray:
     labels = np.full(len(lexicon.OBSERVATIONS), BLANK)
     index = {name: i for i, name in enumerate(lexicon.OBSERVATIONS)}
     rank = {"positive": 3, "uncertain": 2, "negative": 1}
-    best: Dict[str, str] = {}
+    best: dict[str, str] = {}
 
     def add(observation: str, status: str) -> None:
         if rank[status] > rank.get(best.get(observation, ""), 0):
@@ -419,7 +466,7 @@ def aggregate(mentions: Iterable[Mention]) -> np.ndarray:
 
 
 @lru_cache(maxsize=65536)
-def _label_one(report: str) -> Tuple[float, ...]:
+def _label_one(report: str) -> tuple[float, ...]:
     return tuple(aggregate(extract_mentions(report)))
 
 

@@ -33,8 +33,12 @@ class DynamicPositionBias(nn.Module):
             raise ValueError(f"window: DynamicPositionBias needs an odd positive window, got {window}")
         self.dim, self.window = dim, window
         self.mlp = nn.Sequential(
-            nn.Linear(2, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU(),
+            nn.Linear(2, hidden_dim),
+            nn.LayerNorm(hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.LayerNorm(hidden_dim),
+            nn.ReLU(),
             nn.Linear(hidden_dim, dim),
         )
         self.register_buffer("offsets", relative_offsets(window), persistent=False)

@@ -7,8 +7,6 @@ two rotated tokens depends only on their relative offset ``(dh, dw)``.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -46,7 +44,7 @@ class RotaryEmbedding1D(nn.Module):
         """``(length,)`` positions -> ``(length, dim/2)`` rotation angles."""
         return positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq
 
-    def forward(self, x: Tensor, positions: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
         if x.shape[-1] != self.dim:
             raise ValueError(f"x: expected last dimension {self.dim}, got shape {tuple(x.shape)}")
         if positions is None:
@@ -68,13 +66,16 @@ class RotaryEmbedding2D(nn.Module):
         """Per-token angles ``(length, dim/2)`` from row and column indices ``(length,)``."""
         return torch.cat([self.axis.angles(rows), self.axis.angles(cols)], dim=-1)
 
-    def forward(self, x: Tensor, rows: Optional[Tensor] = None, cols: Optional[Tensor] = None) -> Tensor:
-        """Rotate ``x`` given as a grid ``(batch, H, W, dim)``, or as tokens ``(batch, L, dim)`` with ``rows``/``cols``."""
+    def forward(self, x: Tensor, rows: Tensor | None = None, cols: Tensor | None = None) -> Tensor:
+        """Rotate ``x`` given as a grid ``(batch, H, W, dim)``, or as tokens ``(batch, L, dim)`` with ``rows`` and
+        ``cols``."""
         if x.shape[-1] != self.dim:
             raise ValueError(f"x: expected last dimension {self.dim}, got shape {tuple(x.shape)}")
         if x.ndim == 4:
             height, width = x.shape[1:3]
-            grid_rows, grid_cols = torch.meshgrid(torch.arange(height, device=x.device), torch.arange(width, device=x.device), indexing="ij")
+            grid_rows, grid_cols = torch.meshgrid(
+                torch.arange(height, device=x.device), torch.arange(width, device=x.device), indexing="ij"
+            )
             return apply_rotary(x, self.angles(grid_rows.reshape(-1), grid_cols.reshape(-1)).view(height, width, -1))
         if rows is None or cols is None:
             raise ValueError(f"rows/cols: token input of shape {tuple(x.shape)} needs row and column indices")

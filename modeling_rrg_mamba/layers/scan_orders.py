@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from typing import Optional, Tuple
-
 import torch
 
 Tensor = torch.Tensor
@@ -23,21 +21,22 @@ GRID_DIRECTIONS = ("row", "col", "row_reversed", "col_reversed")  # VMamba's ord
 DIRECTIONS = ONE_D_DIRECTIONS + GRID_DIRECTIONS
 
 
-def _grid_tokens(length: int, grid: Optional[Tuple[int, int]], cls_position: Optional[int]) -> int:
+def _grid_tokens(length: int, grid: tuple[int, int] | None, cls_position: int | None) -> int:
     expected = grid[0] * grid[1] + (cls_position is not None)
     if length != expected:
         raise ValueError(
             f"grid: {grid[0]}x{grid[1]} grid{' + 1 class token' if cls_position is not None else ''} "
-            f"needs {expected} tokens, got sequence length {length}")
+            f"needs {expected} tokens, got sequence length {length}"
+        )
     return grid[0] * grid[1]
 
 
 def scan_order(
     direction: str,
     length: int,
-    grid: Optional[Tuple[int, int]] = None,
-    cls_position: Optional[int] = None,
-    device: Optional[torch.device] = None,
+    grid: tuple[int, int] | None = None,
+    cls_position: int | None = None,
+    device: torch.device | None = None,
 ) -> Tensor:
     """Positions visited by ``direction``: ``sequence[:, order]`` is the sequence in scan order."""
     if direction not in DIRECTIONS:

@@ -9,7 +9,6 @@ All directions are scanned by one grouped call of :func:`~modeling_rrg_mamba.ops
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -24,7 +23,7 @@ def _at_least_float32(t: Tensor) -> Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def resolve_dt_rank(dt_rank: Union[int, str], d_model: int) -> int:
+def resolve_dt_rank(dt_rank: int | str, d_model: int) -> int:
     """``"auto"`` -> ``ceil(d_model / 16)`` as in Mamba."""
     if dt_rank == "auto":
         return math.ceil(d_model / 16)
@@ -60,9 +59,11 @@ class SelectiveSSM(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Mamba's initialisation: S4D-real ``A = -(1..N)``, ``D = 1``, ``Delta`` log-uniform in [dt_min, dt_max]."""
-        nn.init.uniform_(self.x_proj_weight, -self.d_inner ** -0.5, self.d_inner ** -0.5)
-        nn.init.uniform_(self.dt_proj_weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
-        log_dt = torch.rand_like(self.dt_proj_bias) * (math.log(self.dt_max) - math.log(self.dt_min)) + math.log(self.dt_min)
+        nn.init.uniform_(self.x_proj_weight, -(self.d_inner**-0.5), self.d_inner**-0.5)
+        nn.init.uniform_(self.dt_proj_weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
+        log_dt = torch.rand_like(self.dt_proj_bias) * (math.log(self.dt_max) - math.log(self.dt_min)) + math.log(
+            self.dt_min
+        )
         dt = log_dt.exp().clamp(min=self.dt_init_floor)
         self.dt_proj_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand_as(self.A_log))
@@ -77,7 +78,9 @@ class SelectiveSSM(nn.Module):
         ``(batch, directions * d_inner, d_state)`` when asked)."""
         batch, k, dim, length = xs.shape
         if k != self.num_directions or dim != self.d_inner:
-            raise ValueError(f"xs: expected (batch, {self.num_directions}, {self.d_inner}, length), got shape {tuple(xs.shape)}")
+            raise ValueError(
+                f"xs: expected (batch, {self.num_directions}, {self.d_inner}, length), got shape {tuple(xs.shape)}"
+            )
         projected = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
         dt, B, C = self._split(projected, dim=-2)
         dt = torch.einsum("bkrl,kdr->bkdl", dt, self.dt_proj_weight.to(xs.dtype))

@@ -10,8 +10,6 @@ scans run as one grouped selective scan and their outputs are summed back onto t
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,7 +30,7 @@ class SS2D(nn.Module):
         d_state: int = 16,
         expand: int = 2,
         d_conv: int = 3,
-        dt_rank: Union[int, str] = "auto",
+        dt_rank: int | str = "auto",
         use_rope: bool = True,
         bias: bool = False,
         conv_bias: bool = True,
@@ -43,9 +41,13 @@ class SS2D(nn.Module):
             raise ValueError(f"d_conv: SS2D's 2-D convolution needs an odd kernel size, got {d_conv}")
         self.d_model, self.d_inner = d_model, expand * d_model
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
-        self.conv2d = nn.Conv2d(self.d_inner, self.d_inner, d_conv, padding=d_conv // 2, groups=self.d_inner, bias=conv_bias)
+        self.conv2d = nn.Conv2d(
+            self.d_inner, self.d_inner, d_conv, padding=d_conv // 2, groups=self.d_inner, bias=conv_bias
+        )
         self.rope = RotaryEmbedding2D(self.d_inner, rope_base) if use_rope else None
-        self.ssm = SelectiveSSM(self.d_inner, d_state, resolve_dt_rank(dt_rank, d_model), num_directions=len(GRID_DIRECTIONS))
+        self.ssm = SelectiveSSM(
+            self.d_inner, d_state, resolve_dt_rank(dt_rank, d_model), num_directions=len(GRID_DIRECTIONS)
+        )
         self.out_norm = nn.LayerNorm(self.d_inner)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 

@@ -45,7 +45,6 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -282,9 +281,11 @@ def kernel_source() -> str:
     f64 = _BODY.replace("$S", "f64")
     return (
         _HEADER
-        + "\n#define T float\n#define EXP exp_f32\n#define LOG1P_EXP_NEG log1p_exp_neg_f32\n" + f32
+        + "\n#define T float\n#define EXP exp_f32\n#define LOG1P_EXP_NEG log1p_exp_neg_f32\n"
+        + f32
         + "\n#undef T\n#undef EXP\n#undef LOG1P_EXP_NEG\n"
-        + "#define T double\n#define EXP exp\n#define LOG1P_EXP_NEG(a) log1p(exp(-(a)))\n" + f64
+        + "#define T double\n#define EXP exp\n#define LOG1P_EXP_NEG(a) log1p(exp(-(a)))\n"
+        + f64
     )
 
 
@@ -306,7 +307,7 @@ def _cache_dir() -> Path:
     return Path(base) / "modeling_rrg_mamba" / "kernels"
 
 
-def _compiler() -> Optional[str]:
+def _compiler() -> str | None:
     for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if candidate and shutil.which(candidate):
             return shutil.which(candidate)
@@ -322,7 +323,7 @@ _FLAG_SETS = (
 _COMMON_FLAGS = ["-std=c99", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math"]
 
 
-def _compile(compiler: str, source: Path, target: Path, flags: list) -> Optional[str]:
+def _compile(compiler: str, source: Path, target: Path, flags: list) -> str | None:
     """Build ``target``; ``None`` on success, else the compiler's complaint."""
     command = [compiler, *_COMMON_FLAGS, *flags, str(source), "-o", str(target), "-lm"]
     try:
@@ -352,9 +353,14 @@ def _build_and_load() -> tuple:
     source = kernel_source()
     errors = []
     for flags in _FLAG_SETS:
-        key = hashlib.sha256("\0".join([source, compiler, *flags, *_COMMON_FLAGS, platform.platform(), _cpu_fingerprint()]).encode()).hexdigest()[:20]
+        key = hashlib.sha256(
+            "\0".join([source, compiler, *flags, *_COMMON_FLAGS, platform.platform(), _cpu_fingerprint()]).encode()
+        ).hexdigest()[:20]
         suffix = ".dll" if sys.platform == "win32" else ".so"
-        for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"modeling_rrg_mamba-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}"):
+        for folder in (
+            _cache_dir(),
+            Path(tempfile.gettempdir()) / f"modeling_rrg_mamba-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}",
+        ):
             target = folder / f"selective_scan_{key}{suffix}"
             if target.exists():
                 try:
@@ -392,7 +398,7 @@ def load_library() -> tuple:
     return _state["lib"], _state["reason"]
 
 
-def _ptr(t: Optional[Tensor]) -> Optional[int]:
+def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
@@ -422,8 +428,25 @@ class SelectiveScanFused(torch.autograd.Function):
         out = torch.empty_like(u)
         last = u.new_empty(batch, dim, n)
         fn = lib.scan_fwd_f32 if u.dtype == torch.float32 else lib.scan_fwd_f64
-        if fn(batch, dim, length, n, groups, _ptr(u), _ptr(delta), _ptr(A), _ptr(Bm), _ptr(Cm), _ptr(D), _ptr(z),
-              _ptr(delta_bias), int(delta_softplus), _ptr(out), _ptr(last), torch.get_num_threads()):
+        if fn(
+            batch,
+            dim,
+            length,
+            n,
+            groups,
+            _ptr(u),
+            _ptr(delta),
+            _ptr(A),
+            _ptr(Bm),
+            _ptr(Cm),
+            _ptr(D),
+            _ptr(z),
+            _ptr(delta_bias),
+            int(delta_softplus),
+            _ptr(out),
+            _ptr(last),
+            torch.get_num_threads(),
+        ):
             raise MemoryError("selective scan: the fused kernel could not allocate its scratch")
         ctx.save_for_backward(u, delta, A, Bm, Cm, D, z, delta_bias)
         ctx.softplus, ctx.groups, ctx.b_shape, ctx.c_shape = delta_softplus, groups, B.shape, C.shape
@@ -448,13 +471,46 @@ class SelectiveScanFused(torch.autograd.Function):
         dB_part = u.new_zeros(chunks, batch, groups, length, n)
         dC_part = u.new_zeros(chunks, batch, groups, length, n)
         fn = lib.scan_bwd_f32 if u.dtype == torch.float32 else lib.scan_bwd_f64
-        if fn(batch, dim, length, n, groups, chunks, _ptr(u), _ptr(delta), _ptr(A), _ptr(Bm), _ptr(Cm), _ptr(D),
-              _ptr(z), _ptr(delta_bias), int(ctx.softplus), _ptr(grad_out), _ptr(grad_last), _ptr(du), _ptr(ddelta),
-              _ptr(dz), _ptr(dA_part), _ptr(dD_part), _ptr(dbias_part), _ptr(dB_part), _ptr(dC_part), threads):
+        if fn(
+            batch,
+            dim,
+            length,
+            n,
+            groups,
+            chunks,
+            _ptr(u),
+            _ptr(delta),
+            _ptr(A),
+            _ptr(Bm),
+            _ptr(Cm),
+            _ptr(D),
+            _ptr(z),
+            _ptr(delta_bias),
+            int(ctx.softplus),
+            _ptr(grad_out),
+            _ptr(grad_last),
+            _ptr(du),
+            _ptr(ddelta),
+            _ptr(dz),
+            _ptr(dA_part),
+            _ptr(dD_part),
+            _ptr(dbias_part),
+            _ptr(dB_part),
+            _ptr(dC_part),
+            threads,
+        ):
             raise MemoryError("selective scan: the fused kernel could not allocate its scratch")
         return (
-            du, ddelta, dA_part.sum(0), _fold_groups(dB_part, ctx.b_shape), _fold_groups(dC_part, ctx.c_shape),
-            None if dD_part is None else dD_part.sum(0), dz, None if dbias_part is None else dbias_part.sum(0), None, None,
+            du,
+            ddelta,
+            dA_part.sum(0),
+            _fold_groups(dB_part, ctx.b_shape),
+            _fold_groups(dC_part, ctx.c_shape),
+            None if dD_part is None else dD_part.sum(0),
+            dz,
+            None if dbias_part is None else dbias_part.sum(0),
+            None,
+            None,
         )
 
 

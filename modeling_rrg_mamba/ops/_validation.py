@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
 
-def check_floating(**tensors: Optional[torch.Tensor]) -> None:
+def check_floating(**tensors: torch.Tensor | None) -> None:
     """Raise ``ValueError`` for any given tensor that is not a floating-point tensor."""
     for name, tensor in tensors.items():
         if tensor is None:
@@ -15,14 +15,16 @@ def check_floating(**tensors: Optional[torch.Tensor]) -> None:
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
         if not tensor.is_floating_point():
-            raise ValueError(f"{name}: expected a floating-point tensor, got dtype {tensor.dtype} with shape {tuple(tensor.shape)}")
+            raise ValueError(
+                f"{name}: expected a floating-point tensor, got dtype {tensor.dtype} with shape {tuple(tensor.shape)}"
+            )
 
 
 def check_shape(
     name: str,
     tensor: torch.Tensor,
-    ndim: Optional[int] = None,
-    expected: Optional[Sequence[int]] = None,
+    ndim: int | None = None,
+    expected: Sequence[int] | None = None,
     names: str = "",
 ) -> None:
     """Raise ``ValueError`` unless ``tensor`` has ``ndim`` dimensions / exactly the ``expected`` shape."""

@@ -7,8 +7,6 @@ it is installed and the tensors live on a GPU.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
@@ -19,20 +17,20 @@ Tensor = torch.Tensor
 _ACTIVATIONS = (None, "silu", "swish")
 
 
-def _check_activation(activation: Optional[str]) -> None:
+def _check_activation(activation: str | None) -> None:
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation: expected one of {_ACTIVATIONS}, got {activation!r}")
 
 
-def _activate(x: Tensor, activation: Optional[str]) -> Tensor:
+def _activate(x: Tensor, activation: str | None) -> Tensor:
     return x if activation is None else F.silu(x)
 
 
 def causal_conv1d(
     x: Tensor,
     weight: Tensor,
-    bias: Optional[Tensor] = None,
-    activation: Optional[str] = None,
+    bias: Tensor | None = None,
+    activation: str | None = None,
     return_final_states: bool = False,
 ):
     """Depthwise causal convolution of ``x`` ``(batch, dim, length)`` with ``weight`` ``(dim, width)``.
@@ -46,27 +44,29 @@ def causal_conv1d(
     check_shape("weight", weight, ndim=2, names="(dim, width)")
     dim, width = weight.shape
     if x.shape[1] != dim:
-        raise ValueError(f"x: channel dim {x.shape[1]} of shape {tuple(x.shape)} does not match weight {tuple(weight.shape)}")
+        raise ValueError(
+            f"x: channel dim {x.shape[1]} of shape {tuple(x.shape)} does not match weight {tuple(weight.shape)}"
+        )
     if bias is not None:
         check_shape("bias", bias, expected=(dim,), names="(dim,)")
     kernels = causal_conv1d_kernels()
     if kernels is not None and x.is_cuda and not return_final_states:
         return kernels.causal_conv1d_fn(x, weight, bias, activation=activation)
-    length = x.shape[-1]
+    x.shape[-1]
     padded = F.pad(x, (width - 1, 0))
     y = F.conv1d(padded, weight.unsqueeze(1).to(x.dtype), None if bias is None else bias.to(x.dtype), groups=dim)
     y = _activate(y, activation)
     if not return_final_states:
         return y
-    return y, padded[..., padded.shape[-1] - (width - 1):].contiguous()
+    return y, padded[..., padded.shape[-1] - (width - 1) :].contiguous()
 
 
 def causal_conv1d_update(
     x: Tensor,
     conv_state: Tensor,
     weight: Tensor,
-    bias: Optional[Tensor] = None,
-    activation: Optional[str] = None,
+    bias: Tensor | None = None,
+    activation: str | None = None,
 ) -> Tensor:
     """One step: ``x`` ``(batch, dim)``; ``conv_state`` ``(batch, dim, width - 1)``, the previous inputs,
     updated in place. Returns ``(batch, dim)``."""

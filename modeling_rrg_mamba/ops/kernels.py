@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import functools
 import types
-from typing import Optional
 
 
-@functools.lru_cache(maxsize=None)
-def mamba_ssm_kernels() -> Optional[types.SimpleNamespace]:
+@functools.cache
+def mamba_ssm_kernels() -> types.SimpleNamespace | None:
     """mamba-ssm's ``selective_scan_fn`` and ``selective_state_update``, or ``None`` when unavailable."""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
@@ -18,8 +17,8 @@ def mamba_ssm_kernels() -> Optional[types.SimpleNamespace]:
     return types.SimpleNamespace(selective_scan_fn=selective_scan_fn, selective_state_update=selective_state_update)
 
 
-@functools.lru_cache(maxsize=None)
-def causal_conv1d_kernels() -> Optional[types.SimpleNamespace]:
+@functools.cache
+def causal_conv1d_kernels() -> types.SimpleNamespace | None:
     """causal-conv1d's ``causal_conv1d_fn`` and ``causal_conv1d_update``, or ``None`` when unavailable."""
     try:
         from causal_conv1d import causal_conv1d_fn, causal_conv1d_update

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +32,8 @@ Tensor = torch.Tensor
 
 
 def _linear_recurrence_(decay: Tensor, states: Tensor) -> Tensor:
-    """In place: turn ``states`` (holding the drive terms b_t) into ``h_t = decay_t * h_{t-1} + b_t``, time on dim 0."""
+    """In place: turn ``states`` (holding the drive terms b_t) into ``h_t = decay_t * h_{t-1} + b_t``, time on
+    dim 0."""
     for t in range(1, states.shape[0]):
         states[t].addcmul_(decay[t], states[t - 1])
     return states
@@ -75,20 +75,20 @@ class _SelectiveScanCPU(torch.autograd.Function):
             return _SelectiveScanCPU._forward(ctx, u, delta, A, B, C)
 
     @staticmethod
-    def backward(ctx, grad_y: Tensor, grad_last: Optional[Tensor]):
+    def backward(ctx, grad_y: Tensor, grad_last: Tensor | None):
         with torch.autocast(grad_y.device.type, enabled=False):
             return _SelectiveScanCPU._backward(ctx, grad_y, grad_last)
 
     @staticmethod
     def _forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor):
-        decay = (delta.unsqueeze(-1) * A).exp_()                                       # exp(delta_t A)
+        decay = (delta.unsqueeze(-1) * A).exp_()  # exp(delta_t A)
         states = _linear_recurrence_(decay, (delta * u).unsqueeze(-1) * B.unsqueeze(-2))  # from b_t = delta_t B_t u_t
-        y = _rowwise(states, C, transpose=False)                                       # C_t . h_t
+        y = _rowwise(states, C, transpose=False)  # C_t . h_t
         ctx.save_for_backward(u, delta, A, B, C, states, decay)
         return y, states[-1].clone()  # not a view of a saved buffer: callers may update it in place
 
     @staticmethod
-    def _backward(ctx, grad_y: Tensor, grad_last: Optional[Tensor]):
+    def _backward(ctx, grad_y: Tensor, grad_last: Tensor | None):
         u, delta, A, B, C, states, decay = ctx.saved_tensors
         grad_y = grad_y.contiguous()  # gradients arrive in the caller's layout
         delta_u = delta * u
@@ -123,7 +123,9 @@ def _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
         else:
             check_shape(name, tensor, ndim=4, names="(batch, d_state, length) or (batch, groups, d_state, length)")
             groups = tensor.shape[1]
-            check_shape(name, tensor, expected=(batch, groups, d_state, length), names="(batch, groups, d_state, length)")
+            check_shape(
+                name, tensor, expected=(batch, groups, d_state, length), names="(batch, groups, d_state, length)"
+            )
             if dim % groups:
                 raise ValueError(f"{name}: {groups} groups do not divide dim {dim} of u {tuple(u.shape)}")
     if B.ndim == 4 and C.ndim == 4 and B.shape[1] != C.shape[1]:
@@ -150,11 +152,11 @@ def _num_groups(B: Tensor, C: Tensor) -> int:
 
 
 _BACKENDS = ("auto", "fused", "reference")
-_backend_override: Optional[str] = None
+_backend_override: str | None = None
 _warned_fallback = False
 
 
-def set_selective_scan_backend(backend: Optional[str]) -> None:
+def set_selective_scan_backend(backend: str | None) -> None:
     """Choose the CPU scan for this process: ``"auto"`` (fused when it can be built, else the reference),
     ``"fused"`` (an error if it cannot be built), ``"reference"`` (the pure-PyTorch scan), or ``None`` to follow
     ``RRG_MAMBA_SELECTIVE_SCAN`` again (default ``auto``). The GPU path (mamba-ssm) is not affected."""
@@ -187,8 +189,12 @@ def selective_scan_backend() -> str:
     global _warned_fallback
     if not _warned_fallback:
         _warned_fallback = True
-        warnings.warn(f"modeling_rrg_mamba: {reason}; the CPU selective scan falls back to the slower pure-PyTorch "
-                      "path (set RRG_MAMBA_SELECTIVE_SCAN=reference to choose it and silence this).", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"modeling_rrg_mamba: {reason}; the CPU selective scan falls back to the slower pure-PyTorch "
+            "path (set RRG_MAMBA_SELECTIVE_SCAN=reference to choose it and silence this).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return "reference"
 
 
@@ -198,9 +204,9 @@ def selective_scan(
     A: Tensor,
     B: Tensor,
     C: Tensor,
-    D: Optional[Tensor] = None,
-    z: Optional[Tensor] = None,
-    delta_bias: Optional[Tensor] = None,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
 ):
@@ -232,12 +238,21 @@ def selective_scan(
     per_group = dim // groups
     compute = torch.promote_types(u.dtype, torch.float32)  # float32, or float64 when given float64
     if u.device.type == "cpu" and compute in (torch.float32, torch.float64) and selective_scan_backend() == "fused":
-        def prepared(t: Optional[Tensor]) -> Optional[Tensor]:
+
+        def prepared(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(compute).contiguous()
 
         y, last = SelectiveScanFused.apply(
-            prepared(u), prepared(delta), prepared(A), B.to(compute), C.to(compute), prepared(D), prepared(z),
-            prepared(delta_bias), bool(delta_softplus), groups,
+            prepared(u),
+            prepared(delta),
+            prepared(A),
+            B.to(compute),
+            C.to(compute),
+            prepared(D),
+            prepared(z),
+            prepared(delta_bias),
+            bool(delta_softplus),
+            groups,
         )
         y = y.to(u.dtype)
         return (y, last) if return_last_state else y
@@ -279,9 +294,9 @@ def selective_state_update(
     A: Tensor,
     B: Tensor,
     C: Tensor,
-    D: Optional[Tensor] = None,
-    z: Optional[Tensor] = None,
-    dt_bias: Optional[Tensor] = None,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    dt_bias: Tensor | None = None,
     dt_softplus: bool = False,
 ) -> Tensor:
     """One step of the scan, updating ``state`` in place (mamba-ssm's ``selective_state_update``).
@@ -300,7 +315,9 @@ def selective_state_update(
         if tensor.ndim != 2:
             check_shape(name, tensor, ndim=3, names="(batch, d_state) or (batch, groups, d_state)")
             if dim % tensor.shape[1]:
-                raise ValueError(f"{name}: {tensor.shape[1]} groups do not divide dim {dim} of state {tuple(state.shape)}")
+                raise ValueError(
+                    f"{name}: {tensor.shape[1]} groups do not divide dim {dim} of state {tuple(state.shape)}"
+                )
         check_shape(name, tensor, expected=(batch, *tensor.shape[1:-1], d_state), names="(batch, [groups,] d_state)")
     kernels = mamba_ssm_kernels()
     if kernels is not None and x.is_cuda:

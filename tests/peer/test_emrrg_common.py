@@ -8,9 +8,9 @@ import unittest
 
 import pytest
 import torch
+from peer_suite import ConfigTester, GenerationTesterMixin, ModelTesterMixin, floats_tensor, ids_tensor
 
 from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration
-from peer_suite import ConfigTester, GenerationTesterMixin, ModelTesterMixin, floats_tensor, ids_tensor
 
 pytestmark = pytest.mark.peer
 
@@ -33,22 +33,36 @@ class EMRRGModelTester:
 
     def get_config(self) -> EMRRGConfig:
         text_config = dict(
-            model_type="llama", hidden_size=self.hidden_size, intermediate_size=64,
-            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
-            num_key_value_heads=2, vocab_size=self.vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+            model_type="llama",
+            hidden_size=self.hidden_size,
+            intermediate_size=64,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=2,
+            vocab_size=self.vocab_size,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
         )
         vision_config = dict(hidden_size=16, num_hidden_layers=1, image_size=self.image_size, patch_size=16, d_state=4)
-        return EMRRGConfig(text_config=text_config, vision_config=vision_config, image_token_id=IMAGE_TOKEN_ID,
-                           hybrid_layer_interval=1)
+        return EMRRGConfig(
+            text_config=text_config,
+            vision_config=vision_config,
+            image_token_id=IMAGE_TOKEN_ID,
+            hybrid_layer_interval=1,
+        )
 
     def prepare_config_and_inputs_for_common(self):
         config = self.get_config()
         text = ids_tensor([self.batch_size, self.text_length], IMAGE_TOKEN_ID - 3) + 3  # no special or image ids
-        input_ids = torch.cat([
-            torch.full((self.batch_size, 1), 1),
-            torch.full((self.batch_size, self.num_image_tokens), IMAGE_TOKEN_ID),
-            text,
-        ], dim=1)
+        input_ids = torch.cat(
+            [
+                torch.full((self.batch_size, 1), 1),
+                torch.full((self.batch_size, self.num_image_tokens), IMAGE_TOKEN_ID),
+                text,
+            ],
+            dim=1,
+        )
         inputs = {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),

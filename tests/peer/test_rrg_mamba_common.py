@@ -7,9 +7,9 @@ import unittest
 
 import pytest
 import torch
+from peer_suite import ConfigTester, GenerationTesterMixin, ModelTesterMixin, floats_tensor, ids_tensor
 
 from modeling_rrg_mamba.rrg_mamba import RRGMambaConfig, RRGMambaForConditionalGeneration
-from peer_suite import ConfigTester, GenerationTesterMixin, ModelTesterMixin, floats_tensor, ids_tensor
 
 pytestmark = pytest.mark.peer
 
@@ -32,9 +32,18 @@ class RRGMambaModelTester:
             vocab_size=self.vocab_size,
             visual_extractor="resnet18",
             backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "stem_width": 8},
-            gdlm_preset=None, gdlm_dim=16, gdlm_depth=1, gdlm_d_state=4, gdlm_mlp_ratio=2.0, dpb_window=3,
-            d_model=self.hidden_size, num_attention_heads=self.num_attention_heads, d_ff=64,
-            encoder_layers=self.num_hidden_layers, decoder_layers=self.num_hidden_layers, dropout=0.0,
+            gdlm_preset=None,
+            gdlm_dim=16,
+            gdlm_depth=1,
+            gdlm_d_state=4,
+            gdlm_mlp_ratio=2.0,
+            dpb_window=3,
+            d_model=self.hidden_size,
+            num_attention_heads=self.num_attention_heads,
+            d_ff=64,
+            encoder_layers=self.num_hidden_layers,
+            decoder_layers=self.num_hidden_layers,
+            dropout=0.0,
             use_cma=self.use_cma,
         )
 
