@@ -222,7 +222,7 @@ def test_generate_from_an_annotation_split_feeds_evaluate_as_written(saved_model
     capsys.readouterr()
     assert main(["evaluate", "--predictions", str(output), "--meteor", "false", "--empty_text", "zero"]) == 0
     captured = capsys.readouterr()
-    assert f"{len(test)} pairs scored" in captured.out and "read 6 pairs" in captured.err  # progress on stderr
+    assert f"{len(test)} pairs scored" in captured.out and f"read {len(test)} pairs" in captured.err  # progress
 
 
 # ------------------------------------------------------------------------------------------------- evaluate
