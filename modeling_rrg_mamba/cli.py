@@ -75,7 +75,8 @@ def evaluate(argv: Sequence[str]) -> None:
     result = score_predictions(args.predictions, args.output, clean_style=args.clean_style,
                                clinical_efficacy=args.clinical_efficacy, meteor=args.meteor,
                                prediction_key=args.prediction_key, reference_key=args.reference_key,
-                               empty_text=args.empty_text)
+                               empty_text=args.empty_text, chexbert=args.chexbert,
+                               chexbert_tokenizer=args.chexbert_tokenizer)
     print(format_metrics_table(result["metrics"]))
     empty = len(set(result["empty_predictions"]) | set(result["empty_references"]))
     print(f"{result['num_pairs']} pairs scored" + (f" ({empty} with an empty text, scored 0)" if empty else "")

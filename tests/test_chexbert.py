@@ -87,3 +87,23 @@ def test_wrong_files_are_refused(tmp_path, tokenizer_dir):
     torch.save({"model_state_dict": {"module.other.weight": torch.zeros(2)}}, tmp_path / "chexbert.pth")
     with pytest.raises(ValueError, match="not a CheXbert checkpoint"):
         load_chexbert(tmp_path, tokenizer=tokenizer_dir)
+
+
+def test_evaluate_command_labels_ce_with_chexbert(tiny, tokenizer_dir, tmp_path, capsys):
+    """`rrg-mamba evaluate --chexbert`: the CE metrics come from CheXbert, and the output names the labeler."""
+    import json
+
+    from modeling_rrg_mamba.cli import main
+
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"prediction": p, "reference": r}) + "\n"
+                                   for p, r in zip(REPORTS, REPORTS[::-1])))
+    argv = ["evaluate", "--predictions", str(predictions), "--meteor", "false", "--chexbert", str(tiny[1]),
+            "--chexbert_tokenizer", str(tokenizer_dir)]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "predictions.metrics.json").read_text())
+    assert saved["ce_labeler"].startswith("CheXbert")
+    expected = compute_ce_scores(REPORTS, REPORTS[::-1], labeler=load_chexbert(tiny[1], tokenizer=tokenizer_dir))
+    assert saved["metrics"]["ce_14_micro_f1"] == pytest.approx(expected["ce_14_micro_f1"])
+    assert main(argv[:-4]) == 0  # without --chexbert: the rule labeler
+    assert "rule-based" in json.loads((tmp_path / "predictions.metrics.json").read_text())["ce_labeler"]

@@ -165,11 +165,11 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     result = subprocess.run([sys.executable, "-m", "modeling_rrg_mamba.cli", "demo", "--output-dir", str(tmp_path),
                              "--max-steps", "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "not on radiology reports" in result.stdout and "Where everything is" in result.stdout
+    assert "not on radiology reports" in result.stdout and "index.html" in result.stdout
     metrics = json.loads((tmp_path / "test_metrics.json").read_text())
-    assert metrics["num_pairs"] == 6 and {"BLEU_4", "METEOR", "CIDEr", "ce_14_micro_f1"} <= set(metrics["metrics"])
+    assert metrics["num_pairs"] == 8 and {"BLEU_4", "METEOR", "CIDEr", "ce_14_micro_f1"} <= set(metrics["metrics"])
     records = read_jsonl(tmp_path / "test_reports.jsonl")
-    assert len(records) == 6 and all(r["prediction"] and r["reference"] for r in records)
+    assert len(records) == 8 and all(r["prediction"] and r["reference"] for r in records)
     assert all(Path(r["heatmap"]).is_file() for r in records)
     state = json.loads((tmp_path / "model" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and state["best_model_checkpoint"].endswith("checkpoint-2")

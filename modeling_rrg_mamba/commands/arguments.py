@@ -74,6 +74,11 @@ class EvaluateArguments:
     empty_text: str = field(
         default="error", metadata={"help": "A prediction or reference empty after cleaning: 'error' names its line; "
                                            "'zero' scores the pair 0 and lists it in the output."})
+    chexbert: str | None = field(
+        default=None, metadata={"help": "CheXbert weights (a folder or file with the original chexbert.pth, or a Hub "
+                                        "id) to label the CE metrics as papers do; default: the offline rule labeler."})
+    chexbert_tokenizer: str = field(
+        default="bert-base-uncased", metadata={"help": "Tokenizer (folder or Hub id) for --chexbert."})
 
     def __post_init__(self) -> None:
         if self.predictions is None:

@@ -26,11 +26,13 @@ def format_metrics_table(metrics: Mapping[str, float]) -> str:
 def score_predictions(predictions: str | os.PathLike, output: str | os.PathLike | None = None,
                       clean_style: str = "iu_xray", clinical_efficacy: bool = True, meteor: bool = True,
                       prediction_key: str = "prediction", reference_key: str = "reference",
-                      empty_text: str = "error") -> dict[str, Any]:
+                      empty_text: str = "error", chexbert: str | os.PathLike | None = None,
+                      chexbert_tokenizer: str = "bert-base-uncased") -> dict[str, Any]:
     """Score ``predictions`` (JSONL) and write the result as JSON to ``output`` (default ``<file>.metrics.json``).
 
     The file is read and checked, and ``output`` checked writable, before METEOR's Java process starts; progress
-    goes to stderr."""
+    goes to stderr. ``chexbert`` (weights, see :func:`~modeling_rrg_mamba.metrics.chexbert.load_chexbert`) labels the
+    CE metrics with CheXbert instead of the rule labeler."""
     if not Path(predictions).is_file():
         raise FileNotFoundError(f"--predictions: no such file {predictions}")
     output = check_output_file(output or Path(predictions).with_suffix(".metrics.json"), "--output")
@@ -38,13 +40,20 @@ def score_predictions(predictions: str | os.PathLike, output: str | os.PathLike 
                                                             with_lines=True)
     check_empty_texts(predictions, find_empty_texts(predictions_, references, lines, clean_style), empty_text)
     say(f"read {len(predictions_)} pairs from {predictions}")
+    labeler = None
+    if chexbert is not None and clinical_efficacy:
+        from ..metrics.chexbert import load_chexbert
+
+        say(f"loading CheXbert from {chexbert} ...")
+        labeler = load_chexbert(chexbert, tokenizer=chexbert_tokenizer)
     if meteor:
         say("starting METEOR (a Java process; this takes a few seconds) ...")
     with NLGEvaluator(clean_style=clean_style, meteor=meteor) as evaluator:
         say("scoring BLEU, METEOR, ROUGE-L, CIDEr" + (" and the clinical-efficacy labels" if clinical_efficacy else "")
             + " ...")
         result = score_prediction_file(predictions, output, prediction_key=prediction_key, reference_key=reference_key,
-                                       ce=clinical_efficacy, evaluator=evaluator, empty_text=empty_text)
+                                       ce=clinical_efficacy, evaluator=evaluator, empty_text=empty_text,
+                                       ce_labeler=labeler)
     result["output"] = os.fspath(output)
     return result
 

@@ -8,8 +8,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..labeler import label_reports
 from ..report_text import clean_report
-from .clinical_efficacy import compute_ce_scores
+from .clinical_efficacy import Labeler, compute_ce_scores
 from .nlg import NLG_METRIC_NAMES, NLGEvaluator, References
 
 Decoder = Union[Callable[[List[List[int]]], List[str]], Any]
@@ -17,8 +18,10 @@ Decoder = Union[Callable[[List[List[int]]], List[str]], Any]
 
 def compute_report_metrics(predictions: Sequence[str], references: References, clean_style: Optional[str] = "iu_xray",
                            ce: bool = True, uncertain: str = "negative",
-                           evaluator: Optional[NLGEvaluator] = None) -> Dict[str, float]:
-    """NLG scores (BLEU-1..4, METEOR, ROUGE-L, CIDEr) and, with ``ce=True``, CE scores of the same pairs.
+                           evaluator: Optional[NLGEvaluator] = None,
+                           labeler: Labeler = label_reports) -> Dict[str, float]:
+    """NLG scores (BLEU-1..4, METEOR, ROUGE-L, CIDEr) and, with ``ce=True``, CE scores of the same pairs, labelled by
+    ``labeler`` (the rule labeler by default; a :class:`~modeling_rrg_mamba.metrics.chexbert.CheXbertLabeler` too).
 
     Pass a long-lived ``evaluator`` to reuse its METEOR JVM; without one a temporary evaluator is started
     and closed. Its ``clean_style`` then decides the cleaning of the NLG text. CE labels the cleaned text of
@@ -26,14 +29,15 @@ def compute_report_metrics(predictions: Sequence[str], references: References, c
     """
     if evaluator is None:
         with NLGEvaluator(clean_style=clean_style) as temporary:
-            return compute_report_metrics(predictions, references, clean_style, ce, uncertain, temporary)
+            return compute_report_metrics(predictions, references, clean_style, ce, uncertain, temporary, labeler)
     scores = evaluator.compute(predictions, references)
     if ce:
         first_refs = [r if isinstance(r, str) else r[0] for r in references]
         style = evaluator.clean_style
         scores.update(compute_ce_scores(
             [p if style is None else clean_report(p, style) for p in predictions],
-            [r if style is None else clean_report(r, style) for r in first_refs], uncertain=uncertain))
+            [r if style is None else clean_report(r, style) for r in first_refs], uncertain=uncertain,
+            labeler=labeler))
     return scores
 
 
@@ -159,7 +163,7 @@ def find_empty_texts(predictions: Sequence[str], references: References, lines: 
 
 def _scores_with_empty_pairs_as_zero(predictions: Sequence[str], references: References, usable: Sequence[bool],
                                      clean_style: Optional[str], ce: bool, uncertain: str,
-                                     evaluator: Optional[NLGEvaluator]) -> Dict[str, float]:
+                                     evaluator: Optional[NLGEvaluator], labeler: Labeler) -> Dict[str, float]:
     """``empty_text="zero"``: the NLG metrics of the usable pairs, scaled by their share (an empty pair counts 0; exact
     for the per-pair averages METEOR / ROUGE-L / CIDEr, the same weighting for corpus BLEU); CE labels every pair,
     an empty text having no finding."""
@@ -176,7 +180,7 @@ def _scores_with_empty_pairs_as_zero(predictions: Sequence[str], references: Ref
             return text if clean_style is None else clean_report(text, clean_style)
         first_refs = [r if isinstance(r, str) else r[0] for r in references]
         scores.update(compute_ce_scores([cleaned(p) for p in predictions], [cleaned(r) for r in first_refs],
-                                        uncertain=uncertain))
+                                        uncertain=uncertain, labeler=labeler))
     return scores
 
 
@@ -196,14 +200,17 @@ def check_empty_texts(path: Union[str, os.PathLike], empty: Dict[str, List[int]]
 def score_prediction_file(path: Union[str, os.PathLike], output_path: Union[str, os.PathLike, None] = None,
                           prediction_key: str = "prediction", reference_key: str = "reference",
                           clean_style: Optional[str] = "iu_xray", ce: bool = True, uncertain: str = "negative",
-                          evaluator: Optional[NLGEvaluator] = None, empty_text: str = "error") -> Dict[str, Any]:
+                          evaluator: Optional[NLGEvaluator] = None, empty_text: str = "error",
+                          ce_labeler: Optional[Labeler] = None) -> Dict[str, Any]:
     """Score a JSONL of predictions and references; write the result as JSON to ``output_path`` if given.
 
     A running ``evaluator`` (whose cleaning style then applies) saves the METEOR start-up. A prediction or reference
     with no word left after cleaning raises ``ValueError`` naming its line (``empty_text="error"``), or
     (``empty_text="zero"``) counts 0 in the NLG metrics (see `_scores_with_empty_pairs_as_zero`); the result lists
-    the lines under ``empty_predictions`` / ``empty_references``.
+    the lines under ``empty_predictions`` / ``empty_references``. ``ce_labeler`` replaces the rule labeler for the CE
+    metrics (its ``name`` is recorded as ``ce_labeler``).
     """
+    labeler = ce_labeler if ce_labeler is not None else label_reports
     predictions, references, lines = read_prediction_jsonl(path, prediction_key, reference_key, with_lines=True)
     if evaluator is not None:
         clean_style = evaluator.clean_style
@@ -212,15 +219,16 @@ def score_prediction_file(path: Union[str, os.PathLike], output_path: Union[str,
     empty_lines = set(empty["predictions"]) | set(empty["references"])
     if empty_lines:
         metrics = _scores_with_empty_pairs_as_zero(predictions, references, [n not in empty_lines for n in lines],
-                                                   clean_style, ce, uncertain, evaluator)
+                                                   clean_style, ce, uncertain, evaluator, labeler)
     else:
         metrics = compute_report_metrics(predictions, references, clean_style=clean_style, ce=ce, uncertain=uncertain,
-                                         evaluator=evaluator)
+                                         evaluator=evaluator, labeler=labeler)
     result = {
         "metrics": metrics,
         "num_pairs": len(predictions),
         "clean_style": clean_style,
-        "ce_labeler": "modeling_rrg_mamba.labeler (rule-based CheXpert-style)" if ce else None,
+        "ce_labeler": (getattr(labeler, "name", "modeling_rrg_mamba.labeler (rule-based CheXpert-style)")
+                       if ce else None),
         "ce_uncertain_policy": uncertain if ce else None,
         "source": os.fspath(path),
         "empty_predictions": empty["predictions"],
