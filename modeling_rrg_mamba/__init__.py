@@ -109,7 +109,7 @@ _AUTO_MAPPINGS = {
     "transformers.models.auto.processing_auto": "PROCESSOR_MAPPING",
 }
 # While one of these is being imported, registering would import a half-initialised module: wait for the next read.
-_NOT_WHILE_IMPORTING = ("transformers.models.auto", f"{__name__}.rrg_mamba", f"{__name__}.emrrg")
+_NOT_WHILE_IMPORTING = ("transformers.models.auto", "peft", f"{__name__}.rrg_mamba", f"{__name__}.emrrg")
 _registration_lock = threading.RLock()
 _registration_state = "pending"  # "running" while the model packages are being imported, then "done"
 

@@ -23,7 +23,7 @@ from modeling_rrg_mamba.rrg_mamba import (
     RRGMambaProcessor,
     RRGMambaTokenizer,
 )
-from modeling_rrg_mamba.commands.demo import DEMO_DATA
+from modeling_rrg_mamba.commands.demo import BASELINE_NAMES, DEMO_DATA, MODEL_NAME
 from modeling_rrg_mamba.commands.heatmaps import PANEL, grid_maps, key_word_positions, word_cross_attention
 from modeling_rrg_mamba.commands.generate import collect_images, group_studies
 
@@ -167,7 +167,9 @@ def test_demo_runs_end_to_end_offline(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "not on radiology reports" in result.stdout and "index.html" in result.stdout
     metrics = json.loads((tmp_path / "test_metrics.json").read_text())
-    assert metrics["num_pairs"] == 8 and {"BLEU_4", "METEOR", "CIDEr", "ce_14_micro_f1"} <= set(metrics["metrics"])
+    model_scores = metrics["systems"][MODEL_NAME]
+    assert metrics["num_test_films"] == 8 and {"BLEU_4", "METEOR", "CIDEr", "ce_14_micro_f1"} <= set(model_scores)
+    assert set(metrics["systems"]) == {MODEL_NAME, *BASELINE_NAMES}  # beside the image-blind baselines
     records = read_jsonl(tmp_path / "test_reports.jsonl")
     assert len(records) == 8 and all(r["prediction"] and r["reference"] for r in records)
     assert all(Path(r["heatmap"]).is_file() for r in records)

@@ -107,7 +107,8 @@ def build_emrrg(model_args: ModelArguments):
         vision_config = XrayMambaConfig(**{"image_size": model_args.image_size, **overrides.pop("vision_config", {})})
         tokenizer = AutoTokenizer.from_pretrained(model_args.text_model_name_or_path)
         image_processor = XrayImageProcessor(size=model_args.resize_size, crop_size=model_args.image_size)
-        processor = EMRRGProcessor(image_processor, tokenizer, image_seq_length=vision_config.num_tokens())
+        processor = EMRRGProcessor(image_processor, tokenizer, image_seq_length=vision_config.num_tokens(),
+                                   multi_view_fusion=overrides.get("multi_view_fusion", "mean"))
         model = EMRRGForConditionalGeneration.from_vision_text_pretrained(
             model_args.vision_model_name_or_path or vision_config, model_args.text_model_name_or_path,
             image_token_id=processor.image_token_id, **overrides)
