@@ -8,8 +8,9 @@ steps), with the KV cache. Prints reports per second and the ratio (goal: RRG-Ma
 
 It also times RRG-Mamba's own attention implementations on the same weights: ``sdpa`` (the default,
 `torch.nn.functional.scaled_dot_product_attention`) against ``eager`` (the explicit softmax that attention maps
-need), and prints the speed-up sdpa / eager (measured, issue 13: 1.17x at batch 2, 40 tokens, one thread on a shared
-2-core machine; the encoder, run once per report, is the same in both and dilutes the decoder's gain).
+need), and prints the speed-up sdpa / eager (measured, issue 13, one thread on a shared 2-core machine: 1.02x at
+batch 4 / 60 tokens (1.96 -> 2.00 reports/s), 1.17x at batch 2 / 40 tokens; the decoder's sequences are short and
+the encoder, run once per report and the same in both, dominates).
 
     python benchmarks/bench_rrg_generation.py [--batch 4] [--tokens 60] [--repeats 2] [--gdlm-preset base]
         [--attention-only]
