@@ -135,10 +135,12 @@ def test_auto_classes_load_right_after_import(saved_rrg_mamba, transformers_firs
             "xray_mamba": AutoConfig.for_model("xray_mamba").__class__.__name__,
         }}))
     """)
+    # transformers 5 picks the fast (torchvision) image processor, 4.57 the slow one
+    assert loaded.pop("image_processor") in ("RRGMambaImageProcessor", "RRGMambaImageProcessorFast")
     assert loaded == {
         "imported_early": False, "config": "RRGMambaConfig", "model": "RRGMambaForConditionalGeneration",
-        "processor": "RRGMambaProcessor", "tokenizer": "RRGMambaTokenizer",
-        "image_processor": "RRGMambaImageProcessor", "emrrg": "EMRRGConfig", "xray_mamba": "XrayMambaConfig"}
+        "processor": "RRGMambaProcessor", "tokenizer": "RRGMambaTokenizer", "emrrg": "EMRRGConfig",
+        "xray_mamba": "XrayMambaConfig"}
 
 
 def test_tokenizer_by_name_before_any_config_lookup(saved_rrg_mamba):

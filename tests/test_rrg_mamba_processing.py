@@ -11,6 +11,7 @@ from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 from modeling_rrg_mamba.rrg_mamba import (
     RRGMambaConfig,
     RRGMambaImageProcessor,
+    RRGMambaImageProcessorFast,
     RRGMambaProcessor,
     RRGMambaTokenizer,
 )
@@ -96,11 +97,17 @@ def test_processor_save_load_with_auto_classes(tmp_path):
     RRGMambaConfig(vocab_size=len(processor.tokenizer)).save_pretrained(tmp_path)
     for loaded in (RRGMambaProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
         assert isinstance(loaded, RRGMambaProcessor)
-        assert isinstance(loaded.image_processor, RRGMambaImageProcessor)
+        # transformers 5 loads the fast (torchvision) image processor by default, 4.57 the slow one: same outputs
+        assert isinstance(loaded.image_processor, (RRGMambaImageProcessor, RRGMambaImageProcessorFast))
         assert loaded.max_length == 42 and loaded.image_processor.crop_size == 32
         image = np.zeros((40, 40), np.uint8)
         torch.testing.assert_close(loaded(images=[image], reports=REPORTS[:1])["labels"], processor(reports=REPORTS[:1])["labels"])
-    assert isinstance(AutoImageProcessor.from_pretrained(tmp_path), RRGMambaImageProcessor)
+        film = np.random.default_rng(0).integers(0, 255, (48, 40), dtype=np.uint8)
+        torch.testing.assert_close(loaded(images=[film])["pixel_values"], processor(images=[film])["pixel_values"],
+                                   rtol=1e-5, atol=1e-5)
+    image_processor = AutoImageProcessor.from_pretrained(tmp_path)
+    assert isinstance(image_processor, (RRGMambaImageProcessor, RRGMambaImageProcessorFast))
+    assert isinstance(AutoImageProcessor.from_pretrained(tmp_path, use_fast=False), RRGMambaImageProcessor)
 
 
 def test_text_gives_decoder_prompts_that_generate_continues():

@@ -4,10 +4,11 @@ Importing this package registers the classes with the ``transformers`` Auto API 
 ``"xray_mamba"``).
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
+from transformers import AutoConfig, AutoModel, AutoProcessor
 
-from .._compat import register_auto_model
+from .._compat import register_auto_model, register_image_processors
 from ..image_processing_xray import XrayImageProcessor
+from ..image_processing_xray_fast import XrayImageProcessorFast
 
 from .configuration_emrrg import EMRRGConfig, XrayMambaConfig
 from .modeling_emrrg import EMRRGForConditionalGeneration, EMRRGPreTrainedModel, HybridAttention, HybridAttentionMixin
@@ -35,7 +36,7 @@ def _register_auto_classes() -> None:
     AutoConfig.register(EMRRGConfig.model_type, EMRRGConfig, exist_ok=True)
     AutoModel.register(XrayMambaConfig, XrayMambaModel, exist_ok=True)
     register_auto_model(EMRRGConfig, EMRRGForConditionalGeneration)
-    AutoImageProcessor.register(EMRRGConfig, slow_image_processor_class=XrayImageProcessor, exist_ok=True)
+    register_image_processors(EMRRGConfig, XrayImageProcessor, XrayImageProcessorFast)
     AutoProcessor.register(EMRRGConfig, EMRRGProcessor, exist_ok=True)
 
 

@@ -2,12 +2,12 @@
 classes (AutoConfig, AutoModel, AutoModelForImageTextToText, AutoModelForVision2Seq where it exists,
 AutoImageProcessor, AutoTokenizer, AutoProcessor)."""
 
-from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer
+from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
-from .._compat import register_auto_model
+from .._compat import register_auto_model, register_image_processors
 
 from .configuration_rrg_mamba import GDLM_PRESETS, RRGMambaConfig
-from .image_processing_rrg_mamba import RRGMambaImageProcessor
+from .image_processing_rrg_mamba import RRGMambaImageProcessor, RRGMambaImageProcessorFast
 from .modeling_rrg_mamba import (
     RRGMambaEncoderOutput,
     RRGMambaForConditionalGeneration,
@@ -19,7 +19,7 @@ from .tokenization_rrg_mamba import RRGMambaTokenizer
 
 AutoConfig.register(RRGMambaConfig.model_type, RRGMambaConfig, exist_ok=True)
 register_auto_model(RRGMambaConfig, RRGMambaForConditionalGeneration)
-AutoImageProcessor.register(RRGMambaConfig, slow_image_processor_class=RRGMambaImageProcessor, exist_ok=True)
+register_image_processors(RRGMambaConfig, RRGMambaImageProcessor, RRGMambaImageProcessorFast)
 AutoTokenizer.register(RRGMambaConfig, fast_tokenizer_class=RRGMambaTokenizer, exist_ok=True)
 AutoProcessor.register(RRGMambaConfig, RRGMambaProcessor, exist_ok=True)
 
@@ -29,6 +29,7 @@ __all__ = [
     "RRGMambaEncoderOutput",
     "RRGMambaForConditionalGeneration",
     "RRGMambaImageProcessor",
+    "RRGMambaImageProcessorFast",
     "RRGMambaPreTrainedModel",
     "RRGMambaProcessor",
     "RRGMambaSeq2SeqLMOutput",

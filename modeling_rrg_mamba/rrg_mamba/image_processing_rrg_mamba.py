@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..image_processing_xray import XrayImageProcessor
+from ..image_processing_xray_fast import XrayImageProcessorFast
 
 
 class RRGMambaImageProcessor(XrayImageProcessor):
@@ -13,4 +14,10 @@ class RRGMambaImageProcessor(XrayImageProcessor):
     """
 
 
-__all__ = ["RRGMambaImageProcessor"]
+class RRGMambaImageProcessorFast(XrayImageProcessorFast):
+    """Fast (torchvision-backend) [`RRGMambaImageProcessor`]: the same outputs, computed with torch ops."""
+
+    slow_image_processor_class = RRGMambaImageProcessor
+
+
+__all__ = ["RRGMambaImageProcessor", "RRGMambaImageProcessorFast"]
