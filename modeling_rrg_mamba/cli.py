@@ -131,8 +131,8 @@ def generate(argv: Sequence[str]) -> None:
                 model, processor, [studies[i] for i in todo], batch_size=args.batch_size, heatmap_dir=args.heatmaps,
                 heatmap_words=args.heatmap_words, metadata=[metadata[i] for i in todo] if metadata else None,
                 on_record=write, on_bad_image=args.on_bad_image, skipped=skipped, heatmap_start=done,
-                num_beams=args.num_beams,
-                max_new_tokens=args.max_new_tokens)
+                **{name: getattr(args, name) for name in ("num_beams", "max_new_tokens")
+                   if getattr(args, name) is not None})
     except (OSError, ValueError) as error:
         kind = OSError if isinstance(error, OSError) else ValueError
         raise kind(f"{error} ({writer.count + done} reports kept in {output}; fix the problem and re-run with "

@@ -55,6 +55,28 @@ def read_jsonl(path: Path) -> list[dict]:
 # ----------------------------------------------------------------------------------------------- generate
 
 
+def test_generate_decodes_with_the_saved_generation_config_unless_told_otherwise(saved_model, tmp_path):
+    """Without --num_beams / --max_new_tokens, the model's own generation_config.json (its recipe's decoding)
+    decides; the flags override it."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    folder = tmp_path / "model"
+    shutil.copytree(saved_model, folder)
+    settings = GenerationConfig.from_pretrained(folder)
+    # <pad> <bos> <eos> <unk> suppressed: every report is exactly as long as the decoding settings allow
+    settings.update(max_new_tokens=2, num_beams=1, suppress_tokens=[0, 1, 2, 3])
+    settings.save_pretrained(folder)
+    film = tmp_path / "film.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 80), dtype=np.uint8)).save(film)
+    main(["generate", "--model", str(folder), "--images", str(film), "--output", str(tmp_path / "saved.jsonl")])
+    assert len(read_jsonl(tmp_path / "saved.jsonl")[0]["prediction"].split()) == 2
+    main(["generate", "--model", str(folder), "--images", str(film), "--output", str(tmp_path / "flag.jsonl"),
+          "--max_new_tokens", "5"])
+    assert len(read_jsonl(tmp_path / "flag.jsonl")[0]["prediction"].split()) == 5
+
+
 def test_generate_reads_files_folders_and_dicom_and_draws_heatmaps(saved_model, tmp_path):
     folder = tmp_path / "films"
     folder.mkdir()

@@ -35,8 +35,10 @@ class GenerateArguments:
         default=1, metadata={"help": "Consecutive images (in the order given, folders sorted) that form one study."}
     )
     batch_size: int = field(default=8, metadata={"help": "Studies per generate() call."})
-    num_beams: int = field(default=3, metadata={"help": "Beam width (RRG-Mamba: 3)."})
-    max_new_tokens: int = field(default=60, metadata={"help": "Longest report in tokens."})
+    num_beams: int | None = field(
+        default=None, metadata={"help": "Beam width (default: the model's saved generation config; RRG-Mamba: 3)."})
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Longest report in tokens (default: the model's saved generation config)."})
     heatmaps: str | None = field(
         default=None, metadata={"help": "Folder for one PNG per report: the image with each key word's cross-attention."}
     )
@@ -54,9 +56,10 @@ class GenerateArguments:
             raise ValueError(f"--on_bad_image: expected one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
         if self.resume and self.overwrite:
             raise ValueError("--resume / --overwrite: give at most one")
-        for name in ("views_per_study", "batch_size", "num_beams", "max_new_tokens", "heatmap_words"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name}: expected a positive integer, got {getattr(self, name)}")
+        for name in ("views_per_study", "batch_size", "heatmap_words", "num_beams", "max_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:  # None: the model's saved generation config decides
+                raise ValueError(f"--{name}: expected a positive integer, got {value}")
 
 
 @dataclass
