@@ -35,7 +35,9 @@ MAX_ASPECT_RATIO = 8.0
 #: Files above this many pixels are refused before decoding (PIL's decompression-bomb limit is 2x its default).
 MAX_IMAGE_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 
+#: ImageNet channel means (RGB, 0-1 scale) that the image processors normalise with by default.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+#: ImageNet channel standard deviations (RGB, 0-1 scale), paired with ``IMAGENET_MEAN``.
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _DICOM_MAGIC_OFFSET = 128
 

@@ -176,14 +176,7 @@ def test_the_reference_documents_exactly_the_public_names():
 
 # Defined in modules whose owners are adding the docstrings (issue 18); delete each name once it has one. The docs
 # build (scripts/build_docs.sh) has no such list: it fails until all of them are documented.
-KNOWN_MISSING_DOCSTRINGS = {
-    "IMAGENET_MEAN", "IMAGENET_STD", "GDLM_PRESETS", "RRGMambaPreTrainedModel", "EMRRGPreTrainedModel", "MODEL_TYPES",
-    "MODEL_AUTO_CLASSES",
-}
-
-
 def test_every_public_name_has_a_docstring():
     pytest.importorskip("sphinx", reason="reading #: comments of constants needs sphinx (dev extras)")
-    assert KNOWN_MISSING_DOCSTRINGS <= set(modeling_rrg_mamba.__all__)
     missing = [name for name in modeling_rrg_mamba.__all__ if not (api_check.docstring_of(name) or "").strip()]
-    assert sorted(set(missing) - KNOWN_MISSING_DOCSTRINGS) == [], f"public names without a docstring: {missing}"
+    assert missing == [], f"public names without a docstring: {missing}"

@@ -333,6 +333,8 @@ def insert_hybrid_layers(language_model: PreTrainedModel, config: EMRRGConfig) -
 
 
 class EMRRGPreTrainedModel(PreTrainedModel):
+    """Base class of the EMRRG models: config class, weight initialisation, save / load hooks."""
+
     config_class = EMRRGConfig
     base_model_prefix = "language_model"
     main_input_name = "input_ids"
@@ -550,15 +552,19 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         return_dict: Optional[bool] = None,
         **kwargs: Any,
     ) -> Union[EMRRGCausalLMOutputWithPast, tuple]:
-        r"""
-        pixel_values (`(batch, [views,] channels, height, width)`): the study's images; needed at prefill (and at
-            every step without a cache). Later decoding steps read the visual keys/values from ``cache``. Without
-            them (and without ``<image>`` placeholders) the forward is text-only: the hybrid layers skip cross-attention.
-        cache (`DynamicCache`): the LLM's key/value cache, with the hybrid layers' visual keys/values appended
-            (`generate()` passes it; also accepted as ``past_key_values``, its name before transformers 5.24).
-        labels (`(batch, length)`): next-token targets; ``-100`` (prompt, image placeholders, padding) is ignored.
-        inputs_embeds: already-merged embeddings; the visual tokens of ``pixel_values`` then reach the model only
-            through the hybrid layers (nothing is written into ``inputs_embeds``).
+        r"""The LLM's loss and next-token logits for prompts whose ``<image>`` placeholders carry the visual tokens.
+
+        Args:
+            pixel_values (`(batch, [views,] channels, height, width)`): the study's images; needed at prefill (and at
+                every step without a cache). Later decoding steps read the visual keys/values from ``cache``.
+                Without them (and without ``<image>`` placeholders) the forward is text-only: the hybrid layers
+                skip cross-attention.
+            cache (`DynamicCache`): the LLM's key/value cache, with the hybrid layers' visual keys/values appended
+                (`generate()` passes it; also accepted as ``past_key_values``, its name before transformers 5.24).
+            labels (`(batch, length)`): next-token targets; ``-100`` (prompt, image placeholders, padding) is
+                ignored.
+            inputs_embeds: already-merged embeddings; the visual tokens of ``pixel_values`` then reach the model
+                only through the hybrid layers (nothing is written into ``inputs_embeds``).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("input_ids: pass exactly one of input_ids or inputs_embeds")

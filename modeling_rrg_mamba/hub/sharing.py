@@ -27,8 +27,8 @@ from .model_card import MetricsSource, render_model_card
 from .remote_code import export_remote_code, in_package
 
 PACKAGE = __name__.split(".")[0]
-# Auto classes written into config.json for the model. "AutoModelForVision2Seq" is the name transformers 4.x
-# (up to 4.57) uses for image-to-text generators; transformers 5 removed the class and never reads that key.
+#: Auto classes written into config.json for the model. "AutoModelForVision2Seq" is the name transformers 4.x
+#: (up to 4.57) uses for image-to-text generators; transformers 5 removed the class and never reads that key.
 MODEL_AUTO_CLASSES = ("AutoModel", "AutoModelForImageTextToText", "AutoModelForVision2Seq")
 
 

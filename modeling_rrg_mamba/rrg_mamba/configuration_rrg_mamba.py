@@ -7,14 +7,14 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-# GDLM presets. The paper gives GDLM-T/S/B no widths; its code base descends from MLLA (T: width 64, depths
-# [2, 4, 8, 4]; S: 64, [3, 6, 21, 6]; B: 96, [3, 6, 21, 6]). Each preset takes the width (4 x the base width) and
-# depth of MLLA's third stage, its 14 x 14 (stride-16) stage, the one nearest the 7 x 7 DenseNet-121 map
-# (T: 256 x 8; S: 256 x 21; B: 384 x 21). The MLP ratio is the one value fitted: with 3 (MLLA: 4) the paper's
-# model, DenseNet-121 + GDLM-B + CMA + R2Gen-size encoder-decoder with IU X-Ray's 763-word vocabulary, has
-# 66.12 M parameters, 0.7 % under the 66.56 M of the paper's Table 3 (MLP ratio 4 would give 70.6 M, +6 %;
-# the previous presets, MLLA's fourth stage 768 x 6, gave 77.89 M, +17 %). Counted on the meta device,
-# tests/test_rrg_mamba_modeling.py::test_default_parameter_count_matches_paper.
+#: GDLM presets. The paper gives GDLM-T/S/B no widths; its code base descends from MLLA (T: width 64, depths
+#: [2, 4, 8, 4]; S: 64, [3, 6, 21, 6]; B: 96, [3, 6, 21, 6]). Each preset takes the width (4 x the base width) and
+#: depth of MLLA's third stage, its 14 x 14 (stride-16) stage, the one nearest the 7 x 7 DenseNet-121 map
+#: (T: 256 x 8; S: 256 x 21; B: 384 x 21). The MLP ratio is the one value fitted: with 3 (MLLA: 4) the paper's
+#: model, DenseNet-121 + GDLM-B + CMA + R2Gen-size encoder-decoder with IU X-Ray's 763-word vocabulary, has
+#: 66.12 M parameters, 0.7 % under the 66.56 M of the paper's Table 3 (MLP ratio 4 would give 70.6 M, +6 %;
+#: the previous presets, MLLA's fourth stage 768 x 6, gave 77.89 M, +17 %). Counted on the meta device,
+#: tests/test_rrg_mamba_modeling.py::test_default_parameter_count_matches_paper.
 GDLM_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"gdlm_dim": 256, "gdlm_depth": 8, "gdlm_mlp_ratio": 3.0},
     "small": {"gdlm_dim": 256, "gdlm_depth": 21, "gdlm_mlp_ratio": 3.0},

@@ -372,6 +372,8 @@ class RRGMambaDecoderLayer(GradientCheckpointingLayer):
 
 
 class RRGMambaPreTrainedModel(PreTrainedModel):
+    """Base class of the RRG-Mamba models: config class, weight initialisation, save / load hooks."""
+
     config_class = RRGMambaConfig
     config: RRGMambaConfig
     # No base model: like transformers' VisionEncoderDecoderModel, the prefix names no attribute and no checkpoint
@@ -745,12 +747,14 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> RRGMambaSeq2SeqLMOutput:
-        r"""
-        labels (`(batch, length)`): report token ids ending with `<eos>`, -100 where padded; the decoder input is
-            the labels shifted right behind `<bos>`.
-        observation_labels (`(batch, num_observations)`): CheXpert-style pseudo-labels for the observation BCE.
-        cache (`EncoderDecoderCache`): decoder key/value cache (`generate()` passes it; also accepted as
-            ``past_key_values``, its name before transformers 5.24).
+        r"""The report loss (Eq. 18 plus the adapter's terms) and next-word logits of a batch of studies.
+
+        Args:
+            labels (`(batch, length)`): report token ids ending with `<eos>`, -100 where padded; the decoder input
+                is the labels shifted right behind `<bos>`.
+            observation_labels (`(batch, num_observations)`): CheXpert-style pseudo-labels for the observation BCE.
+            cache (`EncoderDecoderCache`): decoder key/value cache (`generate()` passes it; also accepted as
+                ``past_key_values``, its name before transformers 5.24).
         """
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         output_hidden_states = bool(

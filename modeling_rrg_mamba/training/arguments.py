@@ -14,6 +14,7 @@ from typing import Any
 
 from transformers import Seq2SeqTrainingArguments
 
+#: The model families ``rrg-mamba train --model_type`` accepts.
 MODEL_TYPES = ("rrg_mamba", "emrrg")
 
 
