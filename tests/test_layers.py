@@ -233,3 +233,11 @@ def test_mixer_rejects_bad_input():
         MambaMixer(16, directions=("sideways",))
     with pytest.raises(ValueError, match="dt_rank: expected a positive int or 'auto'"):
         MambaMixer(16, dt_rank=0)
+
+
+def test_dynamic_position_bias_runs_in_half_precision_with_a_float32_offsets_buffer():
+    """from_pretrained(dtype=float16) rebuilds the non-persistent offsets in float32 while the MLP is in half."""
+    dpb = DynamicPositionBias(8, window=3).to(torch.bfloat16)
+    dpb.offsets = dpb.offsets.float()
+    x = torch.randn(1, 4, 4, 8, dtype=torch.bfloat16)
+    assert dpb(x).dtype == torch.bfloat16

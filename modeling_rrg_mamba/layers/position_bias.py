@@ -50,7 +50,9 @@ class DynamicPositionBias(nn.Module):
 
     def kernel(self) -> Tensor:
         """The position-generated depthwise kernel ``(dim, 1, window, window)``."""
-        return self.mlp(self.offsets).t().reshape(self.dim, 1, self.window, self.window)
+        # the offsets follow the MLP's dtype: a model loaded in half precision rebuilds this buffer in float32
+        offsets = self.offsets.to(self.mlp[0].weight.dtype)
+        return self.mlp(offsets).t().reshape(self.dim, 1, self.window, self.window)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[-1] != self.dim:
