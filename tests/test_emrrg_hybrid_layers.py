@@ -119,7 +119,7 @@ def test_views_are_averaged_by_default():
     model = EMRRGForConditionalGeneration(config).eval()
     assert config.num_image_tokens == 5  # one view's tokens per study
     views = torch.randn(2, 2, 3, 32, 32)
-    features = model.get_image_features(views)
+    features = model.get_image_features(views).pooler_output
     per_view = model.vision_model(views.flatten(0, 1)).last_hidden_state.unflatten(0, (2, 2))
     torch.testing.assert_close(features, model.multi_modal_projector(per_view.mean(1)))
     ids = prompt_ids(2, config.num_image_tokens)
@@ -202,10 +202,10 @@ def test_get_image_features_returns_model_output_when_asked():
     config = tiny_config()
     model = EMRRGForConditionalGeneration(config).eval()
     pixels = torch.randn(2, 3, 32, 32)
-    plain = model.get_image_features(pixels)
-    output = model.get_image_features(pixels, return_dict=True, output_hidden_states=True)
-    assert isinstance(output, BaseModelOutputWithPooling)
-    assert torch.equal(output.pooler_output, plain) and plain.shape == (2, 5, 32)
+    as_tuple = model.get_image_features(pixels, return_dict=False)
+    output = model.get_image_features(pixels, output_hidden_states=True)
+    assert isinstance(output, BaseModelOutputWithPooling) and isinstance(as_tuple, tuple)
+    assert torch.equal(output.pooler_output, as_tuple[1]) and output.pooler_output.shape == (2, 5, 32)
     assert output.last_hidden_state.shape == (2, 5, TINY_VISION["hidden_size"])
     assert len(output.hidden_states) == TINY_VISION["num_hidden_layers"] + 1
 

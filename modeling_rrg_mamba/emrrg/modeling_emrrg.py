@@ -481,6 +481,11 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
     def get_decoder(self) -> PreTrainedModel:
         return self.language_model
 
+    @property
+    def vocab_size(self) -> int:
+        """The LLM's vocabulary size (``config.text_config.vocab_size``)."""
+        return self.config.text_config.vocab_size
+
     def get_vision_backbone(self) -> nn.Module:
         """The X-ray Mamba image backbone, e.g. for its own learning rate."""
         return self.vision_model
@@ -491,13 +496,15 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         return_dict: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
         **kwargs: Any,
-    ) -> Union[Tensor, BaseModelOutputWithPooling]:
+    ) -> Union[BaseModelOutputWithPooling, tuple]:
         """``(B, C, H, W)`` or ``(B, views, C, H, W)`` -> visual tokens ``(B, tokens, D_text)``: the views' X-ray Mamba
         tokens averaged (``multi_view_fusion="mean"``, their ``encode_img``) or concatenated, then projected (§3.2).
 
-        With ``return_dict=True``: a ``BaseModelOutputWithPooling`` whose ``last_hidden_state`` is the backbone's
-        output per view ``(B * views, tokens per view, D_vision)``, ``pooler_output`` the projected visual tokens, and
-        ``hidden_states`` the backbone's per-block states when ``output_hidden_states``.
+        Returns, as transformers 5 vision-language models do, a ``BaseModelOutputWithPooling`` (a tuple with
+        ``return_dict=False``, or ``config.return_dict=False``) whose ``last_hidden_state`` is the backbone's output
+        per view ``(B * views, tokens per view, D_vision)``, ``pooler_output`` the projected visual tokens, and
+        ``hidden_states`` the backbone's per-block states when ``output_hidden_states``. The X-ray Mamba backbone
+        has no attention maps.
         """
         if pixel_values.ndim == 4:
             pixel_values = pixel_values.unsqueeze(1)
@@ -510,11 +517,11 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
             tokens = tokens.mean(dim=1)
         else:
             tokens = tokens.flatten(1, 2)
-        features = self.multi_modal_projector(tokens)
-        if not return_dict:
-            return features
-        return BaseModelOutputWithPooling(
-            last_hidden_state=vision.last_hidden_state, pooler_output=features, hidden_states=vision.hidden_states)
+        output = BaseModelOutputWithPooling(last_hidden_state=vision.last_hidden_state,
+                                            pooler_output=self.multi_modal_projector(tokens),
+                                            hidden_states=vision.hidden_states)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
 
     def _merge_visual_tokens(self, input_ids: Tensor, visual_tokens: Optional[Tensor]) -> Tensor:
         """Embed ``input_ids``, writing the visual tokens over the ``<image>`` placeholders."""
@@ -568,7 +575,9 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("input_ids: pass exactly one of input_ids or inputs_embeds")
-        visual_tokens = self.get_image_features(pixel_values) if pixel_values is not None else None
+        visual_tokens = None
+        if pixel_values is not None:
+            visual_tokens = self.get_image_features(pixel_values, return_dict=True).pooler_output
         if inputs_embeds is None:
             inputs_embeds = self._merge_visual_tokens(input_ids, visual_tokens)
             if labels is not None:  # the placeholders carry images, never targets

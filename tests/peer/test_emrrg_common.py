@@ -14,7 +14,8 @@ from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration
 
 pytestmark = pytest.mark.peer
 
-IMAGE_TOKEN_ID = 60
+# A low id: the common resize tests clamp input_ids to the shrunk vocabulary, which must keep the placeholders.
+IMAGE_TOKEN_ID = 3
 
 
 class EMRRGModelTester:
@@ -28,8 +29,10 @@ class EMRRGModelTester:
         self.text_length = text_length
         self.seq_length = 1 + self.num_image_tokens + text_length  # <bos>, image placeholders, text
         self.hidden_size, self.num_attention_heads, self.num_hidden_layers = 32, 4, 2
-        self.vocab_size = IMAGE_TOKEN_ID + 1
+        self.vocab_size = 61
         self.is_training = True
+        self.vision_config = dict(hidden_size=16, num_hidden_layers=1, image_size=self.image_size, patch_size=16,
+                                  d_state=4)
 
     def get_config(self) -> EMRRGConfig:
         text_config = dict(
@@ -44,17 +47,16 @@ class EMRRGModelTester:
             bos_token_id=1,
             eos_token_id=2,
         )
-        vision_config = dict(hidden_size=16, num_hidden_layers=1, image_size=self.image_size, patch_size=16, d_state=4)
         return EMRRGConfig(
             text_config=text_config,
-            vision_config=vision_config,
+            vision_config=self.vision_config,
             image_token_id=IMAGE_TOKEN_ID,
             hybrid_layer_interval=1,
         )
 
     def prepare_config_and_inputs_for_common(self):
         config = self.get_config()
-        text = ids_tensor([self.batch_size, self.text_length], IMAGE_TOKEN_ID - 3) + 3  # no special or image ids
+        text = ids_tensor([self.batch_size, self.text_length], self.vocab_size - 4) + 4  # no special or image ids
         input_ids = torch.cat(
             [
                 torch.full((self.batch_size, 1), 1),
@@ -74,10 +76,47 @@ class EMRRGModelTester:
 class EMRRGModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCase):
     all_model_classes = (EMRRGForConditionalGeneration,)
     _is_composite = True
+    # EMRRG's base model is its LLM with the LM head (the authors' layout): a folder saved from it holds an LLM
+    # config, from which the whole EMRRG cannot be rebuilt. Missing weights on load: test_emrrg_hybrid_layers.py.
+    test_missing_keys = False
 
     def setUp(self):
         self.model_tester = EMRRGModelTester(self)
         self.config_tester = ConfigTester(self, config_class=EMRRGConfig, has_text_modality=False)
 
+    def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
+        """With ``return_labels`` the targets are the prompt itself (EMRRG masks the image placeholders)."""
+        inputs = super()._prepare_for_class(inputs_dict, model_class, return_labels=return_labels)
+        if return_labels:
+            inputs["labels"] = inputs["input_ids"].clone()
+        return inputs
+
     def test_config(self):
         self.config_tester.run_common_tests()
+
+    @unittest.skip("the X-ray Mamba vision backbone is a state-space model: it has no attention maps to return")
+    def test_get_image_features_attentions(self):
+        pass
+
+    @unittest.skip(
+        "expects image_outputs with attention maps; EMRRG's vision backbone has none and it returns its projected "
+        "visual tokens as image_hidden_states (test_emrrg_hybrid_layers.py checks get_image_features)"
+    )
+    def test_multimodal_outputs_are_returned(self):
+        pass
+
+    @unittest.skip(
+        "EMRRG needs non-reentrant activation checkpointing (it refuses use_reentrant=True): the visual tokens reach "
+        "the hybrid layers as a keyword argument, which reentrant checkpointing neither differentiates nor replays"
+    )
+    def test_training_gradient_checkpointing_use_reentrant_true(self):
+        pass
+
+
+SDPA_SKIP = (
+    "the common test pads the batch with random input_ids rows that hold no <image> placeholders while pixel_values "
+    "are given for them, which EMRRG rejects; the LLM's attention is transformers' own (tested there) and the "
+    "cross-attention always runs on F.scaled_dot_product_attention"
+)
+for _name in [name for name in dir(EMRRGModelTest) if name.startswith("test_eager_matches_sdpa_inference")]:
+    setattr(EMRRGModelTest, _name, unittest.skip(SDPA_SKIP)(lambda self: None))
