@@ -94,12 +94,25 @@ TOKENIZER = RRGMambaTokenizer.from_reports([report([True] * 4), report([False] *
 def config(**overrides) -> RRGMambaConfig:
     """A tiny RRG-Mamba: stride-32 ResNet (4 x 4 grid at 128 px), two GDLM blocks, 1 + 1 layer encoder-decoder."""
     settings = dict(
-        vocab_size=len(TOKENIZER), pad_token_id=TOKENIZER.pad_token_id, bos_token_id=TOKENIZER.bos_token_id,
-        eos_token_id=TOKENIZER.eos_token_id, decoder_start_token_id=TOKENIZER.bos_token_id,
+        vocab_size=len(TOKENIZER),
+        pad_token_id=TOKENIZER.pad_token_id,
+        bos_token_id=TOKENIZER.bos_token_id,
+        eos_token_id=TOKENIZER.eos_token_id,
+        decoder_start_token_id=TOKENIZER.bos_token_id,
         visual_extractor="resnet18",
         backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "stem_width": 8},
-        gdlm_preset=None, gdlm_dim=64, gdlm_depth=2, gdlm_d_state=8, gdlm_mlp_ratio=2.0, dpb_window=3,
-        d_model=64, num_attention_heads=4, d_ff=128, encoder_layers=1, decoder_layers=1, dropout=0.1,
+        gdlm_preset=None,
+        gdlm_dim=64,
+        gdlm_depth=2,
+        gdlm_d_state=8,
+        gdlm_mlp_ratio=2.0,
+        dpb_window=3,
+        d_model=64,
+        num_attention_heads=4,
+        d_ff=128,
+        encoder_layers=1,
+        decoder_layers=1,
+        dropout=0.1,
         num_observations=len(FINDINGS),
     )
     settings.update(overrides)
@@ -128,7 +141,9 @@ def run(name: str, overrides: dict, steps: list[int], batch_size: int, held_out:
             pixel_values, present = batch(batch_size, generator)
             encoded = TOKENIZER([report(p) for p in present], padding=True, return_tensors="pt")
             labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
-            loss = model(pixel_values=pixel_values, labels=labels, observation_labels=torch.tensor(present).float()).loss
+            loss = model(
+                pixel_values=pixel_values, labels=labels, observation_labels=torch.tensor(present).float()
+            ).loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -137,8 +152,11 @@ def run(name: str, overrides: dict, steps: list[int], batch_size: int, held_out:
         with torch.no_grad():
             ids = model.generate(pixels_out, num_beams=1, max_new_tokens=24)
         accuracies.append(findings_accuracy(TOKENIZER.batch_decode(ids, skip_special_tokens=True), present_out))
-        print(f"  {name:22s} step {checkpoint:4d}: accuracy {accuracies[-1]:.2f} "
-              f"(loss {loss.item():.3f}, {time.perf_counter() - start:.0f} s)", flush=True)
+        print(
+            f"  {name:22s} step {checkpoint:4d}: accuracy {accuracies[-1]:.2f} "
+            f"(loss {loss.item():.3f}, {time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
     return accuracies
 
 
@@ -167,7 +185,11 @@ def main() -> None:
     for name, accuracies in results.items():
         first = next((s for s, a in zip(steps, accuracies) if a >= args.target), None)
         reached[name] = first
-        print(f"{name:22s} " + " ".join(f"{a:5.2f}" for a in accuracies) + f"   {first if first else '> ' + str(steps[-1])}")
+        print(
+            f"{name:22s} "
+            + " ".join(f"{a:5.2f}" for a in accuracies)
+            + f"   {first if first else '> ' + str(steps[-1])}"
+        )
     default = reached.get("default (GDLM + CMA)")
     ablations = [s for n, s in reached.items() if n != "default (GDLM + CMA)" and s is not None]
     if default is not None and ablations:

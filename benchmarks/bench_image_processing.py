@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -42,8 +43,10 @@ def compare(label: str, slow: Any, fast: Any, inputs: Sequence[Any], repeats: in
         slow_times.append(median_seconds(lambda: slow(list(inputs)), 1))
         fast_times.append(median_seconds(lambda: fast(list(inputs)), 1))
     slow_s, fast_s = statistics.median(slow_times), statistics.median(fast_times)
-    print(f"{label:<34} {len(inputs):>5}  {1e3 * slow_s / len(inputs):>8.2f}  {1e3 * fast_s / len(inputs):>8.2f}  "
-          f"{slow_s / fast_s:>6.2f}x  {difference:.1e}")
+    print(
+        f"{label:<34} {len(inputs):>5}  {1e3 * slow_s / len(inputs):>8.2f}  {1e3 * fast_s / len(inputs):>8.2f}  "
+        f"{slow_s / fast_s:>6.2f}x  {difference:.1e}"
+    )
     return slow_s / fast_s
 
 

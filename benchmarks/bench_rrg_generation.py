@@ -22,7 +22,7 @@ import argparse
 import time
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTModel, VisionEncoderDecoderModel
+from transformers import GPT2Config, GPT2LMHeadModel, VisionEncoderDecoderModel, ViTConfig, ViTModel
 
 from modeling_rrg_mamba.rrg_mamba import RRGMambaConfig, RRGMambaForConditionalGeneration
 
@@ -31,8 +31,16 @@ VOCAB = 763  # IU X-Ray vocabulary at threshold 3 plus <pad>/<bos>/<eos>
 
 def vision_encoder_decoder(config: RRGMambaConfig) -> VisionEncoderDecoderModel:
     decoder = GPT2Config(
-        vocab_size=VOCAB, n_embd=config.d_model, n_layer=config.decoder_layers, n_head=config.num_attention_heads,
-        n_inner=config.d_ff, add_cross_attention=True, is_decoder=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        vocab_size=VOCAB,
+        n_embd=config.d_model,
+        n_layer=config.decoder_layers,
+        n_head=config.num_attention_heads,
+        n_inner=config.d_ff,
+        add_cross_attention=True,
+        is_decoder=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
     )
     model = VisionEncoderDecoderModel(encoder=ViTModel(ViTConfig()), decoder=GPT2LMHeadModel(decoder))
     model.config.decoder_start_token_id, model.config.pad_token_id, model.config.eos_token_id = 1, 0, 2

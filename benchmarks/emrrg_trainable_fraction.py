@@ -22,14 +22,27 @@ PAPER_FRACTION = 0.023
 
 def llama2_7b_config() -> LlamaConfig:
     """Llama-2-7B's shapes (the paper's LLM)."""
-    return LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
+    return LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+    )
 
 
-def paper_scale_counts(text_lora: bool = True, **config_kwargs) -> tuple[EMRRGConfig, TrainableParameters, dict[str, int]]:
+def paper_scale_counts(
+    text_lora: bool = True, **config_kwargs
+) -> tuple[EMRRGConfig, TrainableParameters, dict[str, int]]:
     """Trainable / total parameters of the recipe at paper scale, and the trainable ones per part."""
-    config = EMRRGConfig(vision_config=XrayMambaConfig.from_preset("base"), text_config=llama2_7b_config(),
-                         image_token_id=32000, **config_kwargs)
+    config = EMRRGConfig(
+        vision_config=XrayMambaConfig.from_preset("base"),
+        text_config=llama2_7b_config(),
+        image_token_id=32000,
+        **config_kwargs,
+    )
     with torch.device("meta"):
         model = EMRRGForConditionalGeneration(config)
     peft_model, counts = apply_emrrg_recipe(model, **({} if text_lora else {"text_lora_targets": ()}))
@@ -37,8 +50,15 @@ def paper_scale_counts(text_lora: bool = True, **config_kwargs) -> tuple[EMRRGCo
     for name, parameter in peft_model.named_parameters():
         if not parameter.requires_grad:
             continue
-        part = ("hybrid cross-attention" if "gated_cross_attn" in name else "projector" if "multi_modal_projector" in name
-                else "backbone Partial LoRA" if "vision_model" in name else "LLM LoRA")
+        part = (
+            "hybrid cross-attention"
+            if "gated_cross_attn" in name
+            else "projector"
+            if "multi_modal_projector" in name
+            else "backbone Partial LoRA"
+            if "vision_model" in name
+            else "LLM LoRA"
+        )
         parts[part] += parameter.numel()
     return config, counts, parts
 
@@ -47,8 +67,11 @@ def main() -> None:
     for title, text_lora, kwargs in (
         ("defaults (their hybrid layers; LoRAP r16 s1; LLM LoRA q/v r16)", True, {}),
         ("as their launch scripts (LLM without LoRA)", False, {}),
-        ("our former hybrid layers (7/15/23/31, own q/k/v/o with 8 heads, per-channel gate)", True,
-         dict(hybrid_layer_start=7, cross_attention_queries="separate", cross_attention_gate="channel")),
+        (
+            "our former hybrid layers (7/15/23/31, own q/k/v/o with 8 heads, per-channel gate)",
+            True,
+            dict(hybrid_layer_start=7, cross_attention_queries="separate", cross_attention_gate="channel"),
+        ),
     ):
         config, counts, parts = paper_scale_counts(text_lora, **kwargs)
         print(f"{title}: hybrid layers {config.hybrid_layer_indices}")

@@ -81,8 +81,10 @@ def api_problems() -> list[str]:
             problems.append(f"modeling_rrg_mamba.{name} is documented more than once: {', '.join(pages)}")
     for name, pages in sorted(documented.items()):
         if name not in public:
-            problems.append(f"docs/api/{pages[0]} documents {name}, which is not in modeling_rrg_mamba.__all__ "
-                            "(renamed or removed?)")
+            problems.append(
+                f"docs/api/{pages[0]} documents {name}, which is not in modeling_rrg_mamba.__all__ "
+                "(renamed or removed?)"
+            )
     for name in public:
         if not (docstring_of(name) or "").strip():
             where = modeling_rrg_mamba._NAME_TO_MODULE.get(name, "")

@@ -14,9 +14,9 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))  # document the working tree
 sys.path.insert(0, str(DOCS))
 
-import modeling_rrg_mamba  # noqa: E402
-
 from api_check import api_problems, docstring_of  # noqa: E402
+
+import modeling_rrg_mamba  # noqa: E402
 
 project = "rrg-mamba"
 release = version = modeling_rrg_mamba.__version__

@@ -28,8 +28,17 @@ __version__ = "0.1.0"
 
 # Subpackages / modules whose ``__all__`` is re-exported here, in the order of the dependency graph.
 _EXPORTING_MODULES = (
-    "ops", "layers", "report_text", "image_processing_xray", "rrg_mamba", "emrrg", "data", "labeler", "metrics",
-    "training", "hub",
+    "ops",
+    "layers",
+    "report_text",
+    "image_processing_xray",
+    "rrg_mamba",
+    "emrrg",
+    "data",
+    "labeler",
+    "metrics",
+    "training",
+    "hub",
 )
 # Submodules reachable as attributes (``modeling_rrg_mamba.commands``) without being re-exported.
 _OTHER_SUBMODULES = ("commands", "cli")
@@ -63,8 +72,11 @@ def _read_all(module: str) -> list[str]:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(isinstance(target, ast.Name) and target.id == "__all__" for target in targets):
                 return list(ast.literal_eval(node.value))
-    return [node.name for node in tree.body
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_")]
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_")
+    ]
 
 
 #: Public name -> the submodule that exports it (built from the submodules' ``__all__``, without importing them).
@@ -72,8 +84,10 @@ _NAME_TO_MODULE: dict[str, str] = {}
 for _module in _EXPORTING_MODULES:
     for _name in _read_all(_module):
         if _name in _NAME_TO_MODULE:
-            raise ImportError(f"modeling_rrg_mamba: {_name!r} is exported by both .{_NAME_TO_MODULE[_name]} and "
-                              f".{_module}; public names must be unique across the package")
+            raise ImportError(
+                f"modeling_rrg_mamba: {_name!r} is exported by both .{_NAME_TO_MODULE[_name]} and "
+                f".{_module}; public names must be unique across the package"
+            )
         _NAME_TO_MODULE[_name] = _module
 del _module, _name
 
@@ -200,9 +214,12 @@ def _install_registering_dict(module: ModuleType) -> None:
     if type(extra) is dict:
         mapping._extra_content = _RegisteringDict(extra)
     elif not isinstance(extra, _RegisteringDict):  # a transformers release that keeps registrations elsewhere
-        warnings.warn(f"modeling_rrg_mamba: {module.__name__} has no {_AUTO_MAPPINGS[module.__name__]}._extra_content "
-                      "dict, so the models cannot be registered with the Auto classes lazily; call "
-                      "modeling_rrg_mamba.register_auto_classes() before using them", stacklevel=2)
+        warnings.warn(
+            f"modeling_rrg_mamba: {module.__name__} has no {_AUTO_MAPPINGS[module.__name__]}._extra_content "
+            "dict, so the models cannot be registered with the Auto classes lazily; call "
+            "modeling_rrg_mamba.register_auto_classes() before using them",
+            stacklevel=2,
+        )
 
 
 class _AutoMappingFinder:

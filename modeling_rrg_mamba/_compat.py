@@ -15,7 +15,8 @@ import dataclasses
 import functools
 import inspect
 import warnings
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import transformers
 from transformers import PreTrainedTokenizerFast, processing_utils
@@ -212,7 +213,8 @@ def register_peft_custom_module(lora_config: Any, mapping: dict[type, type]) -> 
         import peft
 
         raise RuntimeError(
-            f"peft {peft.__version__}: LoraConfig._register_custom_module is gone, so Partial LoRA cannot be attached; "
+            f"peft {peft.__version__}: LoraConfig._register_custom_module is gone, so Partial LoRA cannot be "
+            "attached; "
             "install a peft release that rrg-mamba's lock file lists (scripts/bootstrap.sh) and report this"
         )
     register(mapping)
@@ -237,7 +239,9 @@ def register_image_processors(config_class: type, slow_class: type, fast_class: 
     """Register the slow (PIL / NumPy) and fast (torchvision) image processor of ``config_class``."""
     if "image_processor_classes" in inspect.signature(transformers.AutoImageProcessor.register).parameters:
         transformers.AutoImageProcessor.register(
-            config_class, image_processor_classes={"pil": slow_class, "torchvision": fast_class}, exist_ok=True)
+            config_class, image_processor_classes={"pil": slow_class, "torchvision": fast_class}, exist_ok=True
+        )
     else:
         transformers.AutoImageProcessor.register(
-            config_class, slow_image_processor_class=slow_class, fast_image_processor_class=fast_class, exist_ok=True)
+            config_class, slow_image_processor_class=slow_class, fast_image_processor_class=fast_class, exist_ok=True
+        )

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 COMMANDS_HELP = {
     "train": "train a model (Seq2SeqTrainer; recipes in configuration/)",
@@ -54,15 +55,24 @@ def parse(dataclass_type: type, argv: Sequence[str], prog: str) -> Any:
 def train(argv: Sequence[str]) -> None:
     from transformers import HfArgumentParser
 
-    from .training import DataArguments, ModelArguments, ReportGenerationTrainingArguments, parse_with_recipe, run_training
+    from .training import (
+        DataArguments,
+        ModelArguments,
+        ReportGenerationTrainingArguments,
+        parse_with_recipe,
+        run_training,
+    )
 
-    parser = HfArgumentParser((ModelArguments, DataArguments, ReportGenerationTrainingArguments), prog="rrg-mamba train")
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, ReportGenerationTrainingArguments), prog="rrg-mamba train"
+    )
     parser.add_argument("--recipe", help="JSON/YAML recipe file (or its name in configuration/); flags override it")
     try:
         model_args, data_args, training_args = parse_with_recipe(parser, argv)
     except FileExistsError as error:  # transformers 4.57 creates output_dir while parsing
-        raise ValueError(f"--output_dir: {error.filename} is a file, not a folder; choose another output_dir") \
-            from error
+        raise ValueError(
+            f"--output_dir: {error.filename} is a file, not a folder; choose another output_dir"
+        ) from error
     run_training(model_args, data_args, training_args)
 
 
@@ -72,15 +82,25 @@ def evaluate(argv: Sequence[str]) -> None:
     args = parse(EvaluateArguments, argv, "rrg-mamba evaluate")
     from .commands.evaluate import format_metrics_table, score_predictions
 
-    result = score_predictions(args.predictions, args.output, clean_style=args.clean_style,
-                               clinical_efficacy=args.clinical_efficacy, meteor=args.meteor,
-                               prediction_key=args.prediction_key, reference_key=args.reference_key,
-                               empty_text=args.empty_text, chexbert=args.chexbert,
-                               chexbert_tokenizer=args.chexbert_tokenizer)
+    result = score_predictions(
+        args.predictions,
+        args.output,
+        clean_style=args.clean_style,
+        clinical_efficacy=args.clinical_efficacy,
+        meteor=args.meteor,
+        prediction_key=args.prediction_key,
+        reference_key=args.reference_key,
+        empty_text=args.empty_text,
+        chexbert=args.chexbert,
+        chexbert_tokenizer=args.chexbert_tokenizer,
+    )
     print(format_metrics_table(result["metrics"]))
     empty = len(set(result["empty_predictions"]) | set(result["empty_references"]))
-    print(f"{result['num_pairs']} pairs scored" + (f" ({empty} with an empty text, scored 0)" if empty else "")
-          + f"; metrics written to {result['output']}")
+    print(
+        f"{result['num_pairs']} pairs scored"
+        + (f" ({empty} with an empty text, scored 0)" if empty else "")
+        + f"; metrics written to {result['output']}"
+    )
 
 
 def load_processor(model_dir: str) -> Any:
@@ -128,17 +148,34 @@ def generate(argv: Sequence[str]) -> None:
     try:
         with writer as write:
             command.generate_reports(
-                model, processor, [studies[i] for i in todo], batch_size=args.batch_size, heatmap_dir=args.heatmaps,
-                heatmap_words=args.heatmap_words, metadata=[metadata[i] for i in todo] if metadata else None,
-                on_record=write, on_bad_image=args.on_bad_image, skipped=skipped, heatmap_start=done,
-                **{name: getattr(args, name) for name in ("num_beams", "max_new_tokens")
-                   if getattr(args, name) is not None})
+                model,
+                processor,
+                [studies[i] for i in todo],
+                batch_size=args.batch_size,
+                heatmap_dir=args.heatmaps,
+                heatmap_words=args.heatmap_words,
+                metadata=[metadata[i] for i in todo] if metadata else None,
+                on_record=write,
+                on_bad_image=args.on_bad_image,
+                skipped=skipped,
+                heatmap_start=done,
+                **{
+                    name: getattr(args, name)
+                    for name in ("num_beams", "max_new_tokens")
+                    if getattr(args, name) is not None
+                },
+            )
     except (OSError, ValueError) as error:
         kind = OSError if isinstance(error, OSError) else ValueError
-        raise kind(f"{error} ({writer.count + done} reports kept in {output}; fix the problem and re-run with "
-                   "--resume, or pass --on_bad_image skip)") from error
-    print(f"{writer.count} reports written to {output}" + (f" ({done} were there already)" if done else "")
-          + (f"; heatmaps in {args.heatmaps}" if args.heatmaps else ""))
+        raise kind(
+            f"{error} ({writer.count + done} reports kept in {output}; fix the problem and re-run with "
+            "--resume, or pass --on_bad_image skip)"
+        ) from error
+    print(
+        f"{writer.count} reports written to {output}"
+        + (f" ({done} were there already)" if done else "")
+        + (f"; heatmaps in {args.heatmaps}" if args.heatmaps else "")
+    )
     report_skipped(skipped)
 
 
@@ -172,9 +209,18 @@ def demo(argv: Sequence[str]) -> None:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int | None]] = {
-    "train": train, "evaluate": evaluate, "generate": generate, "verify": verify, "demo": demo}
-LIGHT_HELP = {"evaluate": "EvaluateArguments", "generate": "GenerateArguments", "verify": "VerifyArguments",
-              "demo": "DemoArguments"}
+    "train": train,
+    "evaluate": evaluate,
+    "generate": generate,
+    "verify": verify,
+    "demo": demo,
+}
+LIGHT_HELP = {
+    "evaluate": "EvaluateArguments",
+    "generate": "GenerateArguments",
+    "verify": "VerifyArguments",
+    "demo": "DemoArguments",
+}
 
 
 def usage() -> str:
@@ -197,8 +243,13 @@ def light_help(command: str) -> str:
         default = None if item.default is dataclasses.MISSING else item.default
         text = item.metadata.get("help", "")
         text += "" if item.metadata.get("required") or default is None else f" (default: {default})"
-        parser.add_argument(f"--{item.name}", metavar=item.name.upper(), help=text,
-                            required=bool(item.metadata.get("required")), nargs=item.metadata.get("nargs"))
+        parser.add_argument(
+            f"--{item.name}",
+            metavar=item.name.upper(),
+            help=text,
+            required=bool(item.metadata.get("required")),
+            nargs=item.metadata.get("nargs"),
+        )
     return parser.format_help()
 
 
@@ -240,8 +291,11 @@ def train_fields() -> list[tuple[str, Any, str]]:
         if not (isinstance(node, ast.ClassDef) and node.name in TRAIN_ARGUMENT_CLASSES):
             continue
         for item in node.body:
-            if (isinstance(item, ast.AnnAssign) and isinstance(item.value, ast.Call)
-                    and isinstance(item.target, ast.Name)):
+            if (
+                isinstance(item, ast.AnnAssign)
+                and isinstance(item.value, ast.Call)
+                and isinstance(item.target, ast.Name)
+            ):
                 keywords = {k.arg: k.value for k in item.value.keywords}
                 text = _help_text(keywords.get("metadata"))
                 default = _literal(keywords["default"]) if "default" in keywords else None
@@ -250,11 +304,15 @@ def train_fields() -> list[tuple[str, Any, str]]:
 
 
 def light_train_help() -> str:
-    lines = ["usage: rrg-mamba train [--recipe RECIPE] [--<argument> VALUE ...]", "",
-             "Train a model (Seq2SeqTrainer). Its own arguments are below; every Seq2SeqTrainingArguments flag "
-             "(--output_dir, --learning_rate, --bf16, --resume_from_checkpoint last, ...) works too: "
-             "`rrg-mamba train --help-all` lists them all (slower: it loads transformers).", "",
-             "  --recipe RECIPE       JSON/YAML recipe file (or its name in configuration/); flags override it"]
+    lines = [
+        "usage: rrg-mamba train [--recipe RECIPE] [--<argument> VALUE ...]",
+        "",
+        "Train a model (Seq2SeqTrainer). Its own arguments are below; every Seq2SeqTrainingArguments flag "
+        "(--output_dir, --learning_rate, --bf16, --resume_from_checkpoint last, ...) works too: "
+        "`rrg-mamba train --help-all` lists them all (slower: it loads transformers).",
+        "",
+        "  --recipe RECIPE       JSON/YAML recipe file (or its name in configuration/); flags override it",
+    ]
     for name, default, text in train_fields():
         shown = "" if default is None else f" (default: {default})"
         lines.append(f"  --{name:<20} {text}{shown}")
@@ -264,8 +322,9 @@ def light_train_help() -> str:
 def pop_debug(argv: list[str]) -> bool:
     """Remove a bare ``--debug`` (not TrainingArguments' ``--debug <option>``); True if it was there."""
     for position, item in enumerate(argv):
-        if item == "--debug" and (position + 1 == len(argv) or argv[position + 1].startswith("-")
-                                  or argv[position + 1] in COMMANDS):
+        if item == "--debug" and (
+            position + 1 == len(argv) or argv[position + 1].startswith("-") or argv[position + 1] in COMMANDS
+        ):
             del argv[position]
             return True
     return False

@@ -19,7 +19,8 @@ normalised with the ImageNet mean / std the visual extractors were trained with.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _DICOM_MAGIC_OFFSET = 128
 
-XrayImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
+XrayImageSource = str | os.PathLike | Image.Image | np.ndarray
 
 
 def _window(array: np.ndarray) -> np.ndarray:
@@ -86,14 +87,20 @@ def _read_dicom(path: str) -> np.ndarray:
 def check_image_size(width: int, height: int, where: str) -> None:
     """Refuse a film too small, too elongated or too large to be a real X-ray; the message names ``where``."""
     if min(width, height) < MIN_IMAGE_SIDE:
-        raise ValueError(f"{where}: image is {width}x{height} pixels; films need at least {MIN_IMAGE_SIDE} pixels on "
-                         "each side (is the file a thumbnail or a broken export?)")
+        raise ValueError(
+            f"{where}: image is {width}x{height} pixels; films need at least {MIN_IMAGE_SIDE} pixels on "
+            "each side (is the file a thumbnail or a broken export?)"
+        )
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        raise ValueError(f"{where}: image is {width}x{height} pixels, an aspect ratio above {MAX_ASPECT_RATIO:g}:1; "
-                         "crop or re-export the film")
+        raise ValueError(
+            f"{where}: image is {width}x{height} pixels, an aspect ratio above {MAX_ASPECT_RATIO:g}:1; "
+            "crop or re-export the film"
+        )
     if width * height > MAX_IMAGE_PIXELS:
-        raise ValueError(f"{where}: image is {width}x{height} pixels ({width * height / 1e6:.0f} MP), more than the "
-                         f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP this reader decodes; downscale the film first")
+        raise ValueError(
+            f"{where}: image is {width}x{height} pixels ({width * height / 1e6:.0f} MP), more than the "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP this reader decodes; downscale the film first"
+        )
 
 
 def _read_pil_file(path: str) -> np.ndarray:
@@ -233,7 +240,9 @@ class XrayImageProcessor(BaseImageProcessor):
 
     @staticmethod
     def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        return F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True)[0]
+        return F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True)[
+            0
+        ]
 
     def _augment(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
@@ -283,5 +292,13 @@ class XrayImageProcessor(BaseImageProcessor):
         return BatchFeature({"pixel_values": torch.stack(studies)})
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MIN_IMAGE_SIDE",
-           "XrayImageProcessor", "check_image_size", "load_xray_image"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MAX_ASPECT_RATIO",
+    "MAX_IMAGE_PIXELS",
+    "MIN_IMAGE_SIDE",
+    "XrayImageProcessor",
+    "check_image_size",
+    "load_xray_image",
+]

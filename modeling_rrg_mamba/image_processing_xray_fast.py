@@ -18,7 +18,8 @@ see `modeling_rrg_mamba._compat`.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

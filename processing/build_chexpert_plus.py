@@ -25,12 +25,15 @@ def main(argv=None):
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    annotation = chexpert_plus_annotation(args.csv, sections=args.sections, frontal_only=args.frontal_only,
-                                          split_column=args.split_column)
+    annotation = chexpert_plus_annotation(
+        args.csv, sections=args.sections, frontal_only=args.frontal_only, split_column=args.split_column
+    )
     for split, entries in annotation.items():
         empty = [e["id"] for e in entries if not e["report"]]
         if empty:
-            logging.warning("%s: dropped %d rows with empty %s (first: %s)", split, len(empty), args.sections, empty[0])
+            logging.warning(
+                "%s: dropped %d rows with empty %s (first: %s)", split, len(empty), args.sections, empty[0]
+            )
         annotation[split] = [e for e in entries if e["report"]]
     write_annotation(annotation, args.output)
     return 0

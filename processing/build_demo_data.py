@@ -47,7 +47,9 @@ def templated_report(view: str, finding: str) -> str:
     """The demo's training text for one film: its view and its diagnosis label as two short sentences."""
     if view not in VIEW_PHRASES:
         raise ValueError(f"view: no phrase for view {view!r}; known: {sorted(VIEW_PHRASES)}")
-    finding_phrase = FINDING_PHRASES.get(finding, f"findings consistent with {finding.lower().replace('.', ' ')} pneumonia")
+    finding_phrase = FINDING_PHRASES.get(
+        finding, f"findings consistent with {finding.lower().replace('.', ' ')} pneumonia"
+    )
     return f"{VIEW_PHRASES[view]} . {finding_phrase} ."
 
 
@@ -73,7 +75,7 @@ def attribution_markdown(annotation: dict[str, list[dict[str, Any]]]) -> str:
         "# Attribution of the demo films",
         "",
         "These chest radiographs come from the COVID-19 Image Data Collection (J. P. Cohen, P. Morrison, L. Dao,",
-        "\"COVID-19 image data collection\", arXiv:2003.11597, 2020; github.com/ieee8023/covid-chestxray-dataset).",
+        '"COVID-19 image data collection", arXiv:2003.11597, 2020; github.com/ieee8023/covid-chestxray-dataset).',
         "Each film keeps its own license, listed below with its source url and doi. They were converted to",
         f"grayscale and downscaled to at most {MAX_SIDE} px (JPEG); no other change was made.",
         "The films are not covered by the package's Apache-2.0 license: each stays under its own license",
@@ -88,8 +90,10 @@ def attribution_markdown(annotation: dict[str, list[dict[str, Any]]]) -> str:
     ]
     for split, entries in annotation.items():
         for e in entries:
-            lines.append(f"| {e['image_path'][0]} | {split} | {e['view']} | {e['finding']} | {e['license']} | "
-                         f"{e['url'] or '-'} | {e['doi'] or '-'} |")
+            lines.append(
+                f"| {e['image_path'][0]} | {split} | {e['view']} | {e['finding']} | {e['license']} | "
+                f"{e['url'] or '-'} | {e['doi'] or '-'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -105,12 +109,19 @@ def build(source_dir: Path, output_dir: Path) -> dict[str, list[dict[str, Any]]]
         for entry in picked:
             name = Path(entry["image_path"][0]).stem + ".jpg"
             downscale(source_dir / "images" / entry["image_path"][0], output_dir / "images" / name)
-            annotation[split].append({
-                "id": entry["id"], "image_path": [name], "split": split,
-                "report": templated_report(entry["view"], entry["finding"]),
-                "view": entry["view"], "finding": entry["finding"],
-                "license": entry["license"], "url": entry["url"], "doi": entry["doi"],
-            })
+            annotation[split].append(
+                {
+                    "id": entry["id"],
+                    "image_path": [name],
+                    "split": split,
+                    "report": templated_report(entry["view"], entry["finding"]),
+                    "view": entry["view"],
+                    "finding": entry["finding"],
+                    "license": entry["license"],
+                    "url": entry["url"],
+                    "doi": entry["doi"],
+                }
+            )
     (output_dir / "annotation.json").write_text(json.dumps(annotation, indent=1) + "\n", encoding="utf-8")
     (output_dir / "ATTRIBUTION.md").write_text(attribution_markdown(annotation), encoding="utf-8")
     return annotation

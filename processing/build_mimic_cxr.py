@@ -26,8 +26,13 @@ def main(argv=None):
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    annotation = mimic_cxr_annotation(args.split_csv, args.reports, metadata_csv=args.metadata_csv,
-                                      section=args.section, image_suffix=args.image_suffix)
+    annotation = mimic_cxr_annotation(
+        args.split_csv,
+        args.reports,
+        metadata_csv=args.metadata_csv,
+        section=args.section,
+        image_suffix=args.image_suffix,
+    )
     write_annotation(annotation, args.output)
     return 0
 

@@ -23,13 +23,22 @@ def main(argv=None):
     parser.add_argument("--reference-key", default="reference")
     parser.add_argument("--clean-style", default="iu_xray", choices=["iu_xray", "mimic_cxr", "none"])
     parser.add_argument("--no-ce", action="store_true", help="skip the clinical-efficacy metrics")
-    parser.add_argument("--uncertain", default="negative", choices=["negative", "positive"],
-                        help="uncertain CheXpert labels count as this in CE (default negative)")
+    parser.add_argument(
+        "--uncertain",
+        default="negative",
+        choices=["negative", "positive"],
+        help="uncertain CheXpert labels count as this in CE (default negative)",
+    )
     args = parser.parse_args(argv)
-    result = score_prediction_file(args.predictions, args.output, prediction_key=args.prediction_key,
-                                   reference_key=args.reference_key,
-                                   clean_style=None if args.clean_style == "none" else args.clean_style,
-                                   ce=not args.no_ce, uncertain=args.uncertain)
+    result = score_prediction_file(
+        args.predictions,
+        args.output,
+        prediction_key=args.prediction_key,
+        reference_key=args.reference_key,
+        clean_style=None if args.clean_style == "none" else args.clean_style,
+        ce=not args.no_ce,
+        uncertain=args.uncertain,
+    )
     print(json.dumps(result["metrics"], indent=2))
     return 0
 

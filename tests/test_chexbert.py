@@ -15,7 +15,21 @@ from modeling_rrg_mamba.labeler import OBSERVATIONS
 from modeling_rrg_mamba.metrics import compute_ce_scores
 from modeling_rrg_mamba.metrics.chexbert import CHEXBERT_CONDITIONS, CheXbert, load_chexbert
 
-WORDS = "heart size is normal . no effusion mild cardiomegaly edema lungs are clear".split()
+WORDS = [
+    "heart",
+    "size",
+    "is",
+    "normal",
+    ".",
+    "no",
+    "effusion",
+    "mild",
+    "cardiomegaly",
+    "edema",
+    "lungs",
+    "are",
+    "clear",
+]
 REPORTS = ["heart size is normal .", "mild cardiomegaly . no effusion .", "lungs are clear ."]
 
 
@@ -32,8 +46,14 @@ def tiny(tmp_path_factory, tokenizer_dir):
     """A random CheXbert (hidden 64 -> 1 head, 2 layers), saved as the original: DataParallel 'module.' keys
     under 'model_state_dict', with the position_ids buffer old transformers releases stored."""
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=64, num_hidden_layers=2, num_attention_heads=1,
-                        intermediate_size=128, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=5 + len(WORDS),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
     model = CheXbert(config).eval()
     with torch.no_grad():  # fixed classes for some heads, to check the code mapping
         for condition, klass in (("Cardiomegaly", 1), ("Edema", 3), ("Pneumothorax", 2), ("No Finding", 0)):
@@ -96,10 +116,20 @@ def test_evaluate_command_labels_ce_with_chexbert(tiny, tokenizer_dir, tmp_path,
     from modeling_rrg_mamba.cli import main
 
     predictions = tmp_path / "predictions.jsonl"
-    predictions.write_text("".join(json.dumps({"prediction": p, "reference": r}) + "\n"
-                                   for p, r in zip(REPORTS, REPORTS[::-1])))
-    argv = ["evaluate", "--predictions", str(predictions), "--meteor", "false", "--chexbert", str(tiny[1]),
-            "--chexbert_tokenizer", str(tokenizer_dir)]
+    predictions.write_text(
+        "".join(json.dumps({"prediction": p, "reference": r}) + "\n" for p, r in zip(REPORTS, REPORTS[::-1]))
+    )
+    argv = [
+        "evaluate",
+        "--predictions",
+        str(predictions),
+        "--meteor",
+        "false",
+        "--chexbert",
+        str(tiny[1]),
+        "--chexbert_tokenizer",
+        str(tokenizer_dir),
+    ]
     assert main(argv) == 0
     saved = json.loads((tmp_path / "predictions.metrics.json").read_text())
     assert saved["ce_labeler"].startswith("CheXbert")

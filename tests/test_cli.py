@@ -16,6 +16,9 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from modeling_rrg_mamba.cli import main
+from modeling_rrg_mamba.commands.demo import BASELINE_NAMES, DEMO_DATA, MODEL_NAME
+from modeling_rrg_mamba.commands.generate import collect_images, group_studies
+from modeling_rrg_mamba.commands.heatmaps import PANEL, grid_maps, key_word_positions, word_cross_attention
 from modeling_rrg_mamba.rrg_mamba import (
     RRGMambaConfig,
     RRGMambaForConditionalGeneration,
@@ -23,9 +26,6 @@ from modeling_rrg_mamba.rrg_mamba import (
     RRGMambaProcessor,
     RRGMambaTokenizer,
 )
-from modeling_rrg_mamba.commands.demo import BASELINE_NAMES, DEMO_DATA, MODEL_NAME
-from modeling_rrg_mamba.commands.heatmaps import PANEL, grid_maps, key_word_positions, word_cross_attention
-from modeling_rrg_mamba.commands.generate import collect_images, group_studies
 
 DEMO_IMAGES = sorted((DEMO_DATA / "images").glob("*.jpg"))
 
@@ -38,9 +38,18 @@ def saved_model(tmp_path_factory) -> Path:
     processor = RRGMambaProcessor(RRGMambaImageProcessor(size=72, crop_size=64), tokenizer, max_length=16)
     torch.manual_seed(0)
     config = RRGMambaConfig(
-        vocab_size=len(tokenizer), visual_extractor="resnet18", backbone_kwargs={"layers": [1, 1, 1, 1]},
-        gdlm_preset=None, gdlm_dim=32, gdlm_depth=1, d_model=32, d_ff=64, num_attention_heads=2,
-        encoder_layers=1, decoder_layers=1)
+        vocab_size=len(tokenizer),
+        visual_extractor="resnet18",
+        backbone_kwargs={"layers": [1, 1, 1, 1]},
+        gdlm_preset=None,
+        gdlm_dim=32,
+        gdlm_depth=1,
+        d_model=32,
+        d_ff=64,
+        num_attention_heads=2,
+        encoder_layers=1,
+        decoder_layers=1,
+    )
     model = RRGMambaForConditionalGeneration(config)
     path = tmp_path_factory.mktemp("model")
     model.save_pretrained(path)
@@ -72,8 +81,19 @@ def test_generate_decodes_with_the_saved_generation_config_unless_told_otherwise
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 80), dtype=np.uint8)).save(film)
     main(["generate", "--model", str(folder), "--images", str(film), "--output", str(tmp_path / "saved.jsonl")])
     assert len(read_jsonl(tmp_path / "saved.jsonl")[0]["prediction"].split()) == 2
-    main(["generate", "--model", str(folder), "--images", str(film), "--output", str(tmp_path / "flag.jsonl"),
-          "--max_new_tokens", "5"])
+    main(
+        [
+            "generate",
+            "--model",
+            str(folder),
+            "--images",
+            str(film),
+            "--output",
+            str(tmp_path / "flag.jsonl"),
+            "--max_new_tokens",
+            "5",
+        ]
+    )
     assert len(read_jsonl(tmp_path / "flag.jsonl")[0]["prediction"].split()) == 5
 
 
@@ -84,8 +104,26 @@ def test_generate_reads_files_folders_and_dicom_and_draws_heatmaps(saved_model, 
         shutil.copy(image, folder / image.name)
     dicom = get_testdata_file("CT_small.dcm")
     output, heatmaps = tmp_path / "reports.jsonl", tmp_path / "heatmaps"
-    code = main(["generate", "--model", str(saved_model), "--images", str(folder), dicom, "--output", str(output),
-                 "--heatmaps", str(heatmaps), "--batch_size", "2", "--num_beams", "2", "--max_new_tokens", "6"])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(saved_model),
+            "--images",
+            str(folder),
+            dicom,
+            "--output",
+            str(output),
+            "--heatmaps",
+            str(heatmaps),
+            "--batch_size",
+            "2",
+            "--num_beams",
+            "2",
+            "--max_new_tokens",
+            "6",
+        ]
+    )
     assert code == 0
     records = read_jsonl(output)
     assert [r["images"] for r in records] == [[str(p)] for p in sorted(folder.iterdir())] + [[dicom]]
@@ -99,8 +137,25 @@ def test_generate_reads_files_folders_and_dicom_and_draws_heatmaps(saved_model, 
 def test_generate_groups_views_into_studies_and_draws_one_row_per_view(saved_model, tmp_path):
     output, heatmaps = tmp_path / "reports.jsonl", tmp_path / "heatmaps"
     images = [str(p) for p in DEMO_IMAGES[:4]]
-    main(["generate", "--model", str(saved_model), "--images", *images, "--views_per_study", "2",
-          "--output", str(output), "--heatmaps", str(heatmaps), "--num_beams", "1", "--max_new_tokens", "6"])
+    main(
+        [
+            "generate",
+            "--model",
+            str(saved_model),
+            "--images",
+            *images,
+            "--views_per_study",
+            "2",
+            "--output",
+            str(output),
+            "--heatmaps",
+            str(heatmaps),
+            "--num_beams",
+            "1",
+            "--max_new_tokens",
+            "6",
+        ]
+    )
     records = read_jsonl(output)
     assert [r["images"] for r in records] == [images[:2], images[2:]]
     assert all(Image.open(r["heatmap"]).size[1] == 2 * PANEL + 18 for r in records)
@@ -115,11 +170,13 @@ def test_generate_rejects_missing_inputs(saved_model, tmp_path, capsys):
     with pytest.raises(ValueError, match="3 images do not form studies of 2 views"):
         group_studies(DEMO_IMAGES[:3], 2)
     output = str(tmp_path / "r.jsonl")
-    assert main(["generate", "--model", str(tmp_path / "none"), "--images", str(DEMO_IMAGES[0]),
-                 "--output", output]) == 2
+    assert (
+        main(["generate", "--model", str(tmp_path / "none"), "--images", str(DEMO_IMAGES[0]), "--output", output]) == 2
+    )
     assert "no saved model directory" in capsys.readouterr().err
-    assert main(["generate", "--model", str(saved_model), "--images", str(DEMO_IMAGES[0]),
-                 "--views_per_study", "0"]) == 2
+    assert (
+        main(["generate", "--model", str(saved_model), "--images", str(DEMO_IMAGES[0]), "--views_per_study", "0"]) == 2
+    )
     assert "rrg-mamba: error: --views_per_study" in capsys.readouterr().err
 
 
@@ -127,10 +184,18 @@ def test_heatmap_attention_is_the_generation_time_cross_attention(saved_model):
     """Teacher forcing on the generated words gives the attention each greedy step actually used."""
     model = RRGMambaForConditionalGeneration.from_pretrained(saved_model).eval()
     pixel_values = RRGMambaProcessor.from_pretrained(saved_model)(images=[str(DEMO_IMAGES[0])])["pixel_values"]
-    out = model.generate(pixel_values, num_beams=1, max_new_tokens=5, min_new_tokens=5, output_attentions=True,
-                         return_dict_in_generate=True)
+    out = model.generate(
+        pixel_values,
+        num_beams=1,
+        max_new_tokens=5,
+        min_new_tokens=5,
+        output_attentions=True,
+        return_dict_in_generate=True,
+    )
     stepwise = torch.stack([step[-1].mean(dim=1)[:, -1] for step in out.cross_attentions], dim=1)  # (1, 5, N)
-    torch.testing.assert_close(word_cross_attention(model, pixel_values, out.sequences), stepwise, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        word_cross_attention(model, pixel_values, out.sequences), stepwise, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_heatmap_helpers():
@@ -148,9 +213,13 @@ def test_heatmap_helpers():
 
 def test_evaluate_prints_and_saves_the_metrics_table(tmp_path, capsys):
     predictions = tmp_path / "predictions.jsonl"
-    pairs = [("the heart is normal . there is a small left pleural effusion .",
-              "the heart is normal . there is a small left pleural effusion ."),
-             ("no acute cardiopulmonary abnormality .", "mild cardiomegaly . no pneumothorax .")]
+    pairs = [
+        (
+            "the heart is normal . there is a small left pleural effusion .",
+            "the heart is normal . there is a small left pleural effusion .",
+        ),
+        ("no acute cardiopulmonary abnormality .", "mild cardiomegaly . no pneumothorax ."),
+    ]
     predictions.write_text("".join(json.dumps({"prediction": p, "reference": r}) + "\n" for p, r in pairs))
     assert main(["evaluate", "--predictions", str(predictions), "--meteor", "false"]) == 0
     table = capsys.readouterr().out
@@ -184,8 +253,14 @@ def test_usage_and_unknown_commands(capsys):
 def test_demo_runs_end_to_end_offline(tmp_path):
     """`rrg-mamba demo` with two training steps: trains, selects on validation, generates, scores, draws."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run([sys.executable, "-m", "modeling_rrg_mamba.cli", "demo", "--output-dir", str(tmp_path),
-                             "--max-steps", "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "modeling_rrg_mamba.cli", "demo", "--output-dir", str(tmp_path), "--max-steps", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "not on radiology reports" in result.stdout and "index.html" in result.stdout
     metrics = json.loads((tmp_path / "test_metrics.json").read_text())
@@ -213,24 +288,59 @@ def test_generate_with_an_emrrg_model_returns_only_the_report(tmp_path):
     from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration, EMRRGProcessor, XrayMambaConfig
     from modeling_rrg_mamba.image_processing_xray import XrayImageProcessor
 
-    spec = spec_from_file_location("finetune_example", Path(__file__).parents[1] / "examples" / "finetune_emrrg_partial_lora.py")
+    spec = spec_from_file_location(
+        "finetune_example", Path(__file__).parents[1] / "examples" / "finetune_emrrg_partial_lora.py"
+    )
     example = module_from_spec(spec)
     spec.loader.exec_module(example)
     llm = example.save_tiny_llm(tmp_path / "llm")
     vision = XrayMambaConfig(hidden_size=32, num_hidden_layers=2, image_size=64, d_state=4)
-    processor = EMRRGProcessor(XrayImageProcessor(size=72, crop_size=64), AutoTokenizer.from_pretrained(llm),
-                               image_seq_length=vision.num_tokens())
+    processor = EMRRGProcessor(
+        XrayImageProcessor(size=72, crop_size=64),
+        AutoTokenizer.from_pretrained(llm),
+        image_seq_length=vision.num_tokens(),
+    )
     torch.manual_seed(0)
     model = EMRRGForConditionalGeneration.from_vision_text_pretrained(
-        vision, str(llm), image_token_id=processor.image_token_id, hybrid_layer_interval=1)
+        vision, str(llm), image_token_id=processor.image_token_id, hybrid_layer_interval=1
+    )
     model.save_pretrained(tmp_path / "emrrg")
     processor.save_pretrained(tmp_path / "emrrg")
     output = tmp_path / "reports.jsonl"
-    main(["generate", "--model", str(tmp_path / "emrrg"), "--images", str(DEMO_IMAGES[0]), "--output", str(output),
-          "--num_beams", "1", "--max_new_tokens", "4"])
+    main(
+        [
+            "generate",
+            "--model",
+            str(tmp_path / "emrrg"),
+            "--images",
+            str(DEMO_IMAGES[0]),
+            "--output",
+            str(output),
+            "--num_beams",
+            "1",
+            "--max_new_tokens",
+            "4",
+        ]
+    )
     (record,) = read_jsonl(output)
     # The prompt alone is longer than 4 tokens; at most the 4 new tokens remain.
-    assert record["prediction"] and len(processor.tokenizer(record["prediction"], add_special_tokens=False)["input_ids"]) <= 4
+    assert (
+        record["prediction"]
+        and len(processor.tokenizer(record["prediction"], add_special_tokens=False)["input_ids"]) <= 4
+    )
     with pytest.raises(ValueError, match="no encoder-decoder cross-attention"):
-        main(["--debug", "generate", "--model", str(tmp_path / "emrrg"), "--images", str(DEMO_IMAGES[0]),
-              "--output", str(output), "--overwrite", "--heatmaps", str(tmp_path / "maps")])
+        main(
+            [
+                "--debug",
+                "generate",
+                "--model",
+                str(tmp_path / "emrrg"),
+                "--images",
+                str(DEMO_IMAGES[0]),
+                "--output",
+                str(output),
+                "--overwrite",
+                "--heatmaps",
+                str(tmp_path / "maps"),
+            ]
+        )

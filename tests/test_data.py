@@ -12,8 +12,17 @@ import torch
 from PIL import Image
 
 from modeling_rrg_mamba.data import (
-    BadEntry, EMRRGDataCollator, OBSERVATION_LABELS_COLUMN, ReportGenerationCollator, RRGMambaDataCollator, add_observation_labels,
-    build_dataset_dict, extract_section, load_chexpert_plus, load_r2gen_annotation, mimic_cxr_annotation,
+    OBSERVATION_LABELS_COLUMN,
+    BadEntry,
+    EMRRGDataCollator,
+    ReportGenerationCollator,
+    RRGMambaDataCollator,
+    add_observation_labels,
+    build_dataset_dict,
+    extract_section,
+    load_chexpert_plus,
+    load_r2gen_annotation,
+    mimic_cxr_annotation,
 )
 from modeling_rrg_mamba.labeler import binarize_labels, label_reports
 
@@ -35,8 +44,14 @@ class FakeProcessor:
 
     def __call__(self, images=None, text=None, reports=None):
         self.calls.append({"images": images, "text": text, "reports": reports})
-        pixels = torch.stack([torch.stack([torch.from_numpy(np.asarray(im.convert("L").resize((8, 8)), dtype=np.float32))
-                                           for im in study]) for study in images]).unsqueeze(2)
+        pixels = torch.stack(
+            [
+                torch.stack(
+                    [torch.from_numpy(np.asarray(im.convert("L").resize((8, 8)), dtype=np.float32)) for im in study]
+                )
+                for study in images
+            ]
+        ).unsqueeze(2)
         batch = {"pixel_values": pixels}
         for key, texts in (("input_ids", text), ("labels", reports)):
             if texts is not None:
@@ -60,10 +75,17 @@ def tiny_release(tmp_path):
             study = f"{split}{i}"
             for view in (0, 1):
                 _png(images / study / f"{view}.png", value=40 * i + view)
-            annotation[split].append({"id": study, "report": f"Heart size is normal. Study {study} has cardiomegaly."
-                                      if i == 1 else "No pneumothorax or pleural effusion.",
-                                      "image_path": [f"{study}/0.png", f"{study}/1.png"], "split": split,
-                                      "view": "PA,LATERAL"})
+            annotation[split].append(
+                {
+                    "id": study,
+                    "report": f"Heart size is normal. Study {study} has cardiomegaly."
+                    if i == 1
+                    else "No pneumothorax or pleural effusion.",
+                    "image_path": [f"{study}/0.png", f"{study}/1.png"],
+                    "split": split,
+                    "view": "PA,LATERAL",
+                }
+            )
     path = tmp_path / "annotation.json"
     path.write_text(json.dumps(annotation))
     return path, images, annotation
@@ -114,7 +136,9 @@ def test_rrg_mamba_collator_batches_views_reports_and_pseudo_labels(tiny_release
     assert batch["pixel_values"].shape == (3, 2, 1, 8, 8)
     # Views stay in annotation order: view 1 of each study was written one grey level brighter.
     assert torch.all(batch["pixel_values"][:, 1] - batch["pixel_values"][:, 0] == 1)
-    assert batch[OBSERVATION_LABELS_COLUMN].shape == (3, 14) and batch[OBSERVATION_LABELS_COLUMN].dtype == torch.float32
+    assert (
+        batch[OBSERVATION_LABELS_COLUMN].shape == (3, 14) and batch[OBSERVATION_LABELS_COLUMN].dtype == torch.float32
+    )
     assert processor.calls[0]["reports"] == train["report"] and processor.calls[0]["text"] is None
     with pytest.raises(ValueError, match="add_observation_labels"):
         RRGMambaDataCollator(processor)([{k: v for k, v in train[0].items() if k != OBSERVATION_LABELS_COLUMN}])
@@ -147,11 +171,23 @@ def test_collator_works_with_trainer(tiny_release, tmp_path):
         def forward(self, pixel_values, labels):
             return {"loss": self.linear(pixel_values.flatten(2).mean(1) / 255).pow(2).mean() + 0 * labels.sum()}
 
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, max_steps=2,
-                             use_cpu=True, report_to=[], remove_unused_columns=False, save_strategy="no",
-                             logging_strategy="no", dataloader_num_workers=0)
-    trainer = Trainer(model=TinyModel(), args=args, train_dataset=train,
-                      data_collator=RRGMambaDataCollator(FakeProcessor(), label_column=None))
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=2,
+        max_steps=2,
+        use_cpu=True,
+        report_to=[],
+        remove_unused_columns=False,
+        save_strategy="no",
+        logging_strategy="no",
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=TinyModel(),
+        args=args,
+        train_dataset=train,
+        data_collator=RRGMambaDataCollator(FakeProcessor(), label_column=None),
+    )
     assert trainer.train().global_step == 2
 
 
@@ -167,22 +203,36 @@ def _entry(**overrides):
     return {k: v for k, v in entry.items() if v is not ...}
 
 
-@pytest.mark.parametrize("annotation, error, message", [
-    ({"train": [_entry(), _entry(id="s2", image_path=["train0/0.png", "train0/missing.png"])]}, FileNotFoundError,
-     r"id='s2'.*image_path\[1\].*does not exist"),
-    ({"train": [_entry(image_path=["train0/missing.png"])]}, FileNotFoundError, r"no entry has its image files.*missing"),
-    ({"train": [_entry(image_path=["../../etc/passwd"])]}, BadEntry, r"id='s1'.*image_path\[0\].*escapes the image root"),
-    ({"train": [_entry(image_path=["/etc/passwd"])]}, BadEntry, r"id='s1'.*image_path\[0\].*absolute"),
-    ({"train": [_entry(report="   ")]}, BadEntry, r"id='s1'.*'report' \(the report\) is empty"),
-    ({"train": [_entry(report=...)]}, BadEntry, r"id='s1'.*'report' \(the report\) is missing"),
-    ({"train": [_entry(report=3)]}, BadEntry, r"'report' must be a string"),
-    ({"train": [_entry(id=...)]}, BadEntry, r"train\[0\].*field 'id'"),
-    ({"train": [_entry(image_path="")]}, BadEntry, r"field 'image_path'"),
-    ({"train": ["just a string"]}, BadEntry, r"train\[0\].*entry is a str"),
-    ({"train": {"id": "s1"}}, BadEntry, r"split 'train' must be a list"),
-    ({"training": []}, BadEntry, r"unknown split key"),
-    ('{"train": [', BadEntry, r"not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "annotation, error, message",
+    [
+        (
+            {"train": [_entry(), _entry(id="s2", image_path=["train0/0.png", "train0/missing.png"])]},
+            FileNotFoundError,
+            r"id='s2'.*image_path\[1\].*does not exist",
+        ),
+        (
+            {"train": [_entry(image_path=["train0/missing.png"])]},
+            FileNotFoundError,
+            r"no entry has its image files.*missing",
+        ),
+        (
+            {"train": [_entry(image_path=["../../etc/passwd"])]},
+            BadEntry,
+            r"id='s1'.*image_path\[0\].*escapes the image root",
+        ),
+        ({"train": [_entry(image_path=["/etc/passwd"])]}, BadEntry, r"id='s1'.*image_path\[0\].*absolute"),
+        ({"train": [_entry(report="   ")]}, BadEntry, r"id='s1'.*'report' \(the report\) is empty"),
+        ({"train": [_entry(report=...)]}, BadEntry, r"id='s1'.*'report' \(the report\) is missing"),
+        ({"train": [_entry(report=3)]}, BadEntry, r"'report' must be a string"),
+        ({"train": [_entry(id=...)]}, BadEntry, r"train\[0\].*field 'id'"),
+        ({"train": [_entry(image_path="")]}, BadEntry, r"field 'image_path'"),
+        ({"train": ["just a string"]}, BadEntry, r"train\[0\].*entry is a str"),
+        ({"train": {"id": "s1"}}, BadEntry, r"split 'train' must be a list"),
+        ({"training": []}, BadEntry, r"unknown split key"),
+        ('{"train": [', BadEntry, r"not valid JSON"),
+    ],
+)
 def test_bad_data_raises_naming_entry_and_field(tiny_release, tmp_path, annotation, error, message):
     _, images, _ = tiny_release
     with pytest.raises(error, match=message):
@@ -199,13 +249,20 @@ def test_unreadable_image_is_caught_when_verifying(tiny_release, tmp_path):
 
 def test_skip_policy_warns_per_entry_and_keeps_the_good_ones(tiny_release, tmp_path):
     _, images, _ = tiny_release
-    annotation = {"train": [_entry(), _entry(id="s2", image_path=["nope.png"]), _entry(id="s3", report=""),
-                            _entry(id="s4", image_path=["../outside.png"])],
-                  "test": [_entry(id="s5")]}
+    annotation = {
+        "train": [
+            _entry(),
+            _entry(id="s2", image_path=["nope.png"]),
+            _entry(id="s3", report=""),
+            _entry(id="s4", image_path=["../outside.png"]),
+        ],
+        "test": [_entry(id="s5")],
+    }
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = load_r2gen_annotation(_write(tmp_path, annotation), image_root=images, on_error="skip",
-                                   allow_split_overlap=True)  # s1 and s5 share a film
+        ds = load_r2gen_annotation(
+            _write(tmp_path, annotation), image_root=images, on_error="skip", allow_split_overlap=True
+        )  # s1 and s5 share a film
     messages = [str(w.message) for w in caught]
     assert ds["train"]["id"] == ["s1"] and ds["test"]["id"] == ["s5"]
     for entry_id in ("s2", "s3", "s4"):
@@ -242,14 +299,30 @@ def test_build_iu_xray_from_synthetic_open_i_release(tmp_path):
         for image_id, projection in zip(ids, ("Lateral", "Frontal")):
             _png(png / f"{image_id}.png")
             projections.append([image_id, projection])
-    (reports / "11.xml").write_text(OPEN_I_XML.format(n=11, findings="One view only.",
-                                                      images='<parentImage id="CXR11_IM-0011-1001"/>'))
+    (reports / "11.xml").write_text(
+        OPEN_I_XML.format(n=11, findings="One view only.", images='<parentImage id="CXR11_IM-0011-1001"/>')
+    )
     with open(tmp_path / "projections.csv", "w", newline="") as handle:
         csv.writer(handle).writerows(projections)
     output = tmp_path / "annotation.json"
     build = _load_script("build_iu_xray")
-    assert build.main(["--reports", str(reports), "--images", str(png), "--output", str(output),
-                       "--projections", str(tmp_path / "projections.csv"), "--seed", "0"]) == 0
+    assert (
+        build.main(
+            [
+                "--reports",
+                str(reports),
+                "--images",
+                str(png),
+                "--output",
+                str(output),
+                "--projections",
+                str(tmp_path / "projections.csv"),
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
     annotation = json.loads(output.read_text())
     entries = [e for split in annotation.values() for e in split]
     assert len(entries) == 9  # empty findings (CXR10) and the single-view study (CXR11) are dropped
@@ -261,9 +334,13 @@ def test_build_iu_xray_from_synthetic_open_i_release(tmp_path):
     assert sum(d.num_rows for d in ds.values()) == 9 and Path(ds["train"][0]["images"][0]).is_file()
     reference = tmp_path / "reference.json"
     reference.write_text(json.dumps({"test": [{"id": "CXR1_IM-0001"}], "train": [{"id": "CXR2_IM-0002"}]}))
-    assert build.main(["--reports", str(reports), "--output", str(output), "--reference-annotation", str(reference)]) == 0
+    assert (
+        build.main(["--reports", str(reports), "--output", str(output), "--reference-annotation", str(reference)]) == 0
+    )
     assert {k: [e["id"] for e in v] for k, v in json.loads(output.read_text()).items()} == {
-        "train": ["CXR2_IM-0002"], "test": ["CXR1_IM-0001"]}
+        "train": ["CXR2_IM-0002"],
+        "test": ["CXR1_IM-0001"],
+    }
 
 
 MIMIC_REPORT = """                                 FINAL REPORT
@@ -272,12 +349,12 @@ MIMIC_REPORT = """                                 FINAL REPORT
  INDICATION:  ___F with cough
 
  FINDINGS:
- 
+
  The heart is mildly enlarged.  There is a small left
  pleural effusion.
- 
+
  IMPRESSION:
- 
+
  Cardiomegaly and small effusion.
 """
 
@@ -291,16 +368,32 @@ def test_mimic_findings_extraction_and_builder(tmp_path):
     (reports / "p10" / "p10000032" / "s50414267.txt").write_text(MIMIC_REPORT)
     (reports / "p10" / "p10000032" / "s50000001.txt").write_text("IMPRESSION: No acute process.")
     with open(tmp_path / "split.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([["dicom_id", "study_id", "subject_id", "split"],
-                                      ["d1", "50414267", "10000032", "train"], ["d2", "50414267", "10000032", "train"],
-                                      ["d3", "50000001", "10000032", "validate"]])
+        csv.writer(handle).writerows(
+            [
+                ["dicom_id", "study_id", "subject_id", "split"],
+                ["d1", "50414267", "10000032", "train"],
+                ["d2", "50414267", "10000032", "train"],
+                ["d3", "50000001", "10000032", "validate"],
+            ]
+        )
     with open(tmp_path / "meta.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([["dicom_id", "ViewPosition"], ["d1", "PA"], ["d2", "LATERAL"]])
     annotation = mimic_cxr_annotation(tmp_path / "split.csv", reports, metadata_csv=tmp_path / "meta.csv")
     assert list(annotation) == ["train"] and [e["view"] for e in annotation["train"]] == ["PA", "LATERAL"]
     assert annotation["train"][0]["image_path"] == ["p10/p10000032/s50414267/d1.jpg"]
-    assert _load_script("build_mimic_cxr").main(["--split-csv", str(tmp_path / "split.csv"), "--reports", str(reports),
-                                                 "--output", str(tmp_path / "out.json")]) == 0
+    assert (
+        _load_script("build_mimic_cxr").main(
+            [
+                "--split-csv",
+                str(tmp_path / "split.csv"),
+                "--reports",
+                str(reports),
+                "--output",
+                str(tmp_path / "out.json"),
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "bad.csv", "w") as handle:
         handle.write("dicom_id,study_id\nd1,1\n")
     with pytest.raises(ValueError, match="missing column"):
@@ -308,18 +401,24 @@ def test_mimic_findings_extraction_and_builder(tmp_path):
 
 
 def test_chexpert_plus_csv_loads_with_views_and_flags_empty_findings(tmp_path):
-    rows = [["path_to_image", "frontal_lateral", "ap_pa", "section_findings", "section_impression", "split"],
-            ["train/patient1/study1/view1_frontal.jpg", "Frontal", "AP", "Small left effusion.", "Effusion.", "train"],
-            ["train/patient1/study1/view2_lateral.jpg", "Lateral", "", "Small left effusion.", "Effusion.", "train"],
-            ["valid/patient2/study1/view1_frontal.jpg", "Frontal", "PA", "", "Normal.", "valid"]]
+    rows = [
+        ["path_to_image", "frontal_lateral", "ap_pa", "section_findings", "section_impression", "split"],
+        ["train/patient1/study1/view1_frontal.jpg", "Frontal", "AP", "Small left effusion.", "Effusion.", "train"],
+        ["train/patient1/study1/view2_lateral.jpg", "Lateral", "", "Small left effusion.", "Effusion.", "train"],
+        ["valid/patient2/study1/view1_frontal.jpg", "Frontal", "PA", "", "Normal.", "valid"],
+    ]
     with open(tmp_path / "chexpert_plus.csv", "w", newline="") as handle:
         csv.writer(handle).writerows(rows)
     for row in rows[1:]:
         _png(tmp_path / "png" / row[0])
     with pytest.raises(BadEntry, match=r"validation|valid.*'report' \(the report\) is empty"):
         load_chexpert_plus(tmp_path / "chexpert_plus.csv", image_root=tmp_path / "png")
-    ds = load_chexpert_plus(tmp_path / "chexpert_plus.csv", image_root=tmp_path / "png", frontal_only=True,
-                            sections=("section_findings", "section_impression"))
+    ds = load_chexpert_plus(
+        tmp_path / "chexpert_plus.csv",
+        image_root=tmp_path / "png",
+        frontal_only=True,
+        sections=("section_findings", "section_impression"),
+    )
     assert ds["train"]["view"] == ["Frontal AP"] and ds["validation"]["report"] == ["Normal."]
     assert ds["train"]["report"] == ["Small left effusion. Effusion."]
 

@@ -27,11 +27,15 @@ from modeling_rrg_mamba.commands.demo import (
     templated_report,
 )
 
-TRAIN = ["ap view of the chest . findings consistent with covid-19 pneumonia .",
-         "ap view of the chest . findings consistent with covid-19 pneumonia .",
-         "lateral view of the chest . findings consistent with pneumonia ."]
-TEST = ["lateral view of the chest . findings consistent with pneumonia .",
-        "pa view of the chest . findings consistent with pneumonia ."]
+TRAIN = [
+    "ap view of the chest . findings consistent with covid-19 pneumonia .",
+    "ap view of the chest . findings consistent with covid-19 pneumonia .",
+    "lateral view of the chest . findings consistent with pneumonia .",
+]
+TEST = [
+    "lateral view of the chest . findings consistent with pneumonia .",
+    "pa view of the chest . findings consistent with pneumonia .",
+]
 
 
 class PageParser(HTMLParser):
@@ -77,7 +81,9 @@ def test_template_and_slots():
     assert templated_report("L", "Pneumocystis") == "lateral view of the chest . findings consistent with pneumonia ."
     assert templated_report("AP Supine", "COVID-19, ARDS").endswith("covid-19 pneumonia .")
     assert report_slots("Lateral view of the chest. No acute cardiopulmonary abnormality.") == {
-        "view": "lateral view of the chest", "diagnosis": "no acute cardiopulmonary abnormality"}
+        "view": "lateral view of the chest",
+        "diagnosis": "no acute cardiopulmonary abnormality",
+    }
     assert report_slots("pa view") == {"view": "pa view", "diagnosis": ""}
     with pytest.raises(ValueError, match="no phrase for view"):
         templated_report("Oblique", "COVID-19")
@@ -90,12 +96,17 @@ def test_baselines_and_rates():
     assert slot_accuracy([TRAIN[0]] * 2, TEST) == {"view": 0.0, "diagnosis": 0.0}
     assert slot_accuracy(TEST, TEST) == {"view": 1.0, "diagnosis": 1.0}
     assert majority_rates(TRAIN, TEST) == {"view": 0.0, "diagnosis": 0.0}  # majority: ap / covid-19
-    scores = {"model": {"BLEU_4": 0.9, "view_correct": 1.0, "diagnosis_correct": 0.5},
-              "blind": {"BLEU_4": 0.8, "view_correct": 0.25, "diagnosis_correct": 0.5}}
+    scores = {
+        "model": {"BLEU_4": 0.9, "view_correct": 1.0, "diagnosis_correct": 0.5},
+        "blind": {"BLEU_4": 0.8, "view_correct": 0.25, "diagnosis_correct": 0.5},
+    }
     header, rows, best = comparison_rows(scores, {"view": 0.25, "diagnosis": 0.5})
     assert header == ["metric", "model", "blind", "majority rate"]
-    assert rows == [["BLEU-4", "0.900", "0.800", ""], ["view correct", "100%", "25%", "25%"],
-                    ["diagnosis correct", "50%", "50%", "50%"]]
+    assert rows == [
+        ["BLEU-4", "0.900", "0.800", ""],
+        ["view correct", "100%", "25%", "25%"],
+        ["diagnosis correct", "50%", "50%", "50%"],
+    ]
     assert best == [{1}, {1}, {1, 2}]
 
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, LlamaConfig
+from test_emrrg_model import IMAGE_TOKEN_ID, TEXT_CONFIGS, TINY_VISION, prompt_ids, randomize_gates, tiny_config
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, LlamaConfig
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration
 from modeling_rrg_mamba.emrrg.modeling_emrrg import GatedCrossAttention, decoder_layers
-from test_emrrg_model import IMAGE_TOKEN_ID, TEXT_CONFIGS, TINY_VISION, prompt_ids, randomize_gates, tiny_config
 
 
 def _matches(pattern: str, name: str) -> bool:
@@ -24,8 +24,14 @@ def _matches(pattern: str, name: str) -> bool:
 
 
 def llama_7b_shape(**kwargs) -> EMRRGConfig:
-    text = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=32, vocab_size=32000)
+    text = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    )
     return EMRRGConfig(text_config=text, vision_config=TINY_VISION, image_token_id=32000, **kwargs)
 
 
@@ -35,7 +41,10 @@ def test_placement_and_parameter_count_at_7b_scale():
     with torch.device("meta"):
         theirs = GatedCrossAttention(llama_7b_shape())
         ours = GatedCrossAttention(llama_7b_shape(cross_attention_queries="separate", cross_attention_gate="channel"))
-    count = lambda module: sum(p.numel() for p in module.parameters())
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
     # kv_proj 4096 -> 2 x 32 heads x 128 (+ bias) and one scalar gate per token
     assert count(theirs) == 4096 * 8192 + 8192 + 4096 + 1
     assert theirs.gate.weight.shape == (1, 4096)
@@ -55,7 +64,7 @@ def test_llm_weight_names_and_tp_plan_are_the_llms(family):
     ours = set(model.language_model.state_dict())
     assert set(stock.state_dict()) == {k for k in ours if ".gated_cross_attn." not in k}
     names = [name for name, _ in model.language_model.base_model.named_modules()]
-    for pattern in (config.text_config.base_model_tp_plan or {}):
+    for pattern in config.text_config.base_model_tp_plan or {}:
         assert any(_matches(pattern, name) for name in names), pattern
     # the LLM's own plan (as the installed release composes it) applies under language_model. wherever it applies to
     # the stock LLM, and EMRRG's composed plan carries it
@@ -96,21 +105,27 @@ def test_self_attention_query_form_equals_independent_computation():
     visual = torch.randn(2, 5, 32)
     positions = torch.arange(6).expand(2, -1)
     cos, sin = model.language_model.model.rotary_emb(hidden, positions)
-    out = attention(hidden_states=hidden, position_embeddings=(cos, sin), attention_mask=None,
-                    cross_attention_states=visual)[0]
+    out = attention(
+        hidden_states=hidden, position_embeddings=(cos, sin), attention_mask=None, cross_attention_states=visual
+    )[0]
     self_only = attention(hidden_states=hidden, position_embeddings=(cos, sin), attention_mask=None)[0]
     # independent: heads 4 x 8, 2 kv heads, kv_proj laid out (head, k|v, dim)
     q = attention.q_proj(hidden).view(2, 6, 4, 8).transpose(1, 2)
-    rotate = lambda x: torch.cat([-x[..., 4:], x[..., :4]], dim=-1)
+
+    def rotate(x):
+        return torch.cat([-x[..., 4:], x[..., :4]], dim=-1)
+
     q = q * cos[:, None] + rotate(q) * sin[:, None]
     kv = attention.gated_cross_attn.kv_proj(layer.input_layernorm(visual)).view(2, 5, 2, 2, 8)
     k, v = kv[..., 0, :].transpose(1, 2), kv[..., 1, :].transpose(1, 2)
     k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
-    weights = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, dim=-1)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, dim=-1)
     context = (weights @ v).transpose(1, 2).reshape(2, 6, 32)
     gate = torch.tanh(hidden @ attention.gated_cross_attn.gate.weight.T + attention.gated_cross_attn.gate.bias)
     assert gate.shape == (2, 6, 1)  # one scalar per token
-    torch.testing.assert_close(out, self_only + F.linear(gate * context, attention.o_proj.weight), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        out, self_only + F.linear(gate * context, attention.o_proj.weight), atol=1e-6, rtol=1e-5
+    )
 
 
 def test_views_are_averaged_by_default():
@@ -155,7 +170,9 @@ def test_return_dict_false_gives_the_tuple():
 @pytest.mark.parametrize("form", ["self_attention", "separate"])
 def test_weights_missing_from_a_checkpoint_are_initialised(tmp_path, form):
     torch.manual_seed(0)
-    config = tiny_config(cross_attention_queries=form, cross_attention_gate="token" if form == "self_attention" else "channel")
+    config = tiny_config(
+        cross_attention_queries=form, cross_attention_gate="token" if form == "self_attention" else "channel"
+    )
     model = EMRRGForConditionalGeneration(config)
     randomize_gates(model)
     model.save_pretrained(tmp_path)
@@ -163,8 +180,11 @@ def test_weights_missing_from_a_checkpoint_are_initialised(tmp_path, form):
     dropped = [k for k in state if ".gated_cross_attn." in k or k.startswith("multi_modal_projector.")]
     assert dropped
     kept_name = "language_model.model.layers.0.self_attn.q_proj.weight"
-    save_file({k: v for k, v in state.items() if k not in dropped}, str(tmp_path / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in state.items() if k not in dropped},
+        str(tmp_path / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
     reloaded_state = reloaded.state_dict()
     for key in dropped:
@@ -179,15 +199,21 @@ def test_weights_missing_from_a_checkpoint_are_initialised(tmp_path, form):
     save_file(partial, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     again = AutoModelForImageTextToText.from_pretrained(tmp_path).state_dict()
     assert torch.equal(again["multi_modal_projector.linear.weight"], state["multi_modal_projector.linear.weight"])
-    assert torch.equal(again["language_model.model.layers.0.self_attn.gated_cross_attn.gate.weight"],
-                       state["language_model.model.layers.0.self_attn.gated_cross_attn.gate.weight"])
+    assert torch.equal(
+        again["language_model.model.layers.0.self_attn.gated_cross_attn.gate.weight"],
+        state["language_model.model.layers.0.self_attn.gated_cross_attn.gate.weight"],
+    )
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_resize_token_embeddings_after_adding_the_image_token(family):
     torch.manual_seed(0)
-    config = EMRRGConfig(text_config=TEXT_CONFIGS[family], vision_config=TINY_VISION, hybrid_layer_interval=1,
-                         image_token_id=IMAGE_TOKEN_ID)  # the <image> id is the first one past the vocabulary
+    config = EMRRGConfig(
+        text_config=TEXT_CONFIGS[family],
+        vision_config=TINY_VISION,
+        hybrid_layer_interval=1,
+        image_token_id=IMAGE_TOKEN_ID,
+    )  # the <image> id is the first one past the vocabulary
     model = EMRRGForConditionalGeneration(config).eval()
     embeddings = model.resize_token_embeddings(IMAGE_TOKEN_ID + 1)
     assert embeddings.weight.shape[0] == IMAGE_TOKEN_ID + 1 == model.get_output_embeddings().weight.shape[0]
@@ -217,8 +243,11 @@ def test_xray_mamba_partly_loaded_embeddings_keep_what_was_loaded(tmp_path):
     model = XrayMambaModel(XrayMambaConfig(**TINY_VISION))
     model.save_pretrained(tmp_path)
     state = load_file(str(tmp_path / "model.safetensors"))
-    save_file({k: v for k, v in state.items() if k != "embeddings.cls_token"}, str(tmp_path / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in state.items() if k != "embeddings.cls_token"},
+        str(tmp_path / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     reloaded = XrayMambaModel.from_pretrained(tmp_path)
     assert torch.equal(reloaded.embeddings.position_embeddings, state["embeddings.position_embeddings"])
     assert torch.isfinite(reloaded.embeddings.cls_token).all() and reloaded.embeddings.cls_token.abs().max() < 1

@@ -1,25 +1,61 @@
 """EMRRG model: configs, X-ray Mamba, hybrid layers (exact step-0 identity, caching, beam search), errors."""
 
-import copy
 import warnings
 
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, PretrainedConfig
 
-from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration, XrayMambaConfig, XrayMambaModel  # registers Auto classes
-from modeling_rrg_mamba.emrrg.modeling_emrrg import attention_child_name, decoder_layers
+from modeling_rrg_mamba.emrrg import (
+    EMRRGConfig,
+    EMRRGForConditionalGeneration,
+    XrayMambaConfig,
+    XrayMambaModel,
+)  # registers Auto classes
+from modeling_rrg_mamba.emrrg.modeling_emrrg import decoder_layers
 
 IMAGE_TOKEN_ID = 60
 TEXT_CONFIGS = {
-    "llama": dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=60),
-    "qwen2": dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=60),
-    "mistral": dict(model_type="mistral", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                    num_attention_heads=4, num_key_value_heads=2, vocab_size=60, sliding_window=4),
-    "gpt2": dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=4, vocab_size=60, bos_token_id=1, eos_token_id=2,
-                 attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0),
+    "llama": dict(
+        model_type="llama",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=60,
+    ),
+    "qwen2": dict(
+        model_type="qwen2",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=60,
+    ),
+    "mistral": dict(
+        model_type="mistral",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=60,
+        sliding_window=4,
+    ),
+    "gpt2": dict(
+        model_type="gpt2",
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        vocab_size=60,
+        bos_token_id=1,
+        eos_token_id=2,
+        attn_pdrop=0.0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+    ),
 }
 TINY_VISION = dict(hidden_size=16, num_hidden_layers=1, image_size=32, patch_size=16, d_state=4)
 
@@ -27,8 +63,9 @@ TINY_VISION = dict(hidden_size=16, num_hidden_layers=1, image_size=32, patch_siz
 def tiny_config(family: str = "llama", **kwargs) -> EMRRGConfig:
     """Every layer hybrid; views concatenated (the generation-equivalence test counts placeholders per view)."""
     kwargs = {"hybrid_layer_interval": 1, "multi_view_fusion": "concat", **kwargs}
-    return EMRRGConfig(text_config=TEXT_CONFIGS[family], vision_config=TINY_VISION, image_token_id=IMAGE_TOKEN_ID,
-                       **kwargs)
+    return EMRRGConfig(
+        text_config=TEXT_CONFIGS[family], vision_config=TINY_VISION, image_token_id=IMAGE_TOKEN_ID, **kwargs
+    )
 
 
 def prompt_ids(batch: int, num_image_tokens: int, text=(4, 5, 6)) -> torch.Tensor:
@@ -89,8 +126,9 @@ def test_generate_cache_equals_no_cache_greedy_and_beam(family):
     model = EMRRGForConditionalGeneration(config).eval()
     randomize_gates(model, scale=2.0)
     ids, pixels = prompt_ids(2, config.num_image_tokens), torch.randn(2, 3, 32, 32)
-    settings = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0,
-                    attention_mask=torch.ones_like(ids))
+    settings = dict(
+        max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(ids)
+    )
     for beams in (1, 3):
         cached = model.generate(input_ids=ids, pixel_values=pixels, num_beams=beams, use_cache=True, **settings)
         uncached = model.generate(input_ids=ids, pixel_values=pixels, num_beams=beams, use_cache=False, **settings)
@@ -115,8 +153,12 @@ def test_gradient_checkpointing_keeps_hybrid_gradients():
     def gate_and_key_grads():
         model.zero_grad()
         model(input_ids=ids, pixel_values=pixels, labels=ids, use_cache=False).loss.backward()
-        return [torch.cat([h.gated_cross_attn.gate.weight.grad.flatten(), h.gated_cross_attn.kv_proj.weight.grad.flatten()])
-                for h in model.hybrid_attentions]
+        return [
+            torch.cat(
+                [h.gated_cross_attn.gate.weight.grad.flatten(), h.gated_cross_attn.kv_proj.weight.grad.flatten()]
+            )
+            for h in model.hybrid_attentions
+        ]
 
     plain = gate_and_key_grads()
     with pytest.raises(ValueError, match="use_reentrant=True"):
@@ -168,7 +210,8 @@ def test_from_vision_text_pretrained_keeps_llm_and_roundtrips(tmp_path):
     vision = XrayMambaModel(XrayMambaConfig(**TINY_VISION))
     vision.save_pretrained(tmp_path / "vision")
     model = EMRRGForConditionalGeneration.from_vision_text_pretrained(
-        str(tmp_path / "vision"), str(tmp_path / "llm"), image_token_id=IMAGE_TOKEN_ID, hybrid_layer_interval=2)
+        str(tmp_path / "vision"), str(tmp_path / "llm"), image_token_id=IMAGE_TOKEN_ID, hybrid_layer_interval=2
+    )
     assert [type(m).__name__ for m in model.hybrid_attentions] == ["EMRRGHybridQwen2Attention"]  # layer 0 of 0, 1
     llm_weights = dict(llm.named_parameters())
     for name, parameter in model.language_model.named_parameters():
@@ -181,10 +224,16 @@ def test_from_vision_text_pretrained_keeps_llm_and_roundtrips(tmp_path):
     assert isinstance(reloaded, EMRRGForConditionalGeneration)
     assert isinstance(AutoModel.from_config(reloaded.config), EMRRGForConditionalGeneration)
     ids, pixels = prompt_ids(1, reloaded.config.num_image_tokens), torch.randn(1, 3, 32, 32)
-    assert torch.equal(model.eval()(input_ids=ids, pixel_values=pixels).logits, reloaded(input_ids=ids, pixel_values=pixels).logits)
+    assert torch.equal(
+        model.eval()(input_ids=ids, pixel_values=pixels).logits, reloaded(input_ids=ids, pixel_values=pixels).logits
+    )
     with pytest.raises(ValueError, match="hidden_size"):
-        wider = EMRRGConfig(text_config=dict(TEXT_CONFIGS["llama"], hidden_size=64), vision_config=TINY_VISION,
-                            hybrid_layer_interval=1, image_token_id=IMAGE_TOKEN_ID)
+        wider = EMRRGConfig(
+            text_config=dict(TEXT_CONFIGS["llama"], hidden_size=64),
+            vision_config=TINY_VISION,
+            hybrid_layer_interval=1,
+            image_token_id=IMAGE_TOKEN_ID,
+        )
         EMRRGForConditionalGeneration(wider, language_model=llm)
 
 
@@ -196,22 +245,31 @@ def test_gpt2_tied_embeddings_survive_save_load(tmp_path):
     reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
     assert reloaded.language_model.lm_head.weight is reloaded.language_model.transformer.wte.weight
     ids, pixels = prompt_ids(1, 5), torch.randn(1, 3, 32, 32)
-    assert torch.equal(model(input_ids=ids, pixel_values=pixels).logits, reloaded(input_ids=ids, pixel_values=pixels).logits)
+    assert torch.equal(
+        model(input_ids=ids, pixel_values=pixels).logits, reloaded(input_ids=ids, pixel_values=pixels).logits
+    )
 
 
 def test_generate_never_emits_the_image_token_when_it_is_in_the_vocabulary():
     torch.manual_seed(0)
     in_vocab = 50
-    config = EMRRGConfig(text_config=TEXT_CONFIGS["llama"], vision_config=TINY_VISION, hybrid_layer_interval=1,
-                         image_token_id=in_vocab)
+    config = EMRRGConfig(
+        text_config=TEXT_CONFIGS["llama"], vision_config=TINY_VISION, hybrid_layer_interval=1, image_token_id=in_vocab
+    )
     model = EMRRGForConditionalGeneration(config).eval()
     assert in_vocab in model.generation_config.suppress_tokens
     with torch.no_grad():  # make <image> the most likely next token everywhere
         model.get_output_embeddings().weight[in_vocab] = 50 * model.get_output_embeddings().weight.abs().max()
     ids = torch.tensor([[3] + [in_vocab] * config.num_image_tokens + [4, 5]])
-    out = model.generate(input_ids=ids, pixel_values=torch.randn(1, 3, 32, 32), max_new_tokens=4, min_new_tokens=4,
-                         num_beams=2, do_sample=False)
-    assert not (out[:, ids.shape[1]:] == in_vocab).any()
+    out = model.generate(
+        input_ids=ids,
+        pixel_values=torch.randn(1, 3, 32, 32),
+        max_new_tokens=4,
+        min_new_tokens=4,
+        num_beams=2,
+        do_sample=False,
+    )
+    assert not (out[:, ids.shape[1] :] == in_vocab).any()
 
 
 def test_default_config_builds_and_round_trips(tmp_path):
@@ -219,5 +277,8 @@ def test_default_config_builds_and_round_trips(tmp_path):
     assert config.hybrid_layer_indices == [0]  # the authors' range(0, layers, 8) on the default 8-layer LLM
     config.save_pretrained(tmp_path)
     reloaded = AutoConfig.from_pretrained(tmp_path)
-    without_path = lambda c: {k: v for k, v in c.to_dict().items() if k != "_name_or_path"}
+
+    def without_path(c):
+        return {k: v for k, v in c.to_dict().items() if k != "_name_or_path"}
+
     assert isinstance(reloaded, EMRRGConfig) and without_path(reloaded) == without_path(config)

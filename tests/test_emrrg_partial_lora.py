@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from peft.tuners.lora.layer import Linear as LoraLinear
+from test_emrrg_model import IMAGE_TOKEN_ID, TEXT_CONFIGS, prompt_ids
 
 from modeling_rrg_mamba.emrrg import (
     EMRRGConfig,
@@ -14,15 +15,15 @@ from modeling_rrg_mamba.emrrg import (
     apply_emrrg_recipe,
     load_emrrg_adapter,
 )
-from test_emrrg_model import IMAGE_TOKEN_ID, TEXT_CONFIGS, prompt_ids
 
 VISION = dict(hidden_size=16, num_hidden_layers=2, image_size=32, patch_size=16, d_state=4)
 
 
 def tiny_model() -> EMRRGForConditionalGeneration:
     torch.manual_seed(0)
-    config = EMRRGConfig(text_config=TEXT_CONFIGS["llama"], vision_config=VISION, hybrid_layer_interval=1,
-                         image_token_id=IMAGE_TOKEN_ID)
+    config = EMRRGConfig(
+        text_config=TEXT_CONFIGS["llama"], vision_config=VISION, hybrid_layer_interval=1, image_token_id=IMAGE_TOKEN_ID
+    )
     return EMRRGForConditionalGeneration(config)
 
 
@@ -108,15 +109,18 @@ def test_each_layer_adapter_affects_only_its_layer(trained):
     assert not torch.allclose(after[0], before[0])
     assert torch.equal(after[1], before[1])
     # and the two layers run different adapters on the same input (no shared / last-layer weights)
-    assert not torch.allclose(before[0] - F.linear(x, projections[0].get_base_layer().weight),
-                              before[1] - F.linear(x, projections[1].get_base_layer().weight))
+    assert not torch.allclose(
+        before[0] - F.linear(x, projections[0].get_base_layer().weight),
+        before[1] - F.linear(x, projections[1].get_base_layer().weight),
+    )
 
 
 def test_recipe_trains_only_adapters_projector_and_hybrid(trained):
     _, peft_model, counts = trained
     trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}
     assert trainable and all(
-        "lora_" in name or "multi_modal_projector" in name or "gated_cross_attn" in name for name in trainable)
+        "lora_" in name or "multi_modal_projector" in name or "gated_cross_attn" in name for name in trainable
+    )
     assert any("vision_model" in n and "in_proj.lora_B" in n for n in trainable)
     assert any("language_model" in n and "q_proj.lora_A" in n for n in trainable)
     assert not any("to_q.lora" in n for n in trainable)  # cross-attention is trained in full, not LoRA'd
@@ -155,8 +159,9 @@ def test_paper_scale_fraction_on_meta_device_adds_up():
 @pytest.mark.parametrize("family, text_target", [("gpt2", "c_attn"), ("qwen2", "v_proj")])
 def test_recipe_on_other_llm_families(family, text_target, tmp_path):
     torch.manual_seed(0)
-    config = EMRRGConfig(text_config=TEXT_CONFIGS[family], vision_config=VISION, hybrid_layer_interval=1,
-                         image_token_id=IMAGE_TOKEN_ID)
+    config = EMRRGConfig(
+        text_config=TEXT_CONFIGS[family], vision_config=VISION, hybrid_layer_interval=1, image_token_id=IMAGE_TOKEN_ID
+    )
     base = EMRRGForConditionalGeneration(config)
     frozen = copy.deepcopy(base)
     peft_model, _ = apply_emrrg_recipe(base, r=4, lora_dropout=0.0)
@@ -166,7 +171,9 @@ def test_recipe_on_other_llm_families(family, text_target, tmp_path):
     ids, pixels = prompt_ids(2, config.num_image_tokens), torch.randn(2, 3, 32, 32)
     reloaded = load_emrrg_adapter(frozen, str(tmp_path)).eval()
     with torch.no_grad():
-        assert torch.equal(reloaded(input_ids=ids, pixel_values=pixels).logits, peft_model(input_ids=ids, pixel_values=pixels).logits)
+        assert torch.equal(
+            reloaded(input_ids=ids, pixel_values=pixels).logits, peft_model(input_ids=ids, pixel_values=pixels).logits
+        )
 
 
 def test_adapter_reloads_the_plain_peft_way_and_merges(trained, tmp_path):
@@ -204,9 +211,12 @@ def test_peft_private_custom_module_api_is_there_and_only_compat_calls_it():
     from modeling_rrg_mamba import _compat
 
     assert callable(getattr(LoraConfig(), "_register_custom_module", None)), (
-        "peft renamed/removed LoraConfig._register_custom_module: update _compat.register_peft_custom_module")
+        "peft renamed/removed LoraConfig._register_custom_module: update _compat.register_peft_custom_module"
+    )
     with pytest.raises(RuntimeError, match="_register_custom_module is gone"):
         _compat.register_peft_custom_module(object(), {})
     package = Path(_compat.__file__).parent
-    callers = [str(f.relative_to(package)) for f in package.rglob("*.py") if "_register_custom_module" in f.read_text()]
+    callers = [
+        str(f.relative_to(package)) for f in package.rglob("*.py") if "_register_custom_module" in f.read_text()
+    ]
     assert callers == ["_compat.py"], callers

@@ -3,15 +3,18 @@
 import numpy as np
 import pytest
 import torch
+from test_emrrg_conditioning import PROMPT, tiny_tokenizer
 from transformers import AutoProcessor
 
 from modeling_rrg_mamba.emrrg import EMRRGProcessor
 from modeling_rrg_mamba.image_processing_xray import XrayImageProcessor
 from modeling_rrg_mamba.image_processing_xray_fast import XrayImageProcessorFast
-from test_emrrg_conditioning import PROMPT, tiny_tokenizer
 
 SEQ = 5
-CHAT = "{% for m in messages %}[BOS] {{ m['role'] }} : {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}Assistant :{% endif %}"
+CHAT = (
+    "{% for m in messages %}[BOS] {{ m['role'] }} : {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}Assistant :{% endif %}"
+)
 
 
 def processor(**kwargs) -> EMRRGProcessor:
@@ -35,7 +38,7 @@ def test_training_batch_masks_prompt_and_pads_right():
     assert (ids[:, :prompt_length] == ids[0, :prompt_length]).all()
     report_0 = proc.tokenizer("opacity left .", add_special_tokens=False)["input_ids"] + [proc.tokenizer.eos_token_id]
     assert labels[0, prompt_length : prompt_length + len(report_0)].tolist() == report_0
-    assert (labels[0, prompt_length + len(report_0):] == -100).all() and mask[0, -1] == 0  # right padding
+    assert (labels[0, prompt_length + len(report_0) :] == -100).all() and mask[0, -1] == 0  # right padding
     assert mask[1].all()
 
 
@@ -67,7 +70,11 @@ def test_save_load_roundtrip(tmp_path):
     loaded = AutoProcessor.from_pretrained(tmp_path)
     assert isinstance(loaded, EMRRGProcessor)  # transformers 5 loads the fast image processor, 4.57 the slow one
     assert isinstance(loaded.image_processor, (XrayImageProcessor, XrayImageProcessorFast))
-    assert (loaded.image_seq_length, loaded.prompt_template, loaded.image_token_id) == (SEQ, PROMPT, proc.image_token_id)
+    assert (loaded.image_seq_length, loaded.prompt_template, loaded.image_token_id) == (
+        SEQ,
+        PROMPT,
+        proc.image_token_id,
+    )
     images = films(2)
     assert torch.equal(loaded(images=images)["input_ids"], proc(images=images)["input_ids"])
 

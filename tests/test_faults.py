@@ -10,7 +10,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -18,8 +17,6 @@ from safetensors.torch import load_file, save_file
 
 import modeling_rrg_mamba.image_processing_xray as xray_module
 from modeling_rrg_mamba.cli import main
-
-DEMO_DATA = Path(__file__).resolve().parents[1] / "modeling_rrg_mamba" / "demo_data"  # no demo import
 from modeling_rrg_mamba.data import BadEntry, ReportGenerationCollator, build_dataset_dict
 from modeling_rrg_mamba.image_processing_xray import load_xray_image
 from modeling_rrg_mamba.rrg_mamba import (
@@ -29,6 +26,8 @@ from modeling_rrg_mamba.rrg_mamba import (
     RRGMambaProcessor,
     RRGMambaTokenizer,
 )
+
+DEMO_DATA = Path(__file__).resolve().parents[1] / "modeling_rrg_mamba" / "demo_data"  # no demo import
 
 DEMO_IMAGES = sorted((DEMO_DATA / "images").glob("*.jpg"))
 FAST = ["--num_beams", "1", "--max_new_tokens", "4", "--batch_size", "1"]
@@ -41,9 +40,18 @@ def saved_model(tmp_path_factory) -> Path:
     processor = RRGMambaProcessor(RRGMambaImageProcessor(size=72, crop_size=64), tokenizer, max_length=16)
     torch.manual_seed(0)
     config = RRGMambaConfig(
-        vocab_size=len(tokenizer), visual_extractor="resnet18", backbone_kwargs={"layers": [1, 1, 1, 1]},
-        gdlm_preset=None, gdlm_dim=32, gdlm_depth=1, d_model=32, d_ff=64, num_attention_heads=2,
-        encoder_layers=1, decoder_layers=1)
+        vocab_size=len(tokenizer),
+        visual_extractor="resnet18",
+        backbone_kwargs={"layers": [1, 1, 1, 1]},
+        gdlm_preset=None,
+        gdlm_dim=32,
+        gdlm_depth=1,
+        d_model=32,
+        d_ff=64,
+        num_attention_heads=2,
+        encoder_layers=1,
+        decoder_layers=1,
+    )
     path = tmp_path_factory.mktemp("model")
     RRGMambaForConditionalGeneration(config).save_pretrained(path)
     processor.save_pretrained(path)
@@ -128,11 +136,22 @@ def test_help_needs_neither_torch_nor_transformers_and_marks_required_flags(comm
 # ------------------------------------------------------------------------------------------------- generate
 
 
-def test_unreadable_film_stops_generate_keeping_the_reports_so_far_and_resume_skips_them(saved_model, tmp_path,
-                                                                                          capsys):
+def test_unreadable_film_stops_generate_keeping_the_reports_so_far_and_resume_skips_them(
+    saved_model, tmp_path, capsys
+):
     folder, output = films_with_one_bad(tmp_path), tmp_path / "reports.jsonl"
-    argv = ["generate", "--model", str(saved_model), "--images", str(folder), "--output", str(output), *FAST,
-            "--heatmaps", str(tmp_path / "maps")]
+    argv = [
+        "generate",
+        "--model",
+        str(saved_model),
+        "--images",
+        str(folder),
+        "--output",
+        str(output),
+        *FAST,
+        "--heatmaps",
+        str(tmp_path / "maps"),
+    ]
     assert main(argv) == 2
     line = error_line(capsys)
     assert "2.jpg" in line and "2 reports kept" in line and "--resume" in line
@@ -150,8 +169,12 @@ def test_generate_resume_drops_a_line_cut_short_by_a_kill(saved_model, tmp_path)
     output = tmp_path / "reports.jsonl"
     images = [str(p) for p in DEMO_IMAGES[:2]]
     output.write_text(json.dumps({"id": "x", "images": [images[0]], "prediction": "a"}) + "\n" + '{"id": "y", "ima')
-    assert main(["generate", "--model", str(saved_model), "--images", *images, "--output", str(output), "--resume",
-                 *FAST]) == 0
+    assert (
+        main(
+            ["generate", "--model", str(saved_model), "--images", *images, "--output", str(output), "--resume", *FAST]
+        )
+        == 0
+    )
     assert [r["images"] for r in read_jsonl(output)] == [[images[0]], [images[1]]]
 
 
@@ -166,8 +189,21 @@ def test_every_output_path_is_checked_before_any_work(tmp_path, capsys, case):
     else:
         extra = ["--heatmaps", str(tmp_path / "taken")]
     # The model folder does not exist: the output error must come first, before any loading or generating.
-    assert main(["generate", "--model", str(tmp_path / "no-model"), "--images", str(DEMO_IMAGES[0]),
-                 "--output", output, *extra]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tmp_path / "no-model"),
+                "--images",
+                str(DEMO_IMAGES[0]),
+                "--output",
+                output,
+                *extra,
+            ]
+        )
+        == 2
+    )
     line = error_line(capsys)
     assert ("--heatmaps" if extra else "--output") in line and "config.json" not in line
 
@@ -198,14 +234,17 @@ def corrupt_weights(model_dir: Path, case: str) -> str:
     return "tensors in the weights file are weights of a 'emrrg' model: does config.json's model_type match"
 
 
-@pytest.mark.parametrize("case", ["unrelated_keys", "one_missing", "truncated", "empty", "config_not_json",
-                                  "wrong_model_type"])
+@pytest.mark.parametrize(
+    "case", ["unrelated_keys", "one_missing", "truncated", "empty", "config_not_json", "wrong_model_type"]
+)
 def test_damaged_or_foreign_weights_stop_generate_naming_the_problem(saved_model, tmp_path, capsys, case):
     model_dir = model_copy(saved_model, tmp_path)
     expected = corrupt_weights(model_dir, case)
     output = tmp_path / "reports.jsonl"
-    assert main(["generate", "--model", str(model_dir), "--images", str(DEMO_IMAGES[0]), "--output", str(output),
-                 *FAST]) == 2
+    assert (
+        main(["generate", "--model", str(model_dir), "--images", str(DEMO_IMAGES[0]), "--output", str(output), *FAST])
+        == 2
+    )
     line = error_line(capsys)
     assert expected in line and str(model_dir) in line
     assert not output.exists() or output.read_text() == ""
@@ -213,8 +252,25 @@ def test_damaged_or_foreign_weights_stop_generate_naming_the_problem(saved_model
 
 def test_generate_from_an_annotation_split_feeds_evaluate_as_written(saved_model, tmp_path, capsys):
     output = tmp_path / "reports.jsonl"
-    assert main(["generate", "--model", str(saved_model), "--annotation", str(DEMO_DATA / "annotation.json"),
-                 "--image_root", str(DEMO_DATA / "images"), "--split", "test", "--output", str(output), *FAST]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(saved_model),
+                "--annotation",
+                str(DEMO_DATA / "annotation.json"),
+                "--image_root",
+                str(DEMO_DATA / "images"),
+                "--split",
+                "test",
+                "--output",
+                str(output),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     records = read_jsonl(output)
     test = json.loads((DEMO_DATA / "annotation.json").read_text())["test"]
     assert [(r["id"], r["reference"]) for r in records] == [(e["id"], e["report"]) for e in test]
@@ -231,8 +287,12 @@ def test_generate_from_an_annotation_split_feeds_evaluate_as_written(saved_model
 @pytest.mark.parametrize("prediction, reference", [("", ""), ("...", "!!!"), ("heart is normal .", "  ")])
 def test_texts_empty_after_cleaning_are_an_error_naming_the_line(tmp_path, capsys, prediction, reference):
     path = tmp_path / "predictions.jsonl"
-    path.write_text(json.dumps({"prediction": "the heart is normal .", "reference": "the heart is normal ."}) + "\n"
-                    + json.dumps({"prediction": prediction, "reference": reference}) + "\n")
+    path.write_text(
+        json.dumps({"prediction": "the heart is normal .", "reference": "the heart is normal ."})
+        + "\n"
+        + json.dumps({"prediction": prediction, "reference": reference})
+        + "\n"
+    )
     assert main(["evaluate", "--predictions", str(path), "--meteor", "false"]) == 2
     assert "predictions.jsonl: line 2" in error_line(capsys)
     assert main(["evaluate", "--predictions", str(path), "--meteor", "false", "--empty_text", "zero"]) == 0
@@ -290,8 +350,9 @@ def test_duplicate_ids_split_overlap_and_mixed_view_counts_are_named(film_root):
     with pytest.raises(BadEntry, match="duplicate study ids 'a'"):
         build_dataset_dict({"train": [_entry("a"), _entry("a", "b.png")]}, image_root=film_root)
     with pytest.warns(UserWarning, match="duplicate study ids 'a'"):
-        kept = build_dataset_dict({"train": [_entry("a"), _entry("a", "b.png")]}, image_root=film_root,
-                                  on_error="skip")
+        kept = build_dataset_dict(
+            {"train": [_entry("a"), _entry("a", "b.png")]}, image_root=film_root, on_error="skip"
+        )
     assert kept["train"]["id"] == ["a"]
     overlap = {"train": [_entry("a"), _entry("b")], "test": [_entry("a"), _entry("x", "b.png")]}
     with pytest.raises(BadEntry, match=r"2 studies are in more than one split: 'a \(train and test\)', 'x"):
@@ -305,22 +366,35 @@ def test_duplicate_ids_split_overlap_and_mixed_view_counts_are_named(film_root):
 def test_collator_names_the_studies_of_a_batch_with_different_view_counts(film_root):
     collator = ReportGenerationCollator(lambda images, reports: images)
     with pytest.raises(ValueError, match=r"'one': 1, 'two': 2"):
-        collator([{"id": "one", "images": [str(film_root / "a.png")], "report": "x"},
-                  {"id": "two", "images": [str(film_root / "b.png"), str(film_root / "c.png")], "report": "x"}])
+        collator(
+            [
+                {"id": "one", "images": [str(film_root / "a.png")], "report": "x"},
+                {"id": "two", "images": [str(film_root / "b.png"), str(film_root / "c.png")], "report": "x"},
+            ]
+        )
 
 
 def test_collator_skip_policy_leaves_a_bad_study_out_and_records_it(film_root, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"garbage")
     collator = ReportGenerationCollator(lambda images, reports: (images, reports), on_bad_image="skip")
     with pytest.warns(UserWarning, match="bad.png"):
-        images, reports = collator([{"id": "good", "images": [str(film_root / "a.png")], "report": "x"},
-                                    {"id": "bad", "images": [str(tmp_path / "bad.png")], "report": "y"}])
+        images, reports = collator(
+            [
+                {"id": "good", "images": [str(film_root / "a.png")], "report": "x"},
+                {"id": "bad", "images": [str(tmp_path / "bad.png")], "report": "y"},
+            ]
+        )
     assert len(images) == 1 and reports == ["x"] and collator.skipped[0][0] == "bad"
 
 
-@pytest.mark.parametrize("size, message", [((1, 1), "1x1 pixels; films need at least"),
-                                           ((1, 2000), "1x2000 pixels; films need at least"),
-                                           ((20, 2000), "20x2000 pixels, an aspect ratio above")])
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        ((1, 1), "1x1 pixels; films need at least"),
+        ((1, 2000), "1x2000 pixels; films need at least"),
+        ((20, 2000), "20x2000 pixels, an aspect ratio above"),
+    ],
+)
 def test_films_too_small_or_too_elongated_are_refused_naming_file_and_size(tmp_path, size, message):
     path = tmp_path / "strip.png"
     Image.new("L", size, 0).save(path)
@@ -346,13 +420,29 @@ def test_decompression_bomb_names_the_file(tmp_path, monkeypatch):
 def test_verify_lists_every_bad_file_and_entry(film_root, capsys):
     (film_root / "broken.png").write_bytes(b"\x89PNG broken")
     Image.new("L", (2, 2), 0).save(film_root / "tiny.png")
-    path = _annotation(film_root.parent, {"train": [_entry("a"), _entry("m", "missing.png"), _entry("k", "broken.png"),
-                                                   _entry("t", "tiny.png"), _entry("a", "b.png")],
-                                          "test": [_entry("c"), _entry("a2", "a.png")]})
+    path = _annotation(
+        film_root.parent,
+        {
+            "train": [
+                _entry("a"),
+                _entry("m", "missing.png"),
+                _entry("k", "broken.png"),
+                _entry("t", "tiny.png"),
+                _entry("a", "b.png"),
+            ],
+            "test": [_entry("c"), _entry("a2", "a.png")],
+        },
+    )
     assert main(["verify", "--annotation", str(path), "--image_root", str(film_root)]) == 1
     out = capsys.readouterr().out
-    for expected in ("missing.png", "broken.png", "tiny.png: image is 2x2", "duplicate study ids 'a'",
-                     "more than one split", "problem(s)"):
+    for expected in (
+        "missing.png",
+        "broken.png",
+        "tiny.png: image is 2x2",
+        "duplicate study ids 'a'",
+        "more than one split",
+        "problem(s)",
+    ):
         assert expected in out, (expected, out)
     good = _annotation(film_root.parent, {"train": [_entry("a")], "test": [_entry("b")]})
     assert main(["verify", "--annotation", str(good), "--image_root", str(film_root)]) == 0

@@ -11,26 +11,68 @@ import pytest
 from PIL import Image
 
 from modeling_rrg_mamba.cli import main
-
-DEMO_DATA = Path(__file__).resolve().parents[1] / "modeling_rrg_mamba" / "demo_data"  # no demo import
 from modeling_rrg_mamba.training.checkpoints import checkpoint_problem, prepare_output_dir, resolve_resume_checkpoint
 
+DEMO_DATA = Path(__file__).resolve().parents[1] / "modeling_rrg_mamba" / "demo_data"  # no demo import
+
 TINY_CONFIG = {
-    "visual_extractor": "resnet18", "backbone_kwargs": {"layers": [1, 1, 1, 1]}, "gdlm_preset": None,
-    "gdlm_dim": 32, "gdlm_depth": 1, "d_model": 32, "d_ff": 64, "num_attention_heads": 2,
-    "encoder_layers": 1, "decoder_layers": 1,
+    "visual_extractor": "resnet18",
+    "backbone_kwargs": {"layers": [1, 1, 1, 1]},
+    "gdlm_preset": None,
+    "gdlm_dim": 32,
+    "gdlm_depth": 1,
+    "d_model": 32,
+    "d_ff": 64,
+    "num_attention_heads": 2,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
 }
 
 
-def train_argv(output_dir: Path, max_steps: int, annotation: Path | None = None, image_root: Path | None = None,
-               save_steps: int = 1) -> list[str]:
+def train_argv(
+    output_dir: Path,
+    max_steps: int,
+    annotation: Path | None = None,
+    image_root: Path | None = None,
+    save_steps: int = 1,
+) -> list[str]:
     return [
-        "train", "--annotation", str(annotation or DEMO_DATA / "annotation.json"),
-        "--image_root", str(image_root or DEMO_DATA / "images"), "--config_overrides", json.dumps(TINY_CONFIG),
-        "--vocabulary_threshold", "1", "--max_length", "12", "--image_size", "64", "--resize_size", "72",
-        "--max_train_samples", "8", "--output_dir", str(output_dir), "--use_cpu", "--seed", "3",
-        "--per_device_train_batch_size", "4", "--max_steps", str(max_steps), "--save_steps", str(save_steps),
-        "--eval_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--meteor", "false",
+        "train",
+        "--annotation",
+        str(annotation or DEMO_DATA / "annotation.json"),
+        "--image_root",
+        str(image_root or DEMO_DATA / "images"),
+        "--config_overrides",
+        json.dumps(TINY_CONFIG),
+        "--vocabulary_threshold",
+        "1",
+        "--max_length",
+        "12",
+        "--image_size",
+        "64",
+        "--resize_size",
+        "72",
+        "--max_train_samples",
+        "8",
+        "--output_dir",
+        str(output_dir),
+        "--use_cpu",
+        "--seed",
+        "3",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_steps",
+        str(max_steps),
+        "--save_steps",
+        str(save_steps),
+        "--eval_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--meteor",
+        "false",
     ]
 
 
@@ -134,8 +176,10 @@ def test_corrupt_films_in_the_train_split(tmp_path, capsys):
     assert "--on_bad_image skip" in line
     assert main([*train_argv(tmp_path / "skip", 2, annotation, root), "--on_bad_image", "skip"]) == 0
     assert (tmp_path / "skip" / "checkpoint-2" / "trainer_state.json").is_file()
-    assert main([*train_argv(tmp_path / "verify-skip", 1, annotation, root), "--verify_images", "--on_bad_image",
-                 "skip"]) == 0
+    assert (
+        main([*train_argv(tmp_path / "verify-skip", 1, annotation, root), "--verify_images", "--on_bad_image", "skip"])
+        == 0
+    )
 
 
 def test_a_failed_save_names_the_incomplete_checkpoint_and_a_retry_starts_clean(tmp_path, monkeypatch):
@@ -162,8 +206,11 @@ def test_a_failed_save_names_the_incomplete_checkpoint_and_a_retry_starts_clean(
     stale = tmp_path / "checkpoint-6" / "stale.bin"
     stale.parent.mkdir()
     stale.write_bytes(b"old")
-    with pytest.raises(OSError, match=r"saving .*checkpoint-6 failed \(\[Errno 28\] No space left on device\); it is "
-                                      "incomplete"):
+    with pytest.raises(
+        OSError,
+        match=r"saving .*checkpoint-6 failed \(\[Errno 28\] No space left on device\); it is "
+        "incomplete",
+    ):
         trainer._save_checkpoint(None, None)
     assert not stale.exists()
     assert resolve_resume_checkpoint(tmp_path, "last") == str(tmp_path / "checkpoint-3")

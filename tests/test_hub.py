@@ -20,7 +20,12 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
-from transformers.dynamic_module_utils import check_imports, get_imports, get_relative_import_files, get_relative_imports
+from transformers.dynamic_module_utils import (
+    check_imports,
+    get_imports,
+    get_relative_import_files,
+    get_relative_imports,
+)
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
@@ -40,9 +45,21 @@ from modeling_rrg_mamba.rrg_mamba import (
 GENERATE = dict(num_beams=2, min_new_tokens=6, max_new_tokens=6, do_sample=False)
 EMRRG_PROMPT = "Human: <Img>{image}</Img> describe the film . Assistant:"
 METRICS = {
-    "metrics": {"BLEU_1": 0.5123, "BLEU_2": 0.35, "BLEU_3": 0.25, "BLEU_4": 0.2046, "METEOR": 0.21, "ROUGE_L": 0.4,
-                "CIDEr": 0.45, "ce_14_micro_precision": 0.31, "ce_14_micro_recall": 0.22, "ce_14_micro_f1": 0.257},
-    "num_pairs": 590, "clean_style": "iu_xray", "ce_labeler": "rule-based CheXpert-style labeler",
+    "metrics": {
+        "BLEU_1": 0.5123,
+        "BLEU_2": 0.35,
+        "BLEU_3": 0.25,
+        "BLEU_4": 0.2046,
+        "METEOR": 0.21,
+        "ROUGE_L": 0.4,
+        "CIDEr": 0.45,
+        "ce_14_micro_precision": 0.31,
+        "ce_14_micro_recall": 0.22,
+        "ce_14_micro_f1": 0.257,
+    },
+    "num_pairs": 590,
+    "clean_style": "iu_xray",
+    "ce_labeler": "rule-based CheXpert-style labeler",
     "ce_uncertain_policy": "negative",
 }
 
@@ -50,10 +67,22 @@ METRICS = {
 def tiny_rrg_mamba():
     torch.manual_seed(0)
     config = RRGMambaConfig(
-        vocab_size=20, visual_extractor="test_resnet", gdlm_preset=None, gdlm_dim=16, gdlm_depth=1, gdlm_d_state=4,
-        d_model=16, encoder_layers=1, decoder_layers=1, num_attention_heads=2, d_ff=32, max_position_embeddings=64)
+        vocab_size=20,
+        visual_extractor="test_resnet",
+        gdlm_preset=None,
+        gdlm_dim=16,
+        gdlm_depth=1,
+        gdlm_d_state=4,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        num_attention_heads=2,
+        d_ff=32,
+        max_position_embeddings=64,
+    )
     tokenizer = RRGMambaTokenizer.from_reports(
-        ["The heart is normal. No effusion.", "Lungs are clear. No pneumothorax."], threshold=1)
+        ["The heart is normal. No effusion.", "Lungs are clear. No pneumothorax."], threshold=1
+    )
     processor = RRGMambaProcessor(RRGMambaImageProcessor(size=64, crop_size=64), tokenizer)
     return RRGMambaForConditionalGeneration(config).eval(), processor
 
@@ -64,20 +93,33 @@ def tiny_emrrg():
     corpus = [EMRRG_PROMPT, "no acute cardiopulmonary abnormality . heart size is normal ."]
     backend.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[BOS]", "[EOS]"]))
     backend.post_processor = processors.TemplateProcessing(
-        single="[BOS] $A", special_tokens=[("[BOS]", backend.token_to_id("[BOS]"))])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
-                                        bos_token="[BOS]", eos_token="[EOS]")
-    processor = EMRRGProcessor(XrayImageProcessor(size=32, crop_size=32), tokenizer, image_seq_length=5,
-                               prompt_template=EMRRG_PROMPT)
+        single="[BOS] $A", special_tokens=[("[BOS]", backend.token_to_id("[BOS]"))]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
+    )
+    processor = EMRRGProcessor(
+        XrayImageProcessor(size=32, crop_size=32), tokenizer, image_seq_length=5, prompt_template=EMRRG_PROMPT
+    )
     torch.manual_seed(0)
     # the <image> token is the last id, outside the LLM's vocabulary, so generate() cannot emit it
     config = EMRRGConfig(
         vision_config=dict(hidden_size=16, num_hidden_layers=1, image_size=32, patch_size=16, d_state=4),
-        text_config=dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer) - 1,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id),
-        hybrid_layer_interval=1, image_token_id=processor.image_token_id)
+        text_config=dict(
+            model_type="llama",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=len(tokenizer) - 1,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ),
+        hybrid_layer_interval=1,
+        image_token_id=processor.image_token_id,
+    )
     model = EMRRGForConditionalGeneration(config).eval()
     with torch.no_grad():  # open the (zero-initialised) gates so the hybrid cross-attention takes part
         for hybrid in model.hybrid_attentions:
@@ -114,11 +156,20 @@ def saved(tmp_path_factory, image_path):
     bundles = {}
     for name, build in (("rrg_mamba", tiny_rrg_mamba), ("emrrg", tiny_emrrg)):
         model, processor = build()
-        folder = save_for_hub(model, processor, tmp_path_factory.mktemp("hub") / f"tiny-{name}",
-                              model_card_metrics=METRICS if name == "rrg_mamba" else None,
-                              dataset_name="IU X-Ray (test split)", datasets=["iu-xray"])
-        bundles[name] = {"folder": folder, "model": model, "processor": processor,
-                         "expected": run_in_process(model, processor, image_path)}
+        folder = save_for_hub(
+            model,
+            processor,
+            tmp_path_factory.mktemp("hub") / f"tiny-{name}",
+            model_card_metrics=METRICS if name == "rrg_mamba" else None,
+            dataset_name="IU X-Ray (test split)",
+            datasets=["iu-xray"],
+        )
+        bundles[name] = {
+            "folder": folder,
+            "model": model,
+            "processor": processor,
+            "expected": run_in_process(model, processor, image_path),
+        }
     return bundles
 
 
@@ -156,7 +207,9 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
             "pixel_sum": float(inputs["pixel_values"].double().sum()),
             "input_ids": inputs["input_ids"].tolist() if "input_ids" in inputs else None,
             "weights": {k: float(v.double().sum()) for k, v in model.state_dict().items()},
-            "classes": [type(obj).__module__ for obj in (model, processor, processor.image_processor, processor.tokenizer)],
+            "classes": [
+                type(obj).__module__ for obj in (model, processor, processor.image_processor, processor.tokenizer)
+            ],
         }
         try:
             pipe = pipeline("image-text-to-text", model=folder, trust_remote_code=True)
@@ -179,20 +232,32 @@ def fresh_process(tmp_path: Path, request: dict) -> dict:
     work = tmp_path / "cwd"
     work.mkdir()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_"))}
-    env.update(PYTHONPATH=os.pathsep.join(site_dirs), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"),
-               HF_MODULES_CACHE=str(tmp_path / "modules"))
+    env.update(
+        PYTHONPATH=os.pathsep.join(site_dirs),
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf_home"),
+        HF_MODULES_CACHE=str(tmp_path / "modules"),
+    )
     completed = subprocess.run(
         [sys.executable, "-S", "-c", FRESH_PROCESS_SCRIPT, json.dumps(request)],
-        cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULTS"))
-    return json.loads(line[len("RESULTS"):])
+    return json.loads(line[len("RESULTS") :])
 
 
 @pytest.mark.slow
 def test_fresh_process_loads_both_models_and_generates_the_same_ids(saved, image_path, tmp_path):
-    request = {"folders": {name: str(bundle["folder"]) for name, bundle in saved.items()}, "image": image_path,
-               "generate": GENERATE}
+    request = {
+        "folders": {name: str(bundle["folder"]) for name, bundle in saved.items()},
+        "image": image_path,
+        "generate": GENERATE,
+    }
     results = fresh_process(tmp_path, request)
     assert results.pop("package_imported") is False
     for name, result in results.items():
@@ -208,9 +273,11 @@ def test_fresh_process_loads_both_models_and_generates_the_same_ids(saved, image
     # Both run in the image-text-to-text pipeline and give the decoded new tokens of generate(): EMRRG after its
     # prompt (the pipeline strips the prompt from the full decoded text, leaving a leading space), RRG-Mamba from an
     # empty report prefix (decoder_input_ids = <bos>, where generate() starts by itself).
-    assert all("text" in results[name]["pipeline"] for name in saved), {name: results[name]["pipeline"] for name in saved}
+    assert all("text" in results[name]["pipeline"] for name in saved), {
+        name: results[name]["pipeline"] for name in saved
+    }
     emrrg = saved["emrrg"]
-    new_tokens = [row[len(emrrg["expected"]["input_ids"][0]):] for row in emrrg["expected"]["ids"]]
+    new_tokens = [row[len(emrrg["expected"]["input_ids"][0]) :] for row in emrrg["expected"]["ids"]]
     expected_text = emrrg["processor"].batch_decode(new_tokens, skip_special_tokens=True)[0]
     assert results["emrrg"]["pipeline"]["text"].strip() == expected_text.strip() != ""
     rrg = saved["rrg_mamba"]
@@ -267,7 +334,8 @@ def test_auto_maps_point_at_the_flat_modules(saved):
         "AutoModelForVision2Seq": "modeling_rrg_mamba.RRGMambaForConditionalGeneration",
     }
     assert json.loads((rrg / "tokenizer_config.json").read_text())["auto_map"] == {
-        "AutoTokenizer": ["tokenization_rrg_mamba.RRGMambaTokenizer", None]}
+        "AutoTokenizer": ["tokenization_rrg_mamba.RRGMambaTokenizer", None]
+    }
     processor_config = json.loads((rrg / "processor_config.json").read_text())
     assert processor_config["auto_map"] == {"AutoProcessor": "processing_rrg_mamba.RRGMambaProcessor"}
     assert image_processor_auto_map(rrg) == {"AutoImageProcessor": "image_processing_rrg_mamba.RRGMambaImageProcessor"}
@@ -276,7 +344,9 @@ def test_auto_maps_point_at_the_flat_modules(saved):
     assert {"layers_ss2d", "ops_selective_scan", "report_text"} <= names
     assert not {"layers_mamba_mixer", "ops_causal_conv1d", "layers"} & names
     emrrg = saved["emrrg"]["folder"]
-    assert json.loads((emrrg / "config.json").read_text())["auto_map"]["AutoConfig"] == "configuration_emrrg.EMRRGConfig"
+    assert (
+        json.loads((emrrg / "config.json").read_text())["auto_map"]["AutoConfig"] == "configuration_emrrg.EMRRGConfig"
+    )
     assert "auto_map" not in json.loads((emrrg / "tokenizer_config.json").read_text())  # a transformers tokenizer
     assert json.loads((emrrg / "generation_config.json").read_text())["eos_token_id"] == 3
 
@@ -335,8 +405,11 @@ def test_save_for_hub_rejects_models_it_cannot_export(saved, tmp_path):
     model, processor = saved["rrg_mamba"]["model"], saved["rrg_mamba"]["processor"]
     with pytest.raises(ValueError, match="processor"):
         save_for_hub(model, None, tmp_path / "a")
-    bare = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, vocab_size=10))
+    bare = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, vocab_size=10
+        )
+    )
     with pytest.raises(ValueError, match="not a model of modeling_rrg_mamba"):
         save_for_hub(bare, processor, tmp_path / "b")
 
@@ -349,7 +422,8 @@ def test_register_for_auto_class_does_not_break_saving(saved, tmp_path):
     finally:
         type(model)._auto_class = None
     assert json.loads((folder / "config.json").read_text())["auto_map"]["AutoModelForImageTextToText"] == (
-        "modeling_rrg_mamba.RRGMambaForConditionalGeneration")
+        "modeling_rrg_mamba.RRGMambaForConditionalGeneration"
+    )
     assert type(model)._auto_class is None
 
 
@@ -365,8 +439,9 @@ def test_push_to_hub_saves_then_uploads_the_folder(saved, tmp_path, monkeypatch)
             calls.append(("create_repo", repo_id, private, exist_ok, repo_type))
 
         def upload_folder(self, repo_id, folder_path, commit_message, repo_type, allow_patterns=None):
-            uploaded = [name for name in sorted(os.listdir(folder_path))
-                        if allow_patterns is None or name in allow_patterns]
+            uploaded = [
+                name for name in sorted(os.listdir(folder_path)) if allow_patterns is None or name in allow_patterns
+            ]
             calls.append(("upload_folder", repo_id, uploaded, repo_type))
             return "commit-info"
 
@@ -379,7 +454,9 @@ def test_push_to_hub_saves_then_uploads_the_folder(saved, tmp_path, monkeypatch)
     assert calls[1] == ("create_repo", "someone/tiny-rrg-mamba", True, True, "model")
     uploaded = calls[2][2]
     assert calls[2][:2] == ("upload_folder", "someone/tiny-rrg-mamba")
-    assert {"README.md", "config.json", "model.safetensors", "modeling_rrg_mamba.py", "processor_config.json"} <= set(uploaded)
+    assert {"README.md", "config.json", "model.safetensors", "modeling_rrg_mamba.py", "processor_config.json"} <= set(
+        uploaded
+    )
     assert 'from_pretrained("someone/tiny-rrg-mamba"' in (tmp_path / "push" / "README.md").read_text()
 
 
@@ -426,7 +503,9 @@ def test_in_process_registration_uses_vision2seq_only_where_it_exists(monkeypatc
             _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
 
         # sys.modules, not the name bound above: importing the EMRRG package replaces the transformers module object
-        monkeypatch.setattr(sys.modules["transformers"], "AutoModelForVision2Seq", AutoModelForVision2Seq, raising=False)
+        monkeypatch.setattr(
+            sys.modules["transformers"], "AutoModelForVision2Seq", AutoModelForVision2Seq, raising=False
+        )
         emrrg_package._register_auto_classes()
         importlib.reload(rrg_package)  # its registration runs at import
     assert AutoModelForVision2Seq._model_mapping[EMRRGConfig] is EMRRGForConditionalGeneration
@@ -447,23 +526,29 @@ def write_package(root: Path, files: dict) -> None:
 @pytest.fixture
 def synthetic(tmp_path, monkeypatch):
     def make(name: str, modeling_source: str, extra: dict | None = None) -> str:
-        write_package(tmp_path / "src", {
-            f"{name}/__init__.py": "",
-            f"{name}/sub/__init__.py": "from .a import A\nfrom .b import helper as renamed\n",
-            f"{name}/sub/a.py": "class A:\n    value = 7\n",
-            f"{name}/sub/b.py": "def helper():\n    return 1\n",
-            f"{name}/model/__init__.py": "",
-            f"{name}/model/modeling_x.py": modeling_source,
-            **(extra or {}),
-        })
+        write_package(
+            tmp_path / "src",
+            {
+                f"{name}/__init__.py": "",
+                f"{name}/sub/__init__.py": "from .a import A\nfrom .b import helper as renamed\n",
+                f"{name}/sub/a.py": "class A:\n    value = 7\n",
+                f"{name}/sub/b.py": "def helper():\n    return 1\n",
+                f"{name}/model/__init__.py": "",
+                f"{name}/model/modeling_x.py": modeling_source,
+                **(extra or {}),
+            },
+        )
         monkeypatch.syspath_prepend(str(tmp_path / "src"))
         importlib.invalidate_caches()
         return name
+
     return make
 
 
 def test_exporter_follows_reexports_and_rewrites_nested_imports(synthetic, tmp_path, monkeypatch):
-    package = synthetic("hubpkg_ok", """\
+    package = synthetic(
+        "hubpkg_ok",
+        """\
         from __future__ import annotations
         import math
         from ..sub import A, renamed as r  # noqa
@@ -475,11 +560,16 @@ def test_exporter_follows_reexports_and_rewrites_nested_imports(synthetic, tmp_p
         def total():
             from ..sub import renamed
             return A.value + r() + helper() + renamed() + math.floor(0.5)
-        """)
+        """,
+    )
     out = tmp_path / "flat" / "exported"
     out.mkdir(parents=True)
     flat = export_remote_code([f"{package}.model.modeling_x"], out, home_package=f"{package}.model")
-    assert flat == {f"{package}.model.modeling_x": "modeling_x", f"{package}.sub.a": "sub_a", f"{package}.sub.b": "sub_b"}
+    assert flat == {
+        f"{package}.model.modeling_x": "modeling_x",
+        f"{package}.sub.a": "sub_a",
+        f"{package}.sub.b": "sub_b",
+    }
     source = (out / "modeling_x.py").read_text()
     assert "from .sub_a import A\nfrom .sub_b import helper as r  # noqa\n" in source
     assert "from .sub_b import helper\n" in source
@@ -490,12 +580,15 @@ def test_exporter_follows_reexports_and_rewrites_nested_imports(synthetic, tmp_p
     assert importlib.import_module("exported.modeling_x").total() == 10
 
 
-@pytest.mark.parametrize("package, modeling_source, message", [
-    ("hubpkg_star", "from ..sub.a import *\n", "import \\*"),
-    ("hubpkg_plain", "import hubpkg_plain.sub.a\n", "'import hubpkg_plain...'"),
-    ("hubpkg_module", "from .. import sub\n", "imports the module hubpkg_module.sub itself"),
-    ("hubpkg_oneline", "if True: from ..sub import A\n", "own line"),
-])
+@pytest.mark.parametrize(
+    "package, modeling_source, message",
+    [
+        ("hubpkg_star", "from ..sub.a import *\n", "import \\*"),
+        ("hubpkg_plain", "import hubpkg_plain.sub.a\n", "'import hubpkg_plain...'"),
+        ("hubpkg_module", "from .. import sub\n", "imports the module hubpkg_module.sub itself"),
+        ("hubpkg_oneline", "if True: from ..sub import A\n", "own line"),
+    ],
+)
 def test_exporter_refuses_imports_transformers_cannot_copy(synthetic, tmp_path, package, modeling_source, message):
     synthetic(package, modeling_source)
     with pytest.raises(ValueError, match=message):
@@ -509,13 +602,17 @@ def test_exporter_errors_on_real_and_missing_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export_remote_code(["modeling_rrg_mamba.report_text"], tmp_path / "nope", home_package="modeling_rrg_mamba")
     with pytest.raises(ValueError, match="one package"):
-        export_remote_code(["modeling_rrg_mamba.report_text", "json.decoder"], tmp_path, home_package="modeling_rrg_mamba")
+        export_remote_code(
+            ["modeling_rrg_mamba.report_text", "json.decoder"], tmp_path, home_package="modeling_rrg_mamba"
+        )
 
 
 # -------------------------------------------------------------------------------------- end to end
 
-E2E_REPORTS = {"rrg_mamba": "the heart is normal . no effusion .",
-               "emrrg": "no acute cardiopulmonary abnormality . heart size is normal ."}
+E2E_REPORTS = {
+    "rrg_mamba": "the heart is normal . no effusion .",
+    "emrrg": "no acute cardiopulmonary abnormality . heart size is normal .",
+}
 
 
 def overfit_one_study(model, processor, image: Image.Image, report: str, steps: int = 100) -> tuple[float, float]:
@@ -555,7 +652,7 @@ def test_end_to_end_train_save_fresh_load_generate_evaluate(image_path, tmp_path
         for name, result in results.items():
             ids = result["ids"]
             if result["input_ids"] is not None:  # decoder-only EMRRG returns the prompt too
-                ids = [row[len(result["input_ids"][0]):] for row in ids]
+                ids = [row[len(result["input_ids"][0]) :] for row in ids]
             prediction = processors[name].batch_decode(ids, skip_special_tokens=True)[0]
             scores = compute_report_metrics([prediction], [E2E_REPORTS[name]], evaluator=evaluator)
             # the trained model reproduces its one training report, so the scores are those of an exact match

@@ -147,7 +147,12 @@ def test_save_and_load_keep_settings(tmp_path):
     processor = XrayImageProcessor(size=300, crop_size=256, do_train_augmentation=True, image_mean=(0.5, 0.5, 0.5))
     processor.save_pretrained(tmp_path)
     loaded = XrayImageProcessor.from_pretrained(tmp_path)
-    assert (loaded.size, loaded.crop_size, loaded.do_train_augmentation, loaded.image_mean) == (300, 256, True, [0.5] * 3)
+    assert (loaded.size, loaded.crop_size, loaded.do_train_augmentation, loaded.image_mean) == (
+        300,
+        256,
+        True,
+        [0.5] * 3,
+    )
 
 
 @pytest.mark.skipif(not COVID.is_dir(), reason="shared covid-cxr-sample data not present")

@@ -28,8 +28,12 @@ def films(tmp_path_factory) -> list:
         paths.append(str(path))
     deep = folder / "deep.png"
     Image.fromarray(rng.integers(0, 65535, (80, 60), dtype=np.uint16)).save(deep)
-    return [*paths, str(deep), rng.integers(0, 256, (40, 44, 3), dtype=np.uint8),
-            Image.fromarray(rng.integers(0, 256, (66, 48), dtype=np.uint8))]
+    return [
+        *paths,
+        str(deep),
+        rng.integers(0, 256, (40, 44, 3), dtype=np.uint8),
+        Image.fromarray(rng.integers(0, 256, (66, 48), dtype=np.uint8)),
+    ]
 
 
 @pytest.mark.parametrize("settings", [{}, {"size": 72, "crop_size": 64}, {"do_normalize": False}])

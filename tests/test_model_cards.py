@@ -15,9 +15,20 @@ from modeling_rrg_mamba.image_processing_xray import XrayImageProcessor
 from modeling_rrg_mamba.rrg_mamba import RRGMambaConfig, RRGMambaForConditionalGeneration
 
 METRICS = {
-    "metrics": {"BLEU_1": 0.5123, "BLEU_2": 0.35, "BLEU_3": 0.25, "BLEU_4": 0.2046, "METEOR": 0.21, "ROUGE_L": 0.4,
-                "CIDEr": 0.45, "ce_14_micro_precision": 0.31, "ce_14_micro_recall": 0.22, "ce_14_micro_f1": 0.257},
-    "num_pairs": 590, "clean_style": "iu_xray",
+    "metrics": {
+        "BLEU_1": 0.5123,
+        "BLEU_2": 0.35,
+        "BLEU_3": 0.25,
+        "BLEU_4": 0.2046,
+        "METEOR": 0.21,
+        "ROUGE_L": 0.4,
+        "CIDEr": 0.45,
+        "ce_14_micro_precision": 0.31,
+        "ce_14_micro_recall": 0.22,
+        "ce_14_micro_f1": 0.257,
+    },
+    "num_pairs": 590,
+    "clean_style": "iu_xray",
 }
 PROMPT = "Human: <Img>{image}</Img> describe the film . Assistant:"
 
@@ -31,8 +42,19 @@ def front_matter(card: str) -> dict:
 def rrg_mamba():
     torch.manual_seed(0)
     config = RRGMambaConfig(
-        vocab_size=20, visual_extractor="test_resnet", gdlm_preset=None, gdlm_dim=16, gdlm_depth=1, gdlm_d_state=4,
-        d_model=16, encoder_layers=1, decoder_layers=1, num_attention_heads=2, d_ff=32, max_position_embeddings=64)
+        vocab_size=20,
+        visual_extractor="test_resnet",
+        gdlm_preset=None,
+        gdlm_dim=16,
+        gdlm_depth=1,
+        gdlm_d_state=4,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        num_attention_heads=2,
+        d_ff=32,
+        max_position_embeddings=64,
+    )
     return RRGMambaForConditionalGeneration(config).eval()
 
 
@@ -40,25 +62,41 @@ def rrg_mamba():
 def emrrg():
     backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.train_from_iterator([PROMPT, "heart size is normal ."],
-                                trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[BOS]", "[EOS]"]))
+    backend.train_from_iterator(
+        [PROMPT, "heart size is normal ."],
+        trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[BOS]", "[EOS]"]),
+    )
     backend.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
-                                        bos_token="[BOS]", eos_token="[EOS]")
-    processor = EMRRGProcessor(XrayImageProcessor(size=32, crop_size=32), tokenizer, image_seq_length=5,
-                               prompt_template=PROMPT)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
+    )
+    processor = EMRRGProcessor(
+        XrayImageProcessor(size=32, crop_size=32), tokenizer, image_seq_length=5, prompt_template=PROMPT
+    )
     config = EMRRGConfig(
         vision_config=dict(hidden_size=16, num_hidden_layers=1, image_size=32, patch_size=16, d_state=4),
-        text_config=dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer) - 1,
-                         pad_token_id=0, bos_token_id=2, eos_token_id=3),
-        hybrid_layer_interval=1, image_token_id=processor.image_token_id)
+        text_config=dict(
+            model_type="llama",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=len(tokenizer) - 1,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        ),
+        hybrid_layer_interval=1,
+        image_token_id=processor.image_token_id,
+    )
     return EMRRGForConditionalGeneration(config).eval()
 
 
 def test_front_matter_has_metrics_and_model_index(rrg_mamba):
-    card = render_model_card(rrg_mamba, METRICS, repo_id="me/tiny", datasets=["iu-xray"],
-                             dataset_name="IU X-Ray (test split)")
+    card = render_model_card(
+        rrg_mamba, METRICS, repo_id="me/tiny", datasets=["iu-xray"], dataset_name="IU X-Ray (test split)"
+    )
     meta = front_matter(card)
     assert set(meta["metrics"]) == {"bleu", "meteor", "rouge", "cider", "precision", "recall", "f1"}
     (entry,) = meta["model-index"]
@@ -79,8 +117,11 @@ def test_huggingface_hub_reads_the_evaluation_results(rrg_mamba, tmp_path):
     from huggingface_hub import ModelCard, metadata_load
 
     path = tmp_path / "README.md"
-    path.write_text(render_model_card(rrg_mamba, METRICS, repo_id="me/tiny", datasets=["iu-xray"],
-                                      base_model="someone/source-model"))
+    path.write_text(
+        render_model_card(
+            rrg_mamba, METRICS, repo_id="me/tiny", datasets=["iu-xray"], base_model="someone/source-model"
+        )
+    )
     assert metadata_load(path)["base_model"] == "someone/source-model"
     card = ModelCard.load(path)
     results = {result.metric_name: result for result in card.data.eval_results}

@@ -1,13 +1,13 @@
 """The built wheel carries what the package reads at run time: recipes, model-card templates and the demo data."""
 
 import subprocess
-
-import pytest
 import sys
 import sysconfig
 import textwrap
 import zipfile
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,14 +36,34 @@ CHECK = textwrap.dedent(
 
 @pytest.mark.slow
 def test_wheel_installs_recipes_model_cards_and_demo_data(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
-                    str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     wheel = next((tmp_path / "dist").glob("rrg_mamba-*.whl"))
     installed = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(installed)
     # -S: no .pth files, so not the editable install of the checkout; site-packages only for the dependencies
     site_dirs = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     completed = subprocess.run(
-        [sys.executable, "-S", "-c", CHECK, str(installed)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={"PYTHONPATH": ":".join([str(installed), *site_dirs]), "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+        [sys.executable, "-S", "-c", CHECK, str(installed)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": ":".join([str(installed), *site_dirs]), "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"},
+    )
     assert completed.returncode == 0 and completed.stdout.strip().endswith("OK"), completed.stderr[-3000:]

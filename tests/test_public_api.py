@@ -21,8 +21,14 @@ import api_check  # noqa: E402  (docs/api_check.py, shared with the Sphinx build
 
 def run_fresh(code: str, timeout: int = 600) -> dict:
     """Run ``code`` in a fresh interpreter (cwd: the repository) and return the JSON it prints last."""
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True, text=True,
-                            timeout=timeout, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -32,8 +38,11 @@ def subpackage_all(module: str) -> list[str]:
     imported = importlib.import_module(f"modeling_rrg_mamba.{module}")
     if hasattr(imported, "__all__"):
         return list(imported.__all__)
-    return [name for name, value in vars(imported).items() if not name.startswith("_")
-            and getattr(value, "__module__", None) == imported.__name__ and callable(value)]
+    return [
+        name
+        for name, value in vars(imported).items()
+        if not name.startswith("_") and getattr(value, "__module__", None) == imported.__name__ and callable(value)
+    ]
 
 
 def test_top_level_all_is_the_union_of_the_subpackages_all():
@@ -51,8 +60,17 @@ def test_every_public_name_resolves_to_the_subpackage_object():
         for name in subpackage_all(module):
             assert getattr(modeling_rrg_mamba, name) is getattr(package, name), name
     from modeling_rrg_mamba import (  # noqa: F401  (the names the README's quick start uses)
-        EMRRGConfig, EMRRGForConditionalGeneration, EMRRGProcessor, RRGMambaConfig, RRGMambaForConditionalGeneration,
-        RRGMambaProcessor, XrayMambaModel, apply_emrrg_recipe, selective_scan)
+        EMRRGConfig,
+        EMRRGForConditionalGeneration,
+        EMRRGProcessor,
+        RRGMambaConfig,
+        RRGMambaForConditionalGeneration,
+        RRGMambaProcessor,
+        XrayMambaModel,
+        apply_emrrg_recipe,
+        selective_scan,
+    )
+
     assert set(modeling_rrg_mamba.__all__) <= set(dir(modeling_rrg_mamba))
     with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
         modeling_rrg_mamba.not_a_name  # noqa: B018
@@ -76,8 +94,9 @@ def test_import_is_lazy():
     """)
     assert loaded["after_import"] == [], loaded
     assert loaded["after_labeler"] == [], loaded
-    assert not any(m.startswith(("modeling_rrg_mamba.rrg_mamba", "modeling_rrg_mamba.emrrg"))
-                   for m in loaded["submodules"]), loaded
+    assert not any(
+        m.startswith(("modeling_rrg_mamba.rrg_mamba", "modeling_rrg_mamba.emrrg")) for m in loaded["submodules"]
+    ), loaded
 
 
 def test_submodules_are_attributes():
@@ -94,13 +113,29 @@ def saved_rrg_mamba(tmp_path_factory) -> str:
     """A tiny RRG-Mamba model with its processor, saved with save_pretrained."""
     import torch
 
-    from modeling_rrg_mamba import RRGMambaConfig, RRGMambaForConditionalGeneration, RRGMambaImageProcessor
-    from modeling_rrg_mamba import RRGMambaProcessor, RRGMambaTokenizer
+    from modeling_rrg_mamba import (
+        RRGMambaConfig,
+        RRGMambaForConditionalGeneration,
+        RRGMambaImageProcessor,
+        RRGMambaProcessor,
+        RRGMambaTokenizer,
+    )
 
     torch.manual_seed(0)
     config = RRGMambaConfig(
-        vocab_size=20, visual_extractor="test_resnet", gdlm_preset=None, gdlm_dim=16, gdlm_depth=1, gdlm_d_state=4,
-        d_model=16, encoder_layers=1, decoder_layers=1, num_attention_heads=2, d_ff=32, max_position_embeddings=64)
+        vocab_size=20,
+        visual_extractor="test_resnet",
+        gdlm_preset=None,
+        gdlm_dim=16,
+        gdlm_depth=1,
+        gdlm_d_state=4,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        num_attention_heads=2,
+        d_ff=32,
+        max_position_embeddings=64,
+    )
     tokenizer = RRGMambaTokenizer.from_reports(["The heart is normal. No effusion."], threshold=1)
     folder = tmp_path_factory.mktemp("tiny-rrg-mamba")
     RRGMambaForConditionalGeneration(config).save_pretrained(folder)
@@ -138,18 +173,23 @@ def test_auto_classes_load_right_after_import(saved_rrg_mamba, transformers_firs
     # transformers 5 picks the fast (torchvision) image processor, 4.57 the slow one
     assert loaded.pop("image_processor") in ("RRGMambaImageProcessor", "RRGMambaImageProcessorFast")
     assert loaded == {
-        "imported_early": False, "config": "RRGMambaConfig", "model": "RRGMambaForConditionalGeneration",
-        "processor": "RRGMambaProcessor", "tokenizer": "RRGMambaTokenizer", "emrrg": "EMRRGConfig",
-        "xray_mamba": "XrayMambaConfig"}
+        "imported_early": False,
+        "config": "RRGMambaConfig",
+        "model": "RRGMambaForConditionalGeneration",
+        "processor": "RRGMambaProcessor",
+        "tokenizer": "RRGMambaTokenizer",
+        "emrrg": "EMRRGConfig",
+        "xray_mamba": "XrayMambaConfig",
+    }
 
 
 def test_tokenizer_by_name_before_any_config_lookup(saved_rrg_mamba):
     """AutoTokenizer resolves ``tokenizer_class`` by name through the registrations, without loading a config."""
-    loaded = run_fresh(f"""
+    loaded = run_fresh("""
         import json
         import modeling_rrg_mamba
         from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
-        print(json.dumps({{"tokenizer": tokenizer_class_from_name("RRGMambaTokenizer").__name__}}))
+        print(json.dumps({"tokenizer": tokenizer_class_from_name("RRGMambaTokenizer").__name__}))
     """)
     assert loaded == {"tokenizer": "RRGMambaTokenizer"}
 

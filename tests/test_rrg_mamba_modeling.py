@@ -82,8 +82,13 @@ class _DecoderInputRecorder:
 def test_kv_cache_is_used_and_matches_no_cache(num_beams):
     model = tiny_model()
     # Forbid <eos> so every run takes all steps and compares full-length outputs.
-    settings = dict(num_beams=num_beams, max_new_tokens=7, suppress_tokens=[model.config.eos_token_id],
-                    output_scores=True, return_dict_in_generate=True)
+    settings = dict(
+        num_beams=num_beams,
+        max_new_tokens=7,
+        suppress_tokens=[model.config.eos_token_id],
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     recorder = _DecoderInputRecorder(model)
     cached = model.generate(images(), use_cache=True, **settings)
     assert recorder.encoder_calls == 1  # encoder (prefill) once per generate, not per step
@@ -104,8 +109,9 @@ def test_generate_continues_a_decoder_prefix_as_greedy_decoding_would():
     from_bos = model.generate(images(), max_new_tokens=6, **settings)
     assert (from_bos[:, 0] == model.config.decoder_start_token_id).all()
     for use_cache in (True, False):  # the 3-token prefix is prefilled at once, then decoding goes on from it
-        continued = model.generate(images(), decoder_input_ids=from_bos[:, :3], max_new_tokens=4, use_cache=use_cache,
-                                   **settings)
+        continued = model.generate(
+            images(), decoder_input_ids=from_bos[:, :3], max_new_tokens=4, use_cache=use_cache, **settings
+        )
         assert torch.equal(continued, from_bos)
 
 
@@ -124,8 +130,14 @@ def test_sampling_and_num_return_sequences_with_cache():
 
 def test_output_attentions_gives_cross_attention_over_image_tokens():
     model = tiny_model()
-    out = model.generate(images(batch=1), num_beams=1, max_new_tokens=4, suppress_tokens=[2], output_attentions=True,
-                         return_dict_in_generate=True)
+    out = model.generate(
+        images(batch=1),
+        num_beams=1,
+        max_new_tokens=4,
+        suppress_tokens=[2],
+        output_attentions=True,
+        return_dict_in_generate=True,
+    )
     tokens = 2 * (1 + GRID * GRID)  # two views, each a global token and a 2 x 2 grid
     assert len(out.cross_attentions) == 4  # one entry per generated word
     for step in out.cross_attentions:
@@ -139,8 +151,11 @@ def test_loss_terms_are_exposed_and_combined():
     observation_labels = torch.tensor([[1.0] * 7 + [0.0] * 7, [-1.0] * 14])  # second study: all uncertain
     out = model(pixel_values=images(), labels=LABELS, observation_labels=observation_labels)
     config = model.config
-    expected = out.report_loss + config.observation_loss_weight * out.observation_loss + \
-        config.consistency_loss_weight * out.consistency_loss
+    expected = (
+        out.report_loss
+        + config.observation_loss_weight * out.observation_loss
+        + config.consistency_loss_weight * out.consistency_loss
+    )
     torch.testing.assert_close(out.loss, expected)
     assert out.observation_logits.shape == (2, 14)
     only_first = torch.nn.functional.binary_cross_entropy_with_logits(out.observation_logits[0], observation_labels[0])
@@ -148,7 +163,9 @@ def test_loss_terms_are_exposed_and_combined():
     out.loss.backward()
     gdlm_grad = sum(p.grad.abs().sum() for p in model.encoder.gdlm.parameters() if p.grad is not None)
     assert gdlm_grad > 0  # the GDLM sits on the path to the loss
-    without_cma = tiny_model(use_cma=False)(pixel_values=images(), labels=LABELS, observation_labels=observation_labels)
+    without_cma = tiny_model(use_cma=False)(
+        pixel_values=images(), labels=LABELS, observation_labels=observation_labels
+    )
     assert without_cma.observation_loss is None and without_cma.consistency_loss is None
     torch.testing.assert_close(without_cma.loss, without_cma.report_loss)
 
@@ -178,7 +195,7 @@ def test_ablation_switches_change_parameters_and_output(switch, removed):
     with torch.no_grad():  # unit-gain weights instead of the std-0.02 start, so every path carries signal
         for module in full.modules():
             if isinstance(module, torch.nn.Linear):
-                module.weight.normal_(0.0, module.in_features ** -0.5)
+                module.weight.normal_(0.0, module.in_features**-0.5)
     ablated = RRGMambaForConditionalGeneration(tiny_config(**{switch: False})).eval()
     missing, unexpected = ablated.load_state_dict(full.state_dict(), strict=False)
     assert not missing  # every remaining weight is shared with the full model
@@ -188,8 +205,12 @@ def test_ablation_switches_change_parameters_and_output(switch, removed):
     if switch == "use_rope":
         assert removed_count == 0  # RoPE has no parameters
     elif switch == "use_cma":
-        assert set(unexpected) == {"encoder.observation_head.classifier.weight", "encoder.observation_head.classifier.bias",
-                                   "adapter_projection.weight", "adapter_projection.bias"}
+        assert set(unexpected) == {
+            "encoder.observation_head.classifier.weight",
+            "encoder.observation_head.classifier.bias",
+            "adapter_projection.weight",
+            "adapter_projection.bias",
+        }
     else:
         assert unexpected and all(removed in name for name in unexpected)
     with torch.no_grad():
@@ -250,7 +271,9 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
         model = tiny_model().train()
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            assert all(layer.gradient_checkpointing for layer in model.modules() if hasattr(layer, "gradient_checkpointing"))
+            assert all(
+                layer.gradient_checkpointing for layer in model.modules() if hasattr(layer, "gradient_checkpointing")
+            )
         loss = model(pixel_values=images(), labels=LABELS).loss
         loss.backward()
         grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
@@ -313,7 +336,9 @@ def test_sdpa_is_the_default_and_matches_eager(tmp_path, monkeypatch):
     assert eager.config._attn_implementation == "eager"
     calls = []
     original = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(
+        torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
     mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])  # a left-padded decoder input
     with torch.no_grad():
         fast = model(pixel_values=images(), labels=LABELS, decoder_attention_mask=mask)
@@ -322,8 +347,10 @@ def test_sdpa_is_the_default_and_matches_eager(tmp_path, monkeypatch):
     assert sdpa_calls > 0 and len(calls) == sdpa_calls  # eager never calls SDPA
     torch.testing.assert_close(fast.logits, slow.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast.loss, slow.loss, rtol=1e-5, atol=1e-5)
-    assert torch.equal(model.generate(images(), num_beams=3, max_new_tokens=6),
-                       eager.generate(images(), num_beams=3, max_new_tokens=6))
+    assert torch.equal(
+        model.generate(images(), num_beams=3, max_new_tokens=6),
+        eager.generate(images(), num_beams=3, max_new_tokens=6),
+    )
     with torch.no_grad():  # attention maps are still available with SDPA (computed eagerly when asked for)
         attentions = model(pixel_values=images(), labels=LABELS, decoder_attention_mask=mask, output_attentions=True)
     assert len(attentions.cross_attentions) == model.config.decoder_layers
@@ -383,23 +410,39 @@ def test_weights_missing_from_a_checkpoint_are_initialised(tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     block = "encoder.gdlm.blocks.0."
     missing = {
-        block + "conv.weight": "zero", block + "conv.bias": "zero",  # GDLM v_con depthwise conv (zero-init branch)
-        block + "ss2d.conv2d.weight": "conv", block + "ss2d.conv2d.bias": "small",  # SS2D depthwise conv
-        block + "ss2d.out_proj.weight": "zero", block + "mlp.2.weight": "zero",
-        block + "ss2d.in_proj.weight": "normal", block + "ss2d.ssm.A_log": "a_log", block + "ss2d.ssm.D": "one",
-        block + "ss2d.ssm.x_proj_weight": "small", block + "ss2d.ssm.dt_proj_bias": "finite",
-        block + "position_bias.mlp.0.weight": "normal", block + "position_bias.mlp.1.weight": "one",
-        block + "norm.weight": "one", block + "norm.bias": "zero", "encoder.gdlm.norm.weight": "one",
+        block + "conv.weight": "zero",
+        block + "conv.bias": "zero",  # GDLM v_con depthwise conv (zero-init branch)
+        block + "ss2d.conv2d.weight": "conv",
+        block + "ss2d.conv2d.bias": "small",  # SS2D depthwise conv
+        block + "ss2d.out_proj.weight": "zero",
+        block + "mlp.2.weight": "zero",
+        block + "ss2d.in_proj.weight": "normal",
+        block + "ss2d.ssm.A_log": "a_log",
+        block + "ss2d.ssm.D": "one",
+        block + "ss2d.ssm.x_proj_weight": "small",
+        block + "ss2d.ssm.dt_proj_bias": "finite",
+        block + "position_bias.mlp.0.weight": "normal",
+        block + "position_bias.mlp.1.weight": "one",
+        block + "norm.weight": "one",
+        block + "norm.bias": "zero",
+        "encoder.gdlm.norm.weight": "one",
         "encoder.visual_extractor.backbone.conv1.weight": "conv",
-        "encoder.visual_extractor.backbone.bn1.weight": "one", "encoder.visual_extractor.backbone.bn1.bias": "zero",
+        "encoder.visual_extractor.backbone.bn1.weight": "one",
+        "encoder.visual_extractor.backbone.bn1.bias": "zero",
         "encoder.visual_extractor.backbone.bn1.running_var": "one",
         "encoder.visual_extractor.backbone.bn1.running_mean": "zero",
-        "encoder.observation_head.classifier.weight": "normal", "encoder.layers.0.self_attn.q_proj.weight": "normal",
-        "decoder.embed_tokens.weight": "normal", "lm_head.weight": "normal", "lm_head.bias": "zero",
-        "adapter_projection.weight": "normal", "decoder.layers.0.cross_attn_norm.weight": "one",
+        "encoder.observation_head.classifier.weight": "normal",
+        "encoder.layers.0.self_attn.q_proj.weight": "normal",
+        "decoder.embed_tokens.weight": "normal",
+        "lm_head.weight": "normal",
+        "lm_head.bias": "zero",
+        "adapter_projection.weight": "normal",
+        "decoder.layers.0.cross_attn_norm.weight": "one",
     }
     assert set(missing) <= set(state), sorted(set(missing) - set(state))
-    save_file({k: v for k, v in state.items() if k not in missing}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in state.items() if k not in missing}, tmp_path / "model.safetensors", metadata={"format": "pt"}
+    )
     loaded = RRGMambaForConditionalGeneration.from_pretrained(tmp_path)
     tensors = loaded.state_dict()
     for key, value in state.items():

@@ -101,10 +101,13 @@ def test_processor_save_load_with_auto_classes(tmp_path):
         assert isinstance(loaded.image_processor, (RRGMambaImageProcessor, RRGMambaImageProcessorFast))
         assert loaded.max_length == 42 and loaded.image_processor.crop_size == 32
         image = np.zeros((40, 40), np.uint8)
-        torch.testing.assert_close(loaded(images=[image], reports=REPORTS[:1])["labels"], processor(reports=REPORTS[:1])["labels"])
+        torch.testing.assert_close(
+            loaded(images=[image], reports=REPORTS[:1])["labels"], processor(reports=REPORTS[:1])["labels"]
+        )
         film = np.random.default_rng(0).integers(0, 255, (48, 40), dtype=np.uint8)
-        torch.testing.assert_close(loaded(images=[film])["pixel_values"], processor(images=[film])["pixel_values"],
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            loaded(images=[film])["pixel_values"], processor(images=[film])["pixel_values"], rtol=1e-5, atol=1e-5
+        )
     image_processor = AutoImageProcessor.from_pretrained(tmp_path)
     assert isinstance(image_processor, (RRGMambaImageProcessor, RRGMambaImageProcessorFast))
     assert isinstance(AutoImageProcessor.from_pretrained(tmp_path, use_fast=False), RRGMambaImageProcessor)
@@ -117,12 +120,17 @@ def test_text_gives_decoder_prompts_that_generate_continues():
     prompts = processor(text=["The heart is", "Lungs clear."])["decoder_input_ids"]
     # an unfinished prefix loses the " ." the R2Gen cleaner closes it with; a finished one keeps it
     assert [processor.tokenizer.convert_ids_to_tokens(row[1:]) for row in prompts.tolist()] == [
-        ["the", "heart", "is"], ["lungs", "clear", "."]]
+        ["the", "heart", "is"],
+        ["lungs", "clear", "."],
+    ]
     assert processor.batch_decode(prompts, skip_special_tokens=True) == ["the heart is", "lungs clear ."]
     with pytest.raises(ValueError, match=r"same number of words, got \[3, 1\]"):
         processor(text=["the heart is", "normal"])
     with pytest.raises(ValueError, match="return_tensors"):
         processor(text="", return_tensors="np")
-    assert set(processor(images=[np.zeros((40, 40), np.uint8)], text="the heart")) == {"pixel_values", "decoder_input_ids"}
+    assert set(processor(images=[np.zeros((40, 40), np.uint8)], text="the heart")) == {
+        "pixel_values",
+        "decoder_input_ids",
+    }
     with pytest.raises(ValueError, match="not both"):
         processor(text="the heart", reports="the heart is normal.")

@@ -65,8 +65,18 @@ def conditioning_config(**overrides):
         vocab_size=len(TOKENIZER),
         visual_extractor="resnet18",
         backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16},
-        gdlm_preset=None, gdlm_dim=32, gdlm_depth=1, gdlm_d_state=4, gdlm_mlp_ratio=2.0, dpb_window=3,
-        d_model=64, num_attention_heads=4, d_ff=128, encoder_layers=1, decoder_layers=1, dropout=0.0,
+        gdlm_preset=None,
+        gdlm_dim=32,
+        gdlm_depth=1,
+        gdlm_d_state=4,
+        gdlm_mlp_ratio=2.0,
+        dpb_window=3,
+        d_model=64,
+        num_attention_heads=4,
+        d_ff=128,
+        encoder_layers=1,
+        decoder_layers=1,
+        dropout=0.0,
     )
     settings.update(overrides)
     return RRGMambaConfig(**settings)
@@ -92,7 +102,10 @@ def test_reports_follow_the_image(use_gdlm):
     torch.manual_seed(0)
     model = train(RRGMambaForConditionalGeneration(conditioning_config(use_gdlm=use_gdlm)), steps=STEPS, lr=LR)
     pixel_values, present = synthetic_batch(64, torch.Generator().manual_seed(99))  # held-out films
-    generate = lambda pixels: TOKENIZER.batch_decode(model.generate(pixels, max_new_tokens=24), skip_special_tokens=True)
+
+    def generate(pixels):
+        return TOKENIZER.batch_decode(model.generate(pixels, max_new_tokens=24), skip_special_tokens=True)
+
     assert findings_accuracy(generate(pixel_values), present) >= 0.9
     blank = findings_accuracy(generate(torch.zeros_like(pixel_values)), present)
     assert blank <= 0.7  # without the image the model can only guess (chance = 0.5 per finding)
@@ -142,12 +155,30 @@ def test_seq2seq_trainer_trains_and_evaluates_with_generation(tmp_path):
 
     evaluation = _Studies(8, seed=5)
     arguments = Seq2SeqTrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=16, per_device_eval_batch_size=8, num_train_epochs=10,
-        learning_rate=3e-3, logging_steps=1, eval_strategy="no", save_strategy="no", report_to=[], use_cpu=True,
-        predict_with_generate=True, remove_unused_columns=False, dataloader_num_workers=0, seed=0,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=8,
+        num_train_epochs=10,
+        learning_rate=3e-3,
+        logging_steps=1,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        predict_with_generate=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        seed=0,
     )
-    trainer = Seq2SeqTrainer(model=model, args=arguments, train_dataset=_Studies(32, seed=3), eval_dataset=evaluation,
-                             data_collator=collate, processing_class=processor, compute_metrics=compute_metrics)
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=_Studies(32, seed=3),
+        eval_dataset=evaluation,
+        data_collator=collate,
+        processing_class=processor,
+        compute_metrics=compute_metrics,
+    )
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 20 and np.mean(losses[-2:]) < 0.5 * np.mean(losses[:2])
@@ -168,14 +199,26 @@ def _trainer(tmp_path, **overrides):
     from modeling_rrg_mamba.training import ReportGenerationTrainingArguments
     from modeling_rrg_mamba.training.trainer import ReportGenerationTrainer
 
-    settings = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=5, learning_rate=2e-3,
-                    visual_extractor_learning_rate=1e-3, amsgrad=True, lr_scheduler_type="constant",
-                    lr_decay_epochs=2, lr_decay_rate=0.5, report_to=[], use_cpu=True, save_strategy="no")
+    settings = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_train_epochs=5,
+        learning_rate=2e-3,
+        visual_extractor_learning_rate=1e-3,
+        amsgrad=True,
+        lr_scheduler_type="constant",
+        lr_decay_epochs=2,
+        lr_decay_rate=0.5,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+    )
     settings.update(overrides)
     arguments = ReportGenerationTrainingArguments(**settings)
     model = RRGMambaForConditionalGeneration(conditioning_config())
-    return ReportGenerationTrainer(model=model, args=arguments, train_dataset=_Studies(10, seed=3),
-                                   data_collator=lambda examples: examples)
+    return ReportGenerationTrainer(
+        model=model, args=arguments, train_dataset=_Studies(10, seed=3), data_collator=lambda examples: examples
+    )
 
 
 def test_step_decay_multiplies_every_group_every_n_epochs(tmp_path):

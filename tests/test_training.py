@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import HfArgumentParser
 
+from modeling_rrg_mamba.commands.demo import DEMO_DATA
 from modeling_rrg_mamba.rrg_mamba import RRGMambaConfig, RRGMambaForConditionalGeneration
 from modeling_rrg_mamba.training import (
     DataArguments,
@@ -26,26 +27,67 @@ from modeling_rrg_mamba.training import (
     parse_with_recipe,
     run_training,
 )
-from modeling_rrg_mamba.commands.demo import DEMO_DATA
 from modeling_rrg_mamba.training.recipes import CONFIGURATION_DIR
 
 TINY_CONFIG = {
-    "visual_extractor": "resnet18", "backbone_kwargs": {"layers": [1, 1, 1, 1]}, "gdlm_preset": None,
-    "gdlm_dim": 32, "gdlm_depth": 1, "d_model": 32, "d_ff": 64, "num_attention_heads": 2,
-    "encoder_layers": 1, "decoder_layers": 1,
+    "visual_extractor": "resnet18",
+    "backbone_kwargs": {"layers": [1, 1, 1, 1]},
+    "gdlm_preset": None,
+    "gdlm_dim": 32,
+    "gdlm_depth": 1,
+    "d_model": 32,
+    "d_ff": 64,
+    "num_attention_heads": 2,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
 }
 
 
 def tiny_train_argv(output_dir: Path, max_steps: int, save_steps: int, train_samples: int = 12) -> list[str]:
     """A few-second `rrg-mamba train` run on the bundled films (64 px, batch 4, dropout on, augmentation on)."""
     return [
-        "--annotation", str(DEMO_DATA / "annotation.json"), "--image_root", str(DEMO_DATA / "images"),
-        "--config_overrides", json.dumps(TINY_CONFIG), "--vocabulary_threshold", "1", "--max_length", "16",
-        "--image_size", "64", "--resize_size", "72", "--max_train_samples", str(train_samples),
-        "--output_dir", str(output_dir), "--use_cpu", "--seed", "7", "--per_device_train_batch_size", "4",
-        "--learning_rate", "2e-3", "--visual_extractor_learning_rate", "1e-3", "--weight_decay", "5e-5",
-        "--amsgrad", "--max_steps", str(max_steps), "--save_steps", str(save_steps), "--logging_steps", "1",
-        "--eval_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
+        "--annotation",
+        str(DEMO_DATA / "annotation.json"),
+        "--image_root",
+        str(DEMO_DATA / "images"),
+        "--config_overrides",
+        json.dumps(TINY_CONFIG),
+        "--vocabulary_threshold",
+        "1",
+        "--max_length",
+        "16",
+        "--image_size",
+        "64",
+        "--resize_size",
+        "72",
+        "--max_train_samples",
+        str(train_samples),
+        "--output_dir",
+        str(output_dir),
+        "--use_cpu",
+        "--seed",
+        "7",
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "2e-3",
+        "--visual_extractor_learning_rate",
+        "1e-3",
+        "--weight_decay",
+        "5e-5",
+        "--amsgrad",
+        "--max_steps",
+        str(max_steps),
+        "--save_steps",
+        str(save_steps),
+        "--logging_steps",
+        "1",
+        "--eval_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
     ]
 
 
@@ -84,18 +126,31 @@ def test_learning_rate_groups_skip_frozen_parameters_and_reject_a_frozen_model()
 
 
 def test_trainer_builds_adam_amsgrad_with_the_paper_rates(tmp_path):
-    args = ReportGenerationTrainingArguments(output_dir=str(tmp_path), use_cpu=True, learning_rate=2e-3,
-                                             visual_extractor_learning_rate=1e-3, weight_decay=5e-5, amsgrad=True,
-                                             report_to="none")
+    args = ReportGenerationTrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        learning_rate=2e-3,
+        visual_extractor_learning_rate=1e-3,
+        weight_decay=5e-5,
+        amsgrad=True,
+        report_to="none",
+    )
     optimizer = ReportGenerationTrainer(model=tiny_model(), args=args).create_optimizer()
     assert type(optimizer) is torch.optim.Adam
     assert [(g["name"], g["lr"], g["weight_decay"], g["amsgrad"]) for g in optimizer.param_groups] == [
-        ("visual_extractor", 1e-3, 5e-5, True), ("rest", 2e-3, 5e-5, True)]
+        ("visual_extractor", 1e-3, 5e-5, True),
+        ("rest", 2e-3, 5e-5, True),
+    ]
 
 
 def test_trainer_without_amsgrad_uses_the_configured_optimizer_with_two_rates(tmp_path):
-    args = ReportGenerationTrainingArguments(output_dir=str(tmp_path), use_cpu=True, learning_rate=2e-3,
-                                             visual_extractor_learning_rate=1e-3, report_to="none")
+    args = ReportGenerationTrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        learning_rate=2e-3,
+        visual_extractor_learning_rate=1e-3,
+        report_to="none",
+    )
     optimizer = ReportGenerationTrainer(model=tiny_model(), args=args).create_optimizer()
     assert type(optimizer) is torch.optim.AdamW
     assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 2e-3]
@@ -132,7 +187,19 @@ def test_every_recipe_parses_into_the_train_arguments(recipe):
     parser = HfArgumentParser((ModelArguments, DataArguments, ReportGenerationTrainingArguments))
     extra = ["--text_model_name_or_path", "llm"] if recipe.startswith("emrrg") else []
     model_args, _, training_args = parse_with_recipe(
-        parser, ["--recipe", str(CONFIGURATION_DIR / recipe), "--output_dir", "out", "--deepspeed", "", "--bf16", "false", *extra])
+        parser,
+        [
+            "--recipe",
+            str(CONFIGURATION_DIR / recipe),
+            "--output_dir",
+            "out",
+            "--deepspeed",
+            "",
+            "--bf16",
+            "false",
+            *extra,
+        ],
+    )
     assert model_args.model_type == ("emrrg" if recipe.startswith("emrrg") else "rrg_mamba")
     assert training_args.load_best_model_at_end and training_args.metric_for_best_model == "BLEU_4"
     assert isinstance(model_args.overrides(), dict)
@@ -141,11 +208,18 @@ def test_every_recipe_parses_into_the_train_arguments(recipe):
 def test_rrg_mamba_recipe_holds_the_paper_optimiser_and_command_line_overrides_it():
     parser = HfArgumentParser((ModelArguments, DataArguments, ReportGenerationTrainingArguments))
     model_args, _, args = parse_with_recipe(parser, ["--recipe", "rrg_mamba_iu_xray", "--output_dir", "out"])
-    assert (args.learning_rate, args.visual_extractor_learning_rate, args.weight_decay, args.amsgrad) == (2e-3, 1e-3, 5e-5, True)
+    assert (args.learning_rate, args.visual_extractor_learning_rate, args.weight_decay, args.amsgrad) == (
+        2e-3,
+        1e-3,
+        5e-5,
+        True,
+    )
     assert (args.generation_num_beams, model_args.max_length, model_args.vocabulary_threshold) == (3, 60, 3)
     assert model_args.overrides()["visual_extractor"] == "densenet121"
     parser = HfArgumentParser((ModelArguments, DataArguments, ReportGenerationTrainingArguments))
-    _, _, args = parse_with_recipe(parser, ["--recipe=rrg_mamba_iu_xray", "--output_dir", "out", "--learning_rate", "1e-4"])
+    _, _, args = parse_with_recipe(
+        parser, ["--recipe=rrg_mamba_iu_xray", "--output_dir", "out", "--learning_rate", "1e-4"]
+    )
     assert args.learning_rate == 1e-4 and args.visual_extractor_learning_rate == 1e-3
 
 
@@ -197,8 +271,18 @@ def train_two_steps(output_dir: Path, *extra: str) -> dict:
 
 
 def test_do_predict_writes_test_reports_scored_against_the_full_references(tmp_path):
-    train_two_steps(tmp_path, "--do_predict", "--max_test_samples", "3", "--meteor", "false",
-                    "--generation_max_length", "8", "--generation_num_beams", "2")
+    train_two_steps(
+        tmp_path,
+        "--do_predict",
+        "--max_test_samples",
+        "3",
+        "--meteor",
+        "false",
+        "--generation_max_length",
+        "8",
+        "--generation_num_beams",
+        "2",
+    )
     records = [json.loads(line) for line in (tmp_path / "test_predictions.jsonl").read_text().splitlines()]
     annotation = json.loads((DEMO_DATA / "annotation.json").read_text())
     assert [r["reference"] for r in records] == [e["report"] for e in annotation["test"][:3]]
@@ -304,8 +388,21 @@ LAUNCHERS = {
     "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
     # accelerate's --multi_gpu means "multi-process data parallel" and runs on CPU with gloo (its --cpu flag would
     # start a single process)
-    "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"],
+    "accelerate": [
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+    ],
 }
 
 
@@ -335,7 +432,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 @pytest.mark.slow
 def test_train_iu_xray_example_runs_its_smoke_setting(tmp_path):
-    result = run_python([str(EXAMPLES / "train_iu_xray.py"), "--smoke", "--output_dir", str(tmp_path / "run")], tmp_path)
+    result = run_python(
+        [str(EXAMPLES / "train_iu_xray.py"), "--smoke", "--output_dir", str(tmp_path / "run")], tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and any("eval_BLEU_4" in entry for entry in state["log_history"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 BAD_IMAGE_POLICIES = ("error", "skip")
 
 
@@ -12,35 +11,51 @@ BAD_IMAGE_POLICIES = ("error", "skip")
 class GenerateArguments:
     """``rrg-mamba generate``: images (files, folders, DICOM) or an annotation split -> reports as JSONL."""
 
-    model: str = field(default=None, metadata={"help": "(required) Saved model directory (with its processor).",
-                                                  "required": True})
+    model: str = field(
+        default=None, metadata={"help": "(required) Saved model directory (with its processor).", "required": True}
+    )
     images: list[str] = field(
         default=None,
-        metadata={"help": "(required unless --annotation) Image files (PNG, JPEG, DICOM) and/or folders.",
-                  "nargs": "+"},
+        metadata={
+            "help": "(required unless --annotation) Image files (PNG, JPEG, DICOM) and/or folders.",
+            "nargs": "+",
+        },
     )
     annotation: str | None = field(
-        default=None, metadata={"help": "Instead of --images: an R2Gen annotation.json; the records then carry the "
-                                        "study ids and references, ready for `rrg-mamba evaluate`."})
+        default=None,
+        metadata={
+            "help": "Instead of --images: an R2Gen annotation.json; the records then carry the "
+            "study ids and references, ready for `rrg-mamba evaluate`."
+        },
+    )
     image_root: str | None = field(default=None, metadata={"help": "With --annotation: folder of its image paths."})
     split: str = field(default="test", metadata={"help": "With --annotation: the split to generate for."})
-    output: str = field(default="reports.jsonl", metadata={"help": "JSONL file to write, one report per study, "
-                                                                   "written as each batch is done."})
+    output: str = field(
+        default="reports.jsonl",
+        metadata={"help": "JSONL file to write, one report per study, written as each batch is done."},
+    )
     resume: bool = field(default=False, metadata={"help": "Keep the reports already in --output; generate the rest."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an --output that already holds reports."})
     on_bad_image: str = field(
-        default="error", metadata={"help": "An unreadable image: 'error' stops (reports so far are kept), 'skip' "
-                                           "leaves its study out and lists it at the end."})
+        default="error",
+        metadata={
+            "help": "An unreadable image: 'error' stops (reports so far are kept), 'skip' "
+            "leaves its study out and lists it at the end."
+        },
+    )
     views_per_study: int = field(
         default=1, metadata={"help": "Consecutive images (in the order given, folders sorted) that form one study."}
     )
     batch_size: int = field(default=8, metadata={"help": "Studies per generate() call."})
     num_beams: int | None = field(
-        default=None, metadata={"help": "Beam width (default: the model's saved generation config; RRG-Mamba: 3)."})
+        default=None, metadata={"help": "Beam width (default: the model's saved generation config; RRG-Mamba: 3)."}
+    )
     max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Longest report in tokens (default: the model's saved generation config)."})
+        default=None, metadata={"help": "Longest report in tokens (default: the model's saved generation config)."}
+    )
     heatmaps: str | None = field(
-        default=None, metadata={"help": "Folder for one PNG per report: the image with each key word's cross-attention."}
+        default=None,
+        metadata={"help": "Folder for one PNG per report: the image with each key word's cross-attention."},
     )
     heatmap_words: int = field(default=6, metadata={"help": "Key words shown per heatmap PNG."})
     device: str = field(default="cpu", metadata={"help": "Torch device to generate on."})
@@ -66,22 +81,34 @@ class GenerateArguments:
 class EvaluateArguments:
     """``rrg-mamba evaluate``: predictions vs references (JSONL) -> the NLG + CE metrics table."""
 
-    predictions: str = field(default=None, metadata={"help": "JSONL with 'prediction' and 'reference' per line.",
-                                                     "required": True})
-    output: str | None = field(default=None, metadata={"help": "JSON file for the scores (default: <predictions>.metrics.json)."})
+    predictions: str = field(
+        default=None, metadata={"help": "JSONL with 'prediction' and 'reference' per line.", "required": True}
+    )
+    output: str | None = field(
+        default=None, metadata={"help": "JSON file for the scores (default: <predictions>.metrics.json)."}
+    )
     clean_style: str = field(default="iu_xray", metadata={"help": "R2Gen cleaner applied to both sides."})
     clinical_efficacy: bool = field(default=True, metadata={"help": "Score the CE (CheXpert) metrics."})
     meteor: bool = field(default=True, metadata={"help": "Score METEOR (starts one Java process)."})
     prediction_key: str = field(default="prediction", metadata={"help": "JSONL field of the generated report."})
     reference_key: str = field(default="reference", metadata={"help": "JSONL field of the reference report."})
     empty_text: str = field(
-        default="error", metadata={"help": "A prediction or reference empty after cleaning: 'error' names its line; "
-                                           "'zero' scores the pair 0 and lists it in the output."})
+        default="error",
+        metadata={
+            "help": "A prediction or reference empty after cleaning: 'error' names its line; "
+            "'zero' scores the pair 0 and lists it in the output."
+        },
+    )
     chexbert: str | None = field(
-        default=None, metadata={"help": "CheXbert weights (a folder or file with the original chexbert.pth, or a Hub "
-                                        "id) to label the CE metrics as papers do; default: the offline rule labeler."})
+        default=None,
+        metadata={
+            "help": "CheXbert weights (a folder or file with the original chexbert.pth, or a Hub "
+            "id) to label the CE metrics as papers do; default: the offline rule labeler."
+        },
+    )
     chexbert_tokenizer: str = field(
-        default="bert-base-uncased", metadata={"help": "Tokenizer (folder or Hub id) for --chexbert."})
+        default="bert-base-uncased", metadata={"help": "Tokenizer (folder or Hub id) for --chexbert."}
+    )
 
     def __post_init__(self) -> None:
         if self.predictions is None:
@@ -95,8 +122,9 @@ class VerifyArguments:
     """``rrg-mamba verify``: decode every image of an annotation and list every bad file and bad entry."""
 
     annotation: str = field(default=None, metadata={"help": "R2Gen annotation.json to check.", "required": True})
-    image_root: str = field(default=None, metadata={"help": "Folder the image paths are relative to.",
-                                                    "required": True})
+    image_root: str = field(
+        default=None, metadata={"help": "Folder the image paths are relative to.", "required": True}
+    )
     allow_split_overlap: bool = field(default=False, metadata={"help": "Accept a study in two splits."})
 
     def __post_init__(self) -> None:
@@ -108,9 +136,13 @@ class VerifyArguments:
 class DemoArguments:
     """``rrg-mamba demo``: train, evaluate and generate with the bundled sample films, offline, on CPU."""
 
-    output_dir: str = field(default="rrg-mamba-demo", metadata={"help": "Folder for the model, metrics, reports, heatmaps."})
+    output_dir: str = field(
+        default="rrg-mamba-demo", metadata={"help": "Folder for the model, metrics, reports, heatmaps."}
+    )
     max_minutes: float = field(default=3.0, metadata={"help": "Training time budget in minutes."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimiser steps (-1: time budget only)."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many optimiser steps (-1: time budget only)."}
+    )
     seed: int = field(default=42, metadata={"help": "Random seed."})
     meteor: bool = field(default=True, metadata={"help": "Score METEOR (starts one Java process)."})
 

@@ -23,8 +23,9 @@ import logging
 import random
 import sys
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 import transformers
 from transformers import TrainerCallback, set_seed
@@ -62,8 +63,13 @@ DIAGNOSIS_PHRASES = {
     "other": "findings consistent with pneumonia",
 }
 SLOTS = ("view", "diagnosis")
-TABLE_METRICS = (("BLEU_1", "BLEU-1"), ("BLEU_4", "BLEU-4"), ("METEOR", "METEOR"), ("ROUGE_L", "ROUGE-L"),
-                 ("CIDEr", "CIDEr"))
+TABLE_METRICS = (
+    ("BLEU_1", "BLEU-1"),
+    ("BLEU_4", "BLEU-4"),
+    ("METEOR", "METEOR"),
+    ("ROUGE_L", "ROUGE-L"),
+    ("CIDEr", "CIDEr"),
+)
 MODEL_NAME = "RRG-Mamba (reads the films)"
 BASELINE_NAMES = ("most frequent report", "random train report")
 DEMO_TEXT_NOTICE = (
@@ -114,20 +120,26 @@ def random_train_reports(train_reports: Sequence[str], count: int, seed: int) ->
     return [generator.choice(list(train_reports)) for _ in range(count)]
 
 
-def score_systems(systems: Mapping[str, Sequence[str]], references: Sequence[str], evaluator: NLGEvaluator,
-                  clinical_efficacy: bool = True) -> dict[str, dict[str, float]]:
+def score_systems(
+    systems: Mapping[str, Sequence[str]],
+    references: Sequence[str],
+    evaluator: NLGEvaluator,
+    clinical_efficacy: bool = True,
+) -> dict[str, dict[str, float]]:
     """NLG (+ CE) metrics and slot accuracies of every system's reports against ``references``."""
     scores = {}
     for name, predictions in systems.items():
-        metrics = compute_report_metrics(list(predictions), list(references), ce=clinical_efficacy,
-                                         evaluator=evaluator)
+        metrics = compute_report_metrics(
+            list(predictions), list(references), ce=clinical_efficacy, evaluator=evaluator
+        )
         metrics.update({f"{slot}_correct": value for slot, value in slot_accuracy(predictions, references).items()})
         scores[name] = metrics
     return scores
 
 
-def comparison_rows(scores: Mapping[str, Mapping[str, float]],
-                    majority: Mapping[str, float]) -> tuple[list[str], list[list[str]], list[set[int]]]:
+def comparison_rows(
+    scores: Mapping[str, Mapping[str, float]], majority: Mapping[str, float]
+) -> tuple[list[str], list[list[str]], list[set[int]]]:
     """(header, rows, best columns per row) of the demo's table: a row per metric and per slot, a column per
     system, and the slots' majority rate."""
     names = list(scores)
@@ -146,8 +158,10 @@ def comparison_rows(scores: Mapping[str, Mapping[str, float]],
 
 def format_text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -155,10 +169,16 @@ def format_text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> s
 def demo_arguments(args: DemoArguments) -> tuple[ModelArguments, DataArguments, ReportGenerationTrainingArguments]:
     """The demo's settings: paper optimiser (Adam-AMSGrad, 1e-3 extractor / 2e-3 rest, wd 5e-5), small model,
     128 px films, selection on validation BLEU-4, TensorBoard logs, no console logging."""
-    model_args = ModelArguments(config_overrides=json.dumps(DEMO_MODEL_CONFIG), vocabulary_threshold=1,
-                                max_length=24, image_size=128, resize_size=144)
-    data_args = DataArguments(annotation=str(DEMO_DATA / "annotation.json"), image_root=str(DEMO_DATA / "images"),
-                              meteor=args.meteor)
+    model_args = ModelArguments(
+        config_overrides=json.dumps(DEMO_MODEL_CONFIG),
+        vocabulary_threshold=1,
+        max_length=24,
+        image_size=128,
+        resize_size=144,
+    )
+    data_args = DataArguments(
+        annotation=str(DEMO_DATA / "annotation.json"), image_root=str(DEMO_DATA / "images"), meteor=args.meteor
+    )
     fields = ReportGenerationTrainingArguments.__dataclass_fields__
     extra = {"overwrite_output_dir": True} if "overwrite_output_dir" in fields else {}  # a rerun replaces the last
     training_args = ReportGenerationTrainingArguments(
@@ -200,8 +220,9 @@ class EvaluationEcho(TrainerCallback):
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
-    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
-                    **kwargs: Any) -> None:
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kwargs: Any
+    ) -> None:
         bleu = (metrics or {}).get("eval_BLEU_4")
         if bleu is not None:
             print(f"  step {state.global_step:>4}: validation BLEU-4 {bleu:.3f}", file=self.stream, flush=True)
@@ -236,16 +257,26 @@ def run_demo(args: DemoArguments) -> dict[str, Any]:
     log_path = output_dir / "demo.log"
     model_args, data_args, training_args = demo_arguments(args)
     print(DEMO_TEXT_NOTICE, flush=True)
-    print(f"\nTraining for at most {args.max_minutes:g} min (full log: {log_path}; "
-          f"TensorBoard: {Path(training_args.output_dir) / 'runs'}) ...", flush=True)
+    print(
+        f"\nTraining for at most {args.max_minutes:g} min (full log: {log_path}; "
+        f"TensorBoard: {Path(training_args.output_dir) / 'runs'}) ...",
+        flush=True,
+    )
     set_seed(args.seed)
     with console_to_log(log_path) as console:
         trainer = run_training(model_args, data_args, training_args, callbacks=[EvaluationEcho(console)])
         print(f"Generating the {len(trainer.test_dataset)} test reports and heatmaps ...", file=console, flush=True)
         test = trainer.test_dataset
         studies = [[Path(p) for p in images] for images in test["images"]]
-        records = generate_reports(trainer.model, trainer.processing_class, studies, batch_size=8,
-                                   heatmap_dir=output_dir / "heatmaps", num_beams=3, max_new_tokens=24)
+        records = generate_reports(
+            trainer.model,
+            trainer.processing_class,
+            studies,
+            batch_size=8,
+            heatmap_dir=output_dir / "heatmaps",
+            num_beams=3,
+            max_new_tokens=24,
+        )
         references = list(test["report"])
         train_reports = list(trainer.train_dataset["report"])
         systems = {
@@ -263,11 +294,18 @@ def run_demo(args: DemoArguments) -> dict[str, Any]:
     reports_path = output_dir / "test_reports.jsonl"
     write_jsonl(reports_path, records)
     metrics_path = output_dir / "test_metrics.json"
-    metrics_path.write_text(json.dumps({"systems": scores, "majority_rate": majority,
-                                        "num_test_films": len(records)}, indent=1) + "\n", encoding="utf-8")
+    metrics_path.write_text(
+        json.dumps({"systems": scores, "majority_rate": majority, "num_test_films": len(records)}, indent=1) + "\n",
+        encoding="utf-8",
+    )
     header, rows, best = comparison_rows(scores, majority)
-    page = write_report_page(output_dir, records, metrics_table_html(header, rows, best),
-                             title=f"rrg-mamba demo: {len(records)} test films", notes=[DEMO_TEXT_NOTICE, TABLE_NOTE])
+    page = write_report_page(
+        output_dir,
+        records,
+        metrics_table_html(header, rows, best),
+        title=f"rrg-mamba demo: {len(records)} test films",
+        notes=[DEMO_TEXT_NOTICE, TABLE_NOTE],
+    )
     summary = {
         "model": training_args.output_dir,
         "best_checkpoint": trainer.state.best_model_checkpoint,
@@ -295,6 +333,19 @@ TABLE_NOTE = (
     "right on the test films."
 )
 
-__all__ = ["DEMO_DATA", "DEMO_MODEL_CONFIG", "DIAGNOSIS_PHRASES", "VIEW_PHRASES", "comparison_rows", "demo_arguments",
-           "majority_rates", "most_frequent_report", "random_train_reports", "report_slots", "run_demo",
-           "score_systems", "slot_accuracy", "templated_report"]
+__all__ = [
+    "DEMO_DATA",
+    "DEMO_MODEL_CONFIG",
+    "DIAGNOSIS_PHRASES",
+    "VIEW_PHRASES",
+    "comparison_rows",
+    "demo_arguments",
+    "majority_rates",
+    "most_frequent_report",
+    "random_train_reports",
+    "report_slots",
+    "run_demo",
+    "score_systems",
+    "slot_accuracy",
+    "templated_report",
+]

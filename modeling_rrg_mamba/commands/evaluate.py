@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..data.outputs import check_output_file
 from ..metrics import NLG_METRIC_NAMES, NLGEvaluator, score_prediction_file
@@ -23,11 +24,18 @@ def format_metrics_table(metrics: Mapping[str, float]) -> str:
     return "\n".join(lines)
 
 
-def score_predictions(predictions: str | os.PathLike, output: str | os.PathLike | None = None,
-                      clean_style: str = "iu_xray", clinical_efficacy: bool = True, meteor: bool = True,
-                      prediction_key: str = "prediction", reference_key: str = "reference",
-                      empty_text: str = "error", chexbert: str | os.PathLike | None = None,
-                      chexbert_tokenizer: str = "bert-base-uncased") -> dict[str, Any]:
+def score_predictions(
+    predictions: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    clean_style: str = "iu_xray",
+    clinical_efficacy: bool = True,
+    meteor: bool = True,
+    prediction_key: str = "prediction",
+    reference_key: str = "reference",
+    empty_text: str = "error",
+    chexbert: str | os.PathLike | None = None,
+    chexbert_tokenizer: str = "bert-base-uncased",
+) -> dict[str, Any]:
     """Score ``predictions`` (JSONL) and write the result as JSON to ``output`` (default ``<file>.metrics.json``).
 
     The file is read and checked, and ``output`` checked writable, before METEOR's Java process starts; progress
@@ -36,8 +44,9 @@ def score_predictions(predictions: str | os.PathLike, output: str | os.PathLike 
     if not Path(predictions).is_file():
         raise FileNotFoundError(f"--predictions: no such file {predictions}")
     output = check_output_file(output or Path(predictions).with_suffix(".metrics.json"), "--output")
-    predictions_, references, lines = read_prediction_jsonl(predictions, prediction_key, reference_key,
-                                                            with_lines=True)
+    predictions_, references, lines = read_prediction_jsonl(
+        predictions, prediction_key, reference_key, with_lines=True
+    )
     check_empty_texts(predictions, find_empty_texts(predictions_, references, lines, clean_style), empty_text)
     say(f"read {len(predictions_)} pairs from {predictions}")
     labeler = None
@@ -49,11 +58,21 @@ def score_predictions(predictions: str | os.PathLike, output: str | os.PathLike 
     if meteor:
         say("starting METEOR (a Java process; this takes a few seconds) ...")
     with NLGEvaluator(clean_style=clean_style, meteor=meteor) as evaluator:
-        say("scoring BLEU, METEOR, ROUGE-L, CIDEr" + (" and the clinical-efficacy labels" if clinical_efficacy else "")
-            + " ...")
-        result = score_prediction_file(predictions, output, prediction_key=prediction_key, reference_key=reference_key,
-                                       ce=clinical_efficacy, evaluator=evaluator, empty_text=empty_text,
-                                       ce_labeler=labeler)
+        say(
+            "scoring BLEU, METEOR, ROUGE-L, CIDEr"
+            + (" and the clinical-efficacy labels" if clinical_efficacy else "")
+            + " ..."
+        )
+        result = score_prediction_file(
+            predictions,
+            output,
+            prediction_key=prediction_key,
+            reference_key=reference_key,
+            ce=clinical_efficacy,
+            evaluator=evaluator,
+            empty_text=empty_text,
+            ce_labeler=labeler,
+        )
     result["output"] = os.fspath(output)
     return result
 

@@ -3,10 +3,10 @@ with optional word-to-image heatmaps."""
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -50,8 +50,15 @@ def study_id(study: Sequence[Path]) -> str:
     return study[0].stem if len(study) == 1 else f"{study[0].parent.name}/{study[0].stem}"
 
 
-def write_heatmap(model: torch.nn.Module, processor: Any, pixel_values: torch.Tensor, sequence: torch.Tensor,
-                  study: Sequence[Path], path: Path, max_words: int) -> list[str]:
+def write_heatmap(
+    model: torch.nn.Module,
+    processor: Any,
+    pixel_values: torch.Tensor,
+    sequence: torch.Tensor,
+    study: Sequence[Path],
+    path: Path,
+    max_words: int,
+) -> list[str]:
     """Draw the cross-attention of the report's key words over the study's films; returns the words drawn."""
     attention = word_cross_attention(model, pixel_values[None], sequence[None])[0]  # (T-1, N)
     tokens = processor.tokenizer.convert_ids_to_tokens(sequence[1:].tolist())
@@ -74,8 +81,13 @@ def _process(processor: Any, chunk: Sequence[Sequence[Path]]) -> Any:
     return processor(images=images)
 
 
-def readable_batch(processor: Any, chunk: Sequence[int], studies: Sequence[Sequence[Path]], on_bad_image: str,
-                   skipped: list[dict[str, Any]]) -> tuple[list[int], Any]:
+def readable_batch(
+    processor: Any,
+    chunk: Sequence[int],
+    studies: Sequence[Sequence[Path]],
+    on_bad_image: str,
+    skipped: list[dict[str, Any]],
+) -> tuple[list[int], Any]:
     """(positions of the studies of ``chunk`` whose images decode, their processor inputs). A bad image raises
     (``on_bad_image="error"``) or its study is left out and added to ``skipped`` (``"skip"``)."""
     try:
@@ -96,12 +108,20 @@ def readable_batch(processor: Any, chunk: Sequence[int], studies: Sequence[Seque
 
 
 @torch.no_grad()
-def generate_reports(model: torch.nn.Module, processor: Any, studies: Sequence[Sequence[Path]], batch_size: int = 8,
-                     heatmap_dir: str | os.PathLike | None = None, heatmap_words: int = 6,
-                     metadata: Sequence[dict[str, Any]] | None = None,
-                     on_record: Callable[[dict[str, Any]], None] | None = None, on_bad_image: str = "error",
-                     skipped: list[dict[str, Any]] | None = None, heatmap_start: int = 0,
-                     **generation_kwargs: Any) -> list[dict[str, Any]]:
+def generate_reports(
+    model: torch.nn.Module,
+    processor: Any,
+    studies: Sequence[Sequence[Path]],
+    batch_size: int = 8,
+    heatmap_dir: str | os.PathLike | None = None,
+    heatmap_words: int = 6,
+    metadata: Sequence[dict[str, Any]] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_bad_image: str = "error",
+    skipped: list[dict[str, Any]] | None = None,
+    heatmap_start: int = 0,
+    **generation_kwargs: Any,
+) -> list[dict[str, Any]]:
     """Generate one report per study (batched, with a progress bar); one record per study:
     ``{"id", "images", "prediction"}`` plus ``"heatmap"`` and ``"heatmap_words"`` when ``heatmap_dir`` is set, and
     the study's ``metadata`` entry (e.g. ``{"id", "reference"}``) when given.
@@ -111,8 +131,10 @@ def generate_reports(model: torch.nn.Module, processor: Any, studies: Sequence[S
     left out and appended to ``skipped`` (``"skip"``). Heatmap files are numbered from ``heatmap_start`` (a resumed
     run continues the numbering instead of overwriting the first run's PNGs)."""
     if heatmap_dir is not None and not model.config.is_encoder_decoder:
-        raise ValueError(f"--heatmaps: {type(model).__name__} has no encoder-decoder cross-attention to draw "
-                         "(heatmaps are for RRG-Mamba)")
+        raise ValueError(
+            f"--heatmaps: {type(model).__name__} has no encoder-decoder cross-attention to draw "
+            "(heatmaps are for RRG-Mamba)"
+        )
     if on_bad_image not in ("error", "skip"):
         raise ValueError(f"on_bad_image: expected 'error' or 'skip', got {on_bad_image!r}")
     skipped = [] if skipped is None else skipped
@@ -123,17 +145,34 @@ def generate_reports(model: torch.nn.Module, processor: Any, studies: Sequence[S
         for chunk in batches(range(len(studies)), batch_size):
             positions, inputs = readable_batch(processor, chunk, studies, on_bad_image, skipped)
             if positions:
-                records += _generate_batch(model, processor, inputs.to(device), [studies[i] for i in positions],
-                                           [metadata[i] if metadata else {} for i in positions], heatmap_dir,
-                                           heatmap_words, on_record, heatmap_start + len(records), generation_kwargs)
+                records += _generate_batch(
+                    model,
+                    processor,
+                    inputs.to(device),
+                    [studies[i] for i in positions],
+                    [metadata[i] if metadata else {} for i in positions],
+                    heatmap_dir,
+                    heatmap_words,
+                    on_record,
+                    heatmap_start + len(records),
+                    generation_kwargs,
+                )
             progress.update(len(chunk))
     return records
 
 
-def _generate_batch(model: torch.nn.Module, processor: Any, inputs: Any, chunk: Sequence[Sequence[Path]],
-                    metadata: Sequence[dict[str, Any]], heatmap_dir: str | os.PathLike | None, heatmap_words: int,
-                    on_record: Callable[[dict[str, Any]], None] | None, first_index: int,
-                    generation_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+def _generate_batch(
+    model: torch.nn.Module,
+    processor: Any,
+    inputs: Any,
+    chunk: Sequence[Sequence[Path]],
+    metadata: Sequence[dict[str, Any]],
+    heatmap_dir: str | os.PathLike | None,
+    heatmap_words: int,
+    on_record: Callable[[dict[str, Any]], None] | None,
+    first_index: int,
+    generation_kwargs: dict[str, Any],
+) -> list[dict[str, Any]]:
     sequences = model.generate(**inputs, **generation_kwargs)
     if not model.config.is_encoder_decoder:  # EMRRG: the LLM returns the prompt too
         sequences = sequences[:, inputs["input_ids"].shape[1] :]
@@ -144,7 +183,8 @@ def _generate_batch(model: torch.nn.Module, processor: Any, inputs: Any, chunk: 
         if heatmap_dir is not None:
             path = Path(heatmap_dir) / f"{first_index + row:04d}_{study[0].stem}.png"
             record["heatmap_words"] = write_heatmap(
-                model, processor, inputs["pixel_values"][row], sequences[row], study, path, heatmap_words)
+                model, processor, inputs["pixel_values"][row], sequences[row], study, path, heatmap_words
+            )
             record["heatmap"] = str(path)
         if on_record is not None:
             on_record(record)
@@ -152,8 +192,9 @@ def _generate_batch(model: torch.nn.Module, processor: Any, inputs: Any, chunk: 
     return records
 
 
-def annotation_studies(annotation: str | os.PathLike, image_root: str | os.PathLike | None, split: str,
-                       on_bad_image: str = "error") -> tuple[list[list[Path]], list[dict[str, Any]]]:
+def annotation_studies(
+    annotation: str | os.PathLike, image_root: str | os.PathLike | None, split: str, on_bad_image: str = "error"
+) -> tuple[list[list[Path]], list[dict[str, Any]]]:
     """The studies of one split of an R2Gen annotation, with ``{"id", "reference"}`` for each record, so that the
     JSONL ``rrg-mamba generate`` writes can be scored by ``rrg-mamba evaluate`` as it is."""
     from ..data import build_dataset_dict, read_annotation
@@ -174,8 +215,13 @@ def annotation_studies(annotation: str | os.PathLike, image_root: str | os.PathL
     return studies, [{"id": i, "reference": r} for i, r in zip(rows["id"], rows["report"])]
 
 
-def pending_studies(output: Path, studies: Sequence[Sequence[Path]], metadata: Sequence[dict[str, Any]] | None,
-                    resume: bool, overwrite: bool) -> tuple[list[int], int]:
+def pending_studies(
+    output: Path,
+    studies: Sequence[Sequence[Path]],
+    metadata: Sequence[dict[str, Any]] | None,
+    resume: bool,
+    overwrite: bool,
+) -> tuple[list[int], int]:
     """(positions of the studies still to generate, number already in ``output``). An ``output`` that holds records
     is resumed (``resume``: studies whose images are already written are skipped), replaced (``overwrite``) or
     refused."""
@@ -185,8 +231,10 @@ def pending_studies(output: Path, studies: Sequence[Sequence[Path]], metadata: S
     if not output.is_file() or output.stat().st_size == 0 or overwrite:
         return everything, 0
     if not resume:
-        raise ValueError(f"--output: {output} already holds reports; pass --resume to generate only the studies it "
-                         "lacks, or --overwrite to start again")
+        raise ValueError(
+            f"--output: {output} already holds reports; pass --resume to generate only the studies it "
+            "lacks, or --overwrite to start again"
+        )
     done = {tuple(record.get("images") or ()) for record in read_jsonl_records(output, repair=True)}
     todo = [i for i in everything if tuple(str(p) for p in studies[i]) not in done]
     return todo, len(everything) - len(todo)
@@ -204,8 +252,10 @@ def load_checked_model(model_dir: str | os.PathLike, processor_model_type: str |
         model, info = AutoModelForImageTextToText.from_pretrained(model_dir, output_loading_info=True)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         hint = weights_config_hint(model_dir) or "save it again with save_pretrained or rrg-mamba train"
-        raise ValueError(f"--model: cannot load the model in {model_dir} ({type(error).__name__}: "
-                         f"{' '.join(str(error).split())[:300]}); {hint}") from error
+        raise ValueError(
+            f"--model: cannot load the model in {model_dir} ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:300]}); {hint}"
+        ) from error
     check_loading_info(model_dir, model, info)
     return model
 
@@ -229,8 +279,10 @@ def weights_config_hint(model_dir: Path) -> str | None:
         return None
     shared = len(expected & found)
     if shared < len(found) / 2:
-        return (f"only {shared} of the {len(found)} tensors in the weights file are weights of a "
-                f"{config.model_type!r} model: does config.json's model_type match the weights file?")
+        return (
+            f"only {shared} of the {len(found)} tensors in the weights file are weights of a "
+            f"{config.model_type!r} model: does config.json's model_type match the weights file?"
+        )
     return "the weight names match but their shapes do not: config.json's sizes do not match the weights file"
 
 
@@ -241,15 +293,18 @@ def check_weight_files(model_dir: Path) -> None:
     files = sorted(model_dir.glob("*.safetensors"))
     others = ("pytorch_model.bin", "model.safetensors.index.json")
     if not files and not any((model_dir / name).is_file() for name in others):
-        raise FileNotFoundError(f"--model: {model_dir} holds no weights (model.safetensors); is it a saved model "
-                                "folder?")
+        raise FileNotFoundError(
+            f"--model: {model_dir} holds no weights (model.safetensors); is it a saved model folder?"
+        )
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 handle.keys()
         except Exception as error:  # SafetensorError is not exported under a stable name
-            raise ValueError(f"{path}: not a readable safetensors file ({error}); the file is empty, truncated or "
-                             "damaged: copy it again or re-save the model") from None
+            raise ValueError(
+                f"{path}: not a readable safetensors file ({error}); the file is empty, truncated or "
+                "damaged: copy it again or re-save the model"
+            ) from None
 
 
 def _listed(names: Sequence[str], limit: int = 8) -> str:
@@ -258,8 +313,9 @@ def _listed(names: Sequence[str], limit: int = 8) -> str:
 
 def check_loading_info(model_dir: Path, model: torch.nn.Module, info: dict[str, Any]) -> None:
     missing, unexpected = sorted(info.get("missing_keys") or ()), sorted(info.get("unexpected_keys") or ())
-    mismatched = [str(item[0]) if isinstance(item, (tuple, list)) else str(item)
-                  for item in info.get("mismatched_keys") or ()]
+    mismatched = [
+        str(item[0]) if isinstance(item, (tuple, list)) else str(item) for item in info.get("mismatched_keys") or ()
+    ]
     if not (missing or unexpected or mismatched):
         return
     total = len(model.state_dict())
@@ -272,11 +328,23 @@ def check_loading_info(model_dir: Path, model: torch.nn.Module, info: dict[str, 
         problems.append(f"{len(mismatched)} weights of the wrong shape ({_listed(mismatched)})")
     hint = "the weights do not belong to this model: save the model again"
     if len(missing) >= total:
-        hint = (f"no weight matches a {model.config.model_type!r} model: does config.json's model_type match the "
-                "weights file, and is the weights file the right one?")
+        hint = (
+            f"no weight matches a {model.config.model_type!r} model: does config.json's model_type match the "
+            "weights file, and is the weights file the right one?"
+        )
     raise ValueError(f"--model: {model_dir}: {'; '.join(problems)}; {hint}")
 
 
-__all__ = ["IMAGE_SUFFIXES", "check_loading_info", "check_weight_files", "collect_images", "generate_reports",
-           "annotation_studies", "group_studies", "load_checked_model", "pending_studies", "readable_batch",
-           "write_heatmap"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "check_loading_info",
+    "check_weight_files",
+    "collect_images",
+    "generate_reports",
+    "annotation_studies",
+    "group_studies",
+    "load_checked_model",
+    "pending_studies",
+    "readable_batch",
+    "write_heatmap",
+]

@@ -9,7 +9,7 @@ adapter's consistency loss supervises. Per view, the encoder tokens are ``[globa
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -17,8 +17,45 @@ from PIL import Image, ImageDraw
 
 #: Words never drawn: function words and the report's sentence separator.
 NON_KEY_WORDS = frozenset(
-    ". , ; : the a an of and or is are was were be been in on at to with without for from by as this that these "
-    "there here it its no not any all".split()
+    [
+        ".",
+        ",",
+        ";",
+        ":",
+        "the",
+        "a",
+        "an",
+        "of",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "in",
+        "on",
+        "at",
+        "to",
+        "with",
+        "without",
+        "for",
+        "from",
+        "by",
+        "as",
+        "this",
+        "that",
+        "these",
+        "there",
+        "here",
+        "it",
+        "its",
+        "no",
+        "not",
+        "any",
+        "all",
+    ]
 )
 PANEL = 224
 CAPTION = 18
@@ -46,7 +83,9 @@ def word_cross_attention(model: torch.nn.Module, pixel_values: torch.Tensor, seq
     """
     outputs = model(pixel_values=pixel_values, decoder_input_ids=sequences, output_attentions=True, use_cache=False)
     if not outputs.cross_attentions:
-        raise ValueError(f"{type(model).__name__}: returned no cross_attentions; heatmaps need an encoder-decoder model")
+        raise ValueError(
+            f"{type(model).__name__}: returned no cross_attentions; heatmaps need an encoder-decoder model"
+        )
     return outputs.cross_attentions[-1].mean(dim=1)[:, :-1].float()
 
 
@@ -66,7 +105,9 @@ def colormap(values: np.ndarray) -> np.ndarray:
 
 def overlay(film: np.ndarray, grid: np.ndarray, alpha: float = 0.45) -> Image.Image:
     """The film (``(H, W)`` in [0, 1]) resized to a panel, with the grid map upsampled and blended over it."""
-    base = Image.fromarray((film * 255).astype(np.uint8)).convert("RGB").resize((PANEL, PANEL), Image.Resampling.BILINEAR)
+    base = (
+        Image.fromarray((film * 255).astype(np.uint8)).convert("RGB").resize((PANEL, PANEL), Image.Resampling.BILINEAR)
+    )
     span = grid.max() - grid.min()
     normalised = (grid - grid.min()) / span if span > 0 else np.zeros_like(grid)
     heat = Image.fromarray((normalised * 255).astype(np.uint8)).resize((PANEL, PANEL), Image.Resampling.BILINEAR)
@@ -74,7 +115,9 @@ def overlay(film: np.ndarray, grid: np.ndarray, alpha: float = 0.45) -> Image.Im
     return Image.blend(base, coloured, alpha)
 
 
-def render_heatmaps(films: Sequence[np.ndarray], words: Sequence[str], maps: Sequence[Sequence[np.ndarray]]) -> Image.Image:
+def render_heatmaps(
+    films: Sequence[np.ndarray], words: Sequence[str], maps: Sequence[Sequence[np.ndarray]]
+) -> Image.Image:
     """One PNG-ready image: a column per key word (captioned), a row per view. ``maps[k][v]`` is word k on view v."""
     if len(words) != len(maps):
         raise ValueError(f"words/maps: {len(words)} words but {len(maps)} attention maps")
@@ -88,5 +131,12 @@ def render_heatmaps(films: Sequence[np.ndarray], words: Sequence[str], maps: Seq
     return canvas
 
 
-__all__ = ["NON_KEY_WORDS", "colormap", "grid_maps", "key_word_positions", "overlay", "render_heatmaps",
-           "word_cross_attention"]
+__all__ = [
+    "NON_KEY_WORDS",
+    "colormap",
+    "grid_maps",
+    "key_word_positions",
+    "overlay",
+    "render_heatmaps",
+    "word_cross_attention",
+]

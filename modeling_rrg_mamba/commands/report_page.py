@@ -7,8 +7,9 @@ from __future__ import annotations
 import html
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote
 
 PAGE_NAME = "index.html"
@@ -68,8 +69,9 @@ def metrics_table_html(header: Sequence[str], rows: Sequence[Sequence[str]], bes
     body = []
     for i, row in enumerate(rows):
         marks = best[i] if i < len(best) else set()
-        cells = "".join(f'<td{" class=best" if j in marks else ""}>{html.escape(cell)}</td>'
-                        for j, cell in enumerate(row))
+        cells = "".join(
+            f"<td{' class=best' if j in marks else ''}>{html.escape(cell)}</td>" for j, cell in enumerate(row)
+        )
         body.append(f"<tr>{cells}</tr>")
     return f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -83,31 +85,44 @@ def _mark(correct: bool | None) -> str:
 def film_section(record: dict[str, Any], films: Sequence[Path], page_dir: Path) -> str:
     """One test film: its image(s), generated and reference report (slot marks when given), and below them the
     heatmap strip at full width with its key words under their panels."""
-    images = "".join(f'<img class="film" src="{relative_url(f, page_dir)}" alt="film {html.escape(f.name)}">'
-                     for f in films)
+    images = "".join(
+        f'<img class="film" src="{relative_url(f, page_dir)}" alt="film {html.escape(f.name)}">' for f in films
+    )
     slots = record.get("slots_correct") or {}
     marks = "".join(f"{html.escape(name)}{_mark(ok)} &nbsp; " for name, ok in slots.items())
-    text = (f'<div class="text"><h2>{html.escape(str(record["id"]))}</h2><dl>'
-            f'<dt>Generated</dt><dd class="generated">{html.escape(record["prediction"])}</dd>'
-            f'<dt>Reference</dt><dd class="reference">{html.escape(record.get("reference", ""))}</dd>'
-            + (f'<dt>Slots</dt><dd class="slots">{marks}</dd>' if marks else "")
-            + "</dl></div>")
+    text = (
+        f'<div class="text"><h2>{html.escape(str(record["id"]))}</h2><dl>'
+        f'<dt>Generated</dt><dd class="generated">{html.escape(record["prediction"])}</dd>'
+        f'<dt>Reference</dt><dd class="reference">{html.escape(record.get("reference", ""))}</dd>'
+        + (f'<dt>Slots</dt><dd class="slots">{marks}</dd>' if marks else "")
+        + "</dl></div>"
+    )
     figure = ""
     if record.get("heatmap"):
         words = list(record.get("heatmap_words", []))
         labels = "".join(f"<span>{html.escape(word)}</span>" for word in words)
         columns = f"repeat({max(1, len(words))}, 1fr)"
-        figure = (f'<figure><img class="heatmap" src="{relative_url(record["heatmap"], page_dir)}" '
-                  f'alt="cross-attention heatmaps of {html.escape(", ".join(words))}">'
-                  f'<div class="words" style="grid-template-columns: {columns}">{labels}</div>'
-                  "<figcaption>Where the decoder looked (last layer's cross-attention, averaged over heads; red = "
-                  "most) while writing each key word of the generated report.</figcaption></figure>")
-    return (f'<section class="film" id="{html.escape(str(record["id"]))}"><div class="films">{images}</div>'
-            f"{text}{figure}</section>")
+        figure = (
+            f'<figure><img class="heatmap" src="{relative_url(record["heatmap"], page_dir)}" '
+            f'alt="cross-attention heatmaps of {html.escape(", ".join(words))}">'
+            f'<div class="words" style="grid-template-columns: {columns}">{labels}</div>'
+            "<figcaption>Where the decoder looked (last layer's cross-attention, averaged over heads; red = "
+            "most) while writing each key word of the generated report.</figcaption></figure>"
+        )
+    return (
+        f'<section class="film" id="{html.escape(str(record["id"]))}"><div class="films">{images}</div>'
+        f"{text}{figure}</section>"
+    )
 
 
-def write_report_page(page_dir: str | os.PathLike, records: Sequence[dict[str, Any]], table: str, *,
-                      title: str = "Generated reports", notes: Sequence[str] = ()) -> Path:
+def write_report_page(
+    page_dir: str | os.PathLike,
+    records: Sequence[dict[str, Any]],
+    table: str,
+    *,
+    title: str = "Generated reports",
+    notes: Sequence[str] = (),
+) -> Path:
     """Write ``<page_dir>/index.html`` (films copied to ``<page_dir>/films``); returns the page's path.
 
     ``records``: ``{"id", "images", "prediction", "reference"}`` and optionally ``"heatmap"`` (a PNG path),
@@ -118,11 +133,13 @@ def write_report_page(page_dir: str | os.PathLike, records: Sequence[dict[str, A
     films = copy_films(records, page_dir)
     sections = "\n".join(film_section(record, paths, page_dir) for record, paths in zip(records, films))
     note_html = "".join(f'<p class="note">{html.escape(note)}</p>' for note in notes)
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
-            f"<h1>{html.escape(title)}</h1>\n{note_html}\n{table}\n"
-            f"<h1>Test films ({len(records)})</h1>\n{sections}\n</body></html>\n")
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1>\n{note_html}\n{table}\n"
+        f"<h1>Test films ({len(records)})</h1>\n{sections}\n</body></html>\n"
+    )
     path = page_dir / PAGE_NAME
     path.write_text(page, encoding="utf-8")
     return path

@@ -27,8 +27,9 @@ def image_problems(annotation: dict[str, Any], image_root: Path) -> list[str]:
     return problems
 
 
-def verify_annotation(annotation_path: str | os.PathLike, image_root: str | os.PathLike,
-                      allow_split_overlap: bool = False) -> list[str]:
+def verify_annotation(
+    annotation_path: str | os.PathLike, image_root: str | os.PathLike, allow_split_overlap: bool = False
+) -> list[str]:
     """Every problem of the annotation and its images, one line each (empty: all usable)."""
     annotation = read_annotation(annotation_path)
     if not isinstance(annotation, dict):
@@ -40,8 +41,13 @@ def verify_annotation(annotation_path: str | os.PathLike, image_root: str | os.P
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:  # entry checks without the images (already listed above)
-            build_dataset_dict(annotation, image_root=None, on_error="skip", source=str(annotation_path),
-                               allow_split_overlap=allow_split_overlap)
+            build_dataset_dict(
+                annotation,
+                image_root=None,
+                on_error="skip",
+                source=str(annotation_path),
+                allow_split_overlap=allow_split_overlap,
+            )
         except BadEntry as error:
             problems.append(str(error))
     problems += [str(w.message) for w in caught if "no image_root given" not in str(w.message)]

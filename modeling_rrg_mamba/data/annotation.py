@@ -25,8 +25,9 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import datasets
 
@@ -34,12 +35,16 @@ from ..image_processing_xray import load_xray_image
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 #: Split names of the R2Gen layout and of the raw releases -> DatasetDict split names.
-SPLIT_ALIASES: Dict[str, str] = {
-    "train": "train", "val": "validation", "valid": "validation", "validate": "validation",
-    "validation": "validation", "test": "test",
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "train",
+    "val": "validation",
+    "valid": "validation",
+    "validate": "validation",
+    "validation": "validation",
+    "test": "test",
 }
 _RESERVED = ("id", "image_path", "split")
 
@@ -65,12 +70,14 @@ def _check_readable(path: Path, where: str) -> None:
         raise BadEntry(f"{where}: image file {path} is unreadable ({error})") from None
 
 
-def _resolve_images(relative: List[str], image_root: Path, where: str, verify: bool) -> List[str]:
+def _resolve_images(relative: list[str], image_root: Path, where: str, verify: bool) -> list[str]:
     resolved = []
     for position, rel in enumerate(relative):
         if os.path.isabs(rel):
-            raise BadEntry(f"{where}: field image_path[{position}]={rel!r} is absolute; paths must be relative "
-                           f"to the image root {image_root}")
+            raise BadEntry(
+                f"{where}: field image_path[{position}]={rel!r} is absolute; paths must be relative "
+                f"to the image root {image_root}"
+            )
         path = (image_root / rel).resolve()
         if not path.is_relative_to(image_root):
             raise BadEntry(f"{where}: field image_path[{position}]={rel!r} escapes the image root {image_root}")
@@ -82,7 +89,7 @@ def _resolve_images(relative: List[str], image_root: Path, where: str, verify: b
     return resolved
 
 
-def _validate_entry(entry: Any, where: str, report_field: Optional[str]) -> Dict[str, Any]:
+def _validate_entry(entry: Any, where: str, report_field: str | None) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise BadEntry(f"{where}: entry is a {type(entry).__name__}, expected an object")
     if not isinstance(entry.get("id"), (str, int)) or str(entry.get("id")).strip() == "":
@@ -103,11 +110,15 @@ def _validate_entry(entry: Any, where: str, report_field: Optional[str]) -> Dict
     return {**entry, "image_path": paths}
 
 
-def _metadata_fields(entries: Sequence[Mapping[str, Any]], report_field: Optional[str]) -> List[str]:
-    fields: Dict[str, None] = {}
+def _metadata_fields(entries: Sequence[Mapping[str, Any]], report_field: str | None) -> list[str]:
+    fields: dict[str, None] = {}
     for entry in entries:
         for key, value in entry.items():
-            if key not in _RESERVED and key != report_field and (value is None or isinstance(value, (str, int, float, bool))):
+            if (
+                key not in _RESERVED
+                and key != report_field
+                and (value is None or isinstance(value, (str, int, float, bool)))
+            ):
                 fields.setdefault(key, None)
     return list(fields)
 
@@ -117,9 +128,9 @@ def _names(items: Sequence[str], limit: int = 10) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _drop_duplicate_ids(kept: List[Dict[str, Any]], source: str, split: str, on_error: str) -> List[Dict[str, Any]]:
+def _drop_duplicate_ids(kept: list[dict[str, Any]], source: str, split: str, on_error: str) -> list[dict[str, Any]]:
     """Duplicate study ids in one split: an error naming them, or (``skip``) keep each id's first entry."""
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     for entry in kept:
         seen[str(entry["id"])] = seen.get(str(entry["id"]), 0) + 1
     duplicates = [entry_id for entry_id, count in seen.items() if count > 1]
@@ -139,23 +150,26 @@ def _drop_duplicate_ids(kept: List[Dict[str, Any]], source: str, split: str, on_
 
 def check_view_counts(entries: Sequence[Mapping[str, Any]], source: str, split: str) -> None:
     """Studies of one split must have the same number of views (they are batched together); the error names them."""
-    by_count: Dict[int, List[str]] = {}
+    by_count: dict[int, list[str]] = {}
     for entry in entries:
         by_count.setdefault(len(entry["image_path"]), []).append(str(entry["id"]))
     if len(by_count) <= 1:
         return
     common = max(by_count, key=lambda count: len(by_count[count]))
-    odd = "; ".join(f"{len(ids)} with {count} view(s): {_names(ids)}" for count, ids in sorted(by_count.items())
-                    if count != common)
-    raise BadEntry(f"{source}: split {split!r} mixes studies with different numbers of views ({len(by_count[common])} "
-                   f"have {common}; {odd}); a batch needs the same number of views per study: split the annotation by "
-                   "view count or give every study the same views")
+    odd = "; ".join(
+        f"{len(ids)} with {count} view(s): {_names(ids)}" for count, ids in sorted(by_count.items()) if count != common
+    )
+    raise BadEntry(
+        f"{source}: split {split!r} mixes studies with different numbers of views ({len(by_count[common])} "
+        f"have {common}; {odd}); a batch needs the same number of views per study: split the annotation by "
+        "view count or give every study the same views"
+    )
 
 
 def check_split_overlap(splits: Mapping[str, Sequence[Mapping[str, Any]]], source: str) -> None:
     """The same study (id or image file) in two splits leaks test data into training: an error naming them."""
-    owners: Dict[str, str] = {}
-    overlaps: List[str] = []
+    owners: dict[str, str] = {}
+    overlaps: list[str] = []
     for split, entries in splits.items():
         for entry in entries:
             keys = {f"id {entry['id']!s}"} | {f"image {path}" for path in entry["image_path"]}
@@ -165,14 +179,22 @@ def check_split_overlap(splits: Mapping[str, Sequence[Mapping[str, Any]]], sourc
             for key in keys:
                 owners.setdefault(key, split)
     if overlaps:
-        raise BadEntry(f"{source}: {len(overlaps)} studies are in more than one split: {_names(overlaps)}; remove "
-                       "them from all but one split (or pass allow_split_overlap=True / --allow_split_overlap)")
+        raise BadEntry(
+            f"{source}: {len(overlaps)} studies are in more than one split: {_names(overlaps)}; remove "
+            "them from all but one split (or pass allow_split_overlap=True / --allow_split_overlap)"
+        )
 
 
-def build_dataset_dict(annotation: Mapping[str, Any], image_root: Optional[PathLike] = None,
-                       report_field: Optional[str] = "report", on_error: str = "raise", cast_images: bool = False,
-                       verify_images: bool = False, source: str = "annotation",
-                       allow_split_overlap: bool = False) -> datasets.DatasetDict:
+def build_dataset_dict(
+    annotation: Mapping[str, Any],
+    image_root: PathLike | None = None,
+    report_field: str | None = "report",
+    on_error: str = "raise",
+    cast_images: bool = False,
+    verify_images: bool = False,
+    source: str = "annotation",
+    allow_split_overlap: bool = False,
+) -> datasets.DatasetDict:
     """Validate an in-memory R2Gen-layout annotation and build the ``DatasetDict`` (see the module docstring).
 
     ``report_field`` names the entry field holding the report (``None`` for an image-only dataset, e.g. a
@@ -189,12 +211,16 @@ def build_dataset_dict(annotation: Mapping[str, Any], image_root: Optional[PathL
         raise BadEntry(f"{source}: unknown split key(s) {unknown}; expected some of {sorted(SPLIT_ALIASES)}")
     root = None if image_root is None else Path(image_root).resolve()
     if root is None:
-        warnings.warn(f"{source}: no image_root given, so images are missing: loading a text-only dataset "
-                      "(no 'images' column; relative paths kept in 'image_path')", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"{source}: no image_root given, so images are missing: loading a text-only dataset "
+            "(no 'images' column; relative paths kept in 'image_path')",
+            UserWarning,
+            stacklevel=2,
+        )
     elif not root.is_dir():
         raise FileNotFoundError(f"image_root: directory {root} does not exist")
 
-    valid: Dict[str, List[Dict[str, Any]]] = {}
+    valid: dict[str, list[dict[str, Any]]] = {}
     images_found = images_checked = 0
     for split_key, entries in annotation.items():
         if not isinstance(entries, list):
@@ -229,16 +255,20 @@ def build_dataset_dict(annotation: Mapping[str, Any], image_root: Optional[PathL
         check_view_counts(kept, source, split_key)
         valid[split_key] = kept
     if root is not None and images_checked and not images_found:
-        raise FileNotFoundError(f"{source}: none of the {images_checked} entries has its images under {root}; "
-                                "the images are missing (pass image_root=None to load the reports as text only)")
+        raise FileNotFoundError(
+            f"{source}: none of the {images_checked} entries has its images under {root}; "
+            "the images are missing (pass image_root=None to load the reports as text only)"
+        )
     if not allow_split_overlap:
         check_split_overlap(valid, source)
-    splits = {SPLIT_ALIASES[key]: _to_dataset(kept, report_field, root is not None, cast_images)
-              for key, kept in valid.items()}
+    splits = {
+        SPLIT_ALIASES[key]: _to_dataset(kept, report_field, root is not None, cast_images)
+        for key, kept in valid.items()
+    }
     return datasets.DatasetDict(splits)
 
 
-def _raise_if_root_is_empty(root: Path, source: str, annotation: Mapping[str, Any], report_field: Optional[str]) -> None:
+def _raise_if_root_is_empty(root: Path, source: str, annotation: Mapping[str, Any], report_field: str | None) -> None:
     """Turn a first missing image into a clearer error when no entry at all has its images."""
     for entries in annotation.values():
         for entry in entries if isinstance(entries, list) else ():
@@ -248,14 +278,17 @@ def _raise_if_root_is_empty(root: Path, source: str, annotation: Mapping[str, An
                 continue
             if all((root / p).resolve().is_file() for p in paths):
                 return
-    raise FileNotFoundError(f"{source}: no entry has its image files under {root}; the images are missing "
-                            "(pass image_root=None to load the reports as a text-only dataset)")
+    raise FileNotFoundError(
+        f"{source}: no entry has its image files under {root}; the images are missing "
+        "(pass image_root=None to load the reports as a text-only dataset)"
+    )
 
 
-def _to_dataset(entries: List[Dict[str, Any]], report_field: Optional[str], with_images: bool,
-                cast_images: bool) -> datasets.Dataset:
-    columns: Dict[str, list] = {"id": [str(e["id"]) for e in entries]}
-    features: Dict[str, Any] = {"id": datasets.Value("string")}
+def _to_dataset(
+    entries: list[dict[str, Any]], report_field: str | None, with_images: bool, cast_images: bool
+) -> datasets.Dataset:
+    columns: dict[str, list] = {"id": [str(e["id"]) for e in entries]}
+    features: dict[str, Any] = {"id": datasets.Value("string")}
     if with_images:
         columns["images"] = [e["images"] for e in entries]
         features["images"] = datasets.List(datasets.Image() if cast_images else datasets.Value("string"))
@@ -271,7 +304,7 @@ def _to_dataset(entries: List[Dict[str, Any]], report_field: Optional[str], with
     return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
-def read_annotation(annotation_path: PathLike) -> Dict[str, Any]:
+def read_annotation(annotation_path: PathLike) -> dict[str, Any]:
     """Read an R2Gen ``annotation.json`` with an error naming the file when it is not valid JSON."""
     path = Path(annotation_path)
     if not path.is_file():
@@ -282,13 +315,21 @@ def read_annotation(annotation_path: PathLike) -> Dict[str, Any]:
     except json.JSONDecodeError as error:
         raise BadEntry(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
     except UnicodeDecodeError as error:
-        raise BadEntry(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
-                       "save the annotation as UTF-8") from None
+        raise BadEntry(
+            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "save the annotation as UTF-8"
+        ) from None
 
 
-def load_r2gen_annotation(annotation_path: PathLike, image_root: Optional[PathLike] = None,
-                          report_field: Optional[str] = "report", on_error: str = "raise", cast_images: bool = False,
-                          verify_images: bool = False, allow_split_overlap: bool = False) -> datasets.DatasetDict:
+def load_r2gen_annotation(
+    annotation_path: PathLike,
+    image_root: PathLike | None = None,
+    report_field: str | None = "report",
+    on_error: str = "raise",
+    cast_images: bool = False,
+    verify_images: bool = False,
+    allow_split_overlap: bool = False,
+) -> datasets.DatasetDict:
     """Load an R2Gen-layout ``annotation.json`` (IU X-Ray, MIMIC-CXR, or one built by ``processing/``).
 
     Example (IU X-Ray in R2Gen's release layout)::
@@ -296,6 +337,13 @@ def load_r2gen_annotation(annotation_path: PathLike, image_root: Optional[PathLi
         ds = load_r2gen_annotation("iu_xray/annotation.json", image_root="iu_xray/images")
         ds["train"][0]   # {"id": "CXR2384_IM-0942", "images": [".../0.png", ".../1.png"], "report": ...}
     """
-    return build_dataset_dict(read_annotation(annotation_path), image_root=image_root, report_field=report_field,
-                              on_error=on_error, cast_images=cast_images, verify_images=verify_images,
-                              source=str(annotation_path), allow_split_overlap=allow_split_overlap)
+    return build_dataset_dict(
+        read_annotation(annotation_path),
+        image_root=image_root,
+        report_field=report_field,
+        on_error=on_error,
+        cast_images=cast_images,
+        verify_images=verify_images,
+        source=str(annotation_path),
+        allow_split_overlap=allow_split_overlap,
+    )

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -29,8 +30,10 @@ def _open_file(path: str, where: str) -> Image.Image:
     except FileNotFoundError:
         raise FileNotFoundError(f"{where}: image file {path} does not exist") from None
     except ValueError as error:
-        raise ValueError(f"{where}: image {path} is unreadable ({error}); on_bad_image='skip' (--on_bad_image skip) "
-                         "leaves such studies out, --verify_images lists every bad file before training") from None
+        raise ValueError(
+            f"{where}: image {path} is unreadable ({error}); on_bad_image='skip' (--on_bad_image skip) "
+            "leaves such studies out, --verify_images lists every bad file before training"
+        ) from None
 
 
 def open_image(value: Any, where: str) -> Image.Image:
@@ -48,8 +51,9 @@ def open_image(value: Any, where: str) -> Image.Image:
         return image
     if isinstance(value, Mapping) and value.get("path"):
         return _open_file(value["path"], where)
-    raise ValueError(f"{where}: expected an image path, a {{'path', 'bytes'}} dict or a PIL image, "
-                     f"got {type(value).__name__}")
+    raise ValueError(
+        f"{where}: expected an image path, a {{'path', 'bytes'}} dict or a PIL image, got {type(value).__name__}"
+    )
 
 
 class ReportGenerationCollator:
@@ -64,22 +68,28 @@ class ReportGenerationCollator:
             the study is left out of its batch with a warning and recorded in ``skipped`` (``(id, reason)``).
     """
 
-    def __init__(self, processor: Any, image_column: str = "images", report_column: Optional[str] = "report",
-                 image_mode: Optional[str] = "RGB", processor_kwargs: Optional[Dict[str, Any]] = None,
-                 on_bad_image: str = "error"):
+    def __init__(
+        self,
+        processor: Any,
+        image_column: str = "images",
+        report_column: str | None = "report",
+        image_mode: str | None = "RGB",
+        processor_kwargs: dict[str, Any] | None = None,
+        on_bad_image: str = "error",
+    ):
         if not callable(processor):
             raise ValueError(f"processor: expected a callable processor, got {type(processor).__name__}")
         if on_bad_image not in ("error", "skip"):
             raise ValueError(f"on_bad_image: expected 'error' or 'skip', got {on_bad_image!r}")
         self.on_bad_image = on_bad_image
-        self.skipped: List[tuple] = []
+        self.skipped: list[tuple] = []
         self.processor = processor
         self.image_column = image_column
         self.report_column = report_column
         self.image_mode = image_mode
         self.processor_kwargs = dict(processor_kwargs or {})
 
-    def study_images(self, example: Mapping[str, Any]) -> List[Image.Image]:
+    def study_images(self, example: Mapping[str, Any]) -> list[Image.Image]:
         name = f"example id={example.get('id')!r}"
         if self.image_column not in example:
             raise ValueError(f"{name}: column {self.image_column!r} is missing (a text-only dataset has no images)")
@@ -90,7 +100,7 @@ class ReportGenerationCollator:
         images = [open_image(v, f"{name}, field {self.image_column}[{i}]") for i, v in enumerate(values)]
         return [im.convert(self.image_mode) if self.image_mode and im.mode != self.image_mode else im for im in images]
 
-    def reports(self, examples: Sequence[Mapping[str, Any]]) -> List[str]:
+    def reports(self, examples: Sequence[Mapping[str, Any]]) -> list[str]:
         texts = []
         for example in examples:
             report = example.get(self.report_column)
@@ -99,7 +109,7 @@ class ReportGenerationCollator:
             texts.append(report)
         return texts
 
-    def processor_call_kwargs(self, examples: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    def processor_call_kwargs(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return dict(self.processor_kwargs)
 
     def readable_examples(self, examples: Sequence[Mapping[str, Any]]) -> tuple:
@@ -125,8 +135,10 @@ class ReportGenerationCollator:
         counts = {len(views) for views in images}
         if len(counts) > 1:
             listed = ", ".join(f"{e.get('id')!r}: {len(v)}" for e, v in zip(examples, images))
-            raise ValueError(f"batch mixes studies with different numbers of views ({listed}); give every study the "
-                             "same number of views")
+            raise ValueError(
+                f"batch mixes studies with different numbers of views ({listed}); give every study the "
+                "same number of views"
+            )
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
         if not examples:
@@ -148,8 +160,13 @@ class RRGMambaDataCollator(ReportGenerationCollator):
     (evaluation without the adapter loss).
     """
 
-    def __init__(self, processor: Any, label_column: Optional[str] = OBSERVATION_LABELS_COLUMN,
-                 label_key: str = OBSERVATION_LABELS_COLUMN, **kwargs: Any):
+    def __init__(
+        self,
+        processor: Any,
+        label_column: str | None = OBSERVATION_LABELS_COLUMN,
+        label_key: str = OBSERVATION_LABELS_COLUMN,
+        **kwargs: Any,
+    ):
         super().__init__(processor, **kwargs)
         self.label_column = label_column
         self.label_key = label_key
@@ -161,8 +178,10 @@ class RRGMambaDataCollator(ReportGenerationCollator):
             for example in self.last_examples:
                 labels = example.get(self.label_column)
                 if labels is None or len(labels) != 14:
-                    raise ValueError(f"example id={example.get('id')!r}: field {self.label_column!r} must hold 14 "
-                                     "observation labels (run add_observation_labels first)")
+                    raise ValueError(
+                        f"example id={example.get('id')!r}: field {self.label_column!r} must hold 14 "
+                        "observation labels (run add_observation_labels first)"
+                    )
                 rows.append(labels)
             batch[self.label_key] = torch.tensor(rows, dtype=torch.float32)
         return batch
@@ -172,11 +191,11 @@ class EMRRGDataCollator(ReportGenerationCollator):
     """EMRRG batches: the reports go to the processor as ``reports=`` (targets, prompt masked in the labels) and
     the instruction ``prompt`` as ``text=``, one per sample (``None`` = the processor's default prompt)."""
 
-    def __init__(self, processor: Any, prompt: Optional[str] = None, **kwargs: Any):
+    def __init__(self, processor: Any, prompt: str | None = None, **kwargs: Any):
         super().__init__(processor, **kwargs)
         self.prompt = prompt
 
-    def processor_call_kwargs(self, examples: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    def processor_call_kwargs(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         kwargs = super().processor_call_kwargs(examples)
         if self.prompt is not None:
             kwargs["text"] = [self.prompt] * len(examples)

@@ -6,8 +6,6 @@ so training targets and evaluation agree on what each report says.
 
 from __future__ import annotations
 
-from typing import Union
-
 import datasets
 
 from ..labeler import binarize_labels, label_reports
@@ -16,9 +14,14 @@ from ..labeler import binarize_labels, label_reports
 OBSERVATION_LABELS_COLUMN = "observation_labels"
 
 
-def add_observation_labels(dataset: Union[datasets.Dataset, datasets.DatasetDict], report_column: str = "report",
-                           column: str = OBSERVATION_LABELS_COLUMN, uncertain: str = "positive",
-                           raw: bool = False, num_proc: int = None):
+def add_observation_labels(
+    dataset: datasets.Dataset | datasets.DatasetDict,
+    report_column: str = "report",
+    column: str = OBSERVATION_LABELS_COLUMN,
+    uncertain: str = "positive",
+    raw: bool = False,
+    num_proc: int | None = None,
+):
     """Add a column of 14 CheXpert observation labels per report (order ``labeler.OBSERVATIONS``).
 
     By default the labels are 0/1 floats for a multi-label BCE loss: positive -> 1, negative and blank -> 0,
@@ -37,7 +40,12 @@ def add_observation_labels(dataset: Union[datasets.Dataset, datasets.DatasetDict
         return {column: values.astype("float32").tolist()}
 
     features = datasets.List(datasets.Value("float32"), length=14)
-    return dataset.map(label_batch, batched=True, num_proc=num_proc,
-                       features=None if isinstance(dataset, datasets.DatasetDict) else
-                       datasets.Features({**dataset.features, column: features}),
-                       desc="CheXpert labels")
+    return dataset.map(
+        label_batch,
+        batched=True,
+        num_proc=num_proc,
+        features=None
+        if isinstance(dataset, datasets.DatasetDict)
+        else datasets.Features({**dataset.features, column: features}),
+        desc="CheXpert labels",
+    )

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 
 class OutputPathError(ValueError):
@@ -27,8 +28,9 @@ def _probe_folder(folder: Path, flag: str) -> None:
         os.close(handle)
         os.remove(probe)
     except OSError as error:
-        raise OutputPathError(f"{flag}: cannot write to {folder} ({error.strerror or error}); choose a writable "
-                              "location") from None
+        raise OutputPathError(
+            f"{flag}: cannot write to {folder} ({error.strerror or error}); choose a writable location"
+        ) from None
 
 
 def check_output_file(path: str | os.PathLike, flag: str) -> Path:

@@ -14,8 +14,9 @@ import random
 import re
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 from .annotation import SPLIT_ALIASES, PathLike
 
@@ -32,14 +33,14 @@ def _r2gen_split(name: str, where: str) -> str:
         raise ValueError(f"{where}: unknown split {name!r}; expected one of {sorted(SPLIT_ALIASES)}") from None
 
 
-def _group_by_split(entries: Iterable[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any]]]:
-    annotation: Dict[str, List[Dict[str, Any]]] = {split: [] for split in R2GEN_SPLITS}
+def _group_by_split(entries: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    annotation: dict[str, list[dict[str, Any]]] = {split: [] for split in R2GEN_SPLITS}
     for entry in entries:
         annotation[entry["split"]].append(entry)
     return {split: entries for split, entries in annotation.items() if entries}
 
 
-def write_annotation(annotation: Mapping[str, List[Dict[str, Any]]], path: PathLike) -> None:
+def write_annotation(annotation: Mapping[str, list[dict[str, Any]]], path: PathLike) -> None:
     """Write an annotation as ``annotation.json`` and log the number of entries per split."""
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(annotation, handle, indent=1)
@@ -47,7 +48,7 @@ def write_annotation(annotation: Mapping[str, List[Dict[str, Any]]], path: PathL
 
 
 # --------------------------------------------------------------------------------------------- IU X-Ray
-def parse_open_i_report(xml_path: PathLike) -> Dict[str, Any]:
+def parse_open_i_report(xml_path: PathLike) -> dict[str, Any]:
     """One Open-i / NLMCXR report: ``{"uid", "findings", "impression", "images": [image ids in XML order]}``."""
     try:
         root = ElementTree.parse(xml_path).getroot()
@@ -63,7 +64,7 @@ def parse_open_i_report(xml_path: PathLike) -> Dict[str, Any]:
     }
 
 
-def read_projections(path: PathLike) -> Dict[str, str]:
+def read_projections(path: PathLike) -> dict[str, str]:
     """Image id -> ``"frontal"`` / ``"lateral"`` from a CSV with columns ``image`` and ``projection``."""
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -74,13 +75,21 @@ def read_projections(path: PathLike) -> Dict[str, str]:
 
 
 def study_id_from_image(image_id: str) -> str:
-    """R2Gen's IU study id: the image id without its last ``-NNNN`` part (``CXR1_1_IM-0001-3001`` -> ``CXR1_1_IM-0001``)."""
+    """R2Gen's IU study id: the image id without its last ``-NNNN`` part (``CXR1_1_IM-0001-3001`` -> "
+    "``CXR1_1_IM-0001``)."""
     return image_id.rsplit("-", 1)[0]
 
 
-def iu_xray_annotation(reports_dir: PathLike, image_suffix: str = ".png", projections: Optional[Mapping[str, str]] = None,
-                       min_images: int = 2, max_images: int = 2, ratios: Tuple[float, float, float] = (0.7, 0.1, 0.2),
-                       seed: int = 42, reference_splits: Optional[Mapping[str, str]] = None) -> Dict[str, List[Dict]]:
+def iu_xray_annotation(
+    reports_dir: PathLike,
+    image_suffix: str = ".png",
+    projections: Mapping[str, str] | None = None,
+    min_images: int = 2,
+    max_images: int = 2,
+    ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    seed: int = 42,
+    reference_splits: Mapping[str, str] | None = None,
+) -> dict[str, list[dict]]:
     """IU X-Ray studies from Open-i XML reports: FINDINGS as report, frontal view first.
 
     Views come from ``projections`` (image id -> frontal/lateral) when given; otherwise the XML order is kept
@@ -109,19 +118,29 @@ def iu_xray_annotation(reports_dir: PathLike, image_suffix: str = ".png", projec
             continue
         images = images[:max_images]
         views = [projections.get(image, "unknown") if projections else "unknown" for image in images]
-        studies.append({"id": study_id_from_image(images[0]), "report": report["findings"],
-                        "image_path": [image + image_suffix for image in images], "view": ",".join(views),
-                        "uid": report["uid"]})
+        studies.append(
+            {
+                "id": study_id_from_image(images[0]),
+                "report": report["findings"],
+                "image_path": [image + image_suffix for image in images],
+                "view": ",".join(views),
+                "uid": report["uid"],
+            }
+        )
     for reason, count in dropped.items():
         logger.warning("IU X-Ray: dropped %d reports (%s)", count, reason)
     return _group_by_split(_assign_splits(studies, ratios, seed, reference_splits))
 
 
-def _assign_splits(studies: List[Dict[str, Any]], ratios: Sequence[float], seed: int,
-                   reference_splits: Optional[Mapping[str, str]]) -> List[Dict[str, Any]]:
+def _assign_splits(
+    studies: list[dict[str, Any]], ratios: Sequence[float], seed: int, reference_splits: Mapping[str, str] | None
+) -> list[dict[str, Any]]:
     if reference_splits is not None:
-        kept = [dict(s, split=_r2gen_split(reference_splits[s["id"]], s["id"])) for s in studies
-                if s["id"] in reference_splits]
+        kept = [
+            dict(s, split=_r2gen_split(reference_splits[s["id"]], s["id"]))
+            for s in studies
+            if s["id"] in reference_splits
+        ]
         if len(kept) < len(studies):
             logger.warning("dropped %d studies absent from the reference split", len(studies) - len(kept))
         return kept
@@ -130,8 +149,9 @@ def _assign_splits(studies: List[Dict[str, Any]], ratios: Sequence[float], seed:
     order = list(range(len(studies)))
     random.Random(seed).shuffle(order)
     n_train, n_val = round(ratios[0] * len(order)), round(ratios[1] * len(order))
-    split_of = {i: ("train" if rank < n_train else "val" if rank < n_train + n_val else "test")
-                for rank, i in enumerate(order)}
+    split_of = {
+        i: ("train" if rank < n_train else "val" if rank < n_train + n_val else "test") for rank, i in enumerate(order)
+    }
     return [dict(s, split=split_of[i]) for i, s in enumerate(studies)]
 
 
@@ -148,11 +168,11 @@ def extract_section(report: str, name: str = "FINDINGS") -> str:
     for position, header in enumerate(headers):
         if header.group(1).strip().upper() == name.upper():
             end = headers[position + 1].start() if position + 1 < len(headers) else len(report)
-            return " ".join(report[header.end():end].split())
+            return " ".join(report[header.end() : end].split())
     return ""
 
 
-def _read_csv(path: PathLike, required: Sequence[str]) -> List[Dict[str, str]]:
+def _read_csv(path: PathLike, required: Sequence[str]) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = set(required) - set(reader.fieldnames or ())
@@ -161,8 +181,13 @@ def _read_csv(path: PathLike, required: Sequence[str]) -> List[Dict[str, str]]:
         return list(reader)
 
 
-def mimic_cxr_annotation(split_csv: PathLike, reports_root: PathLike, metadata_csv: Optional[PathLike] = None,
-                         section: str = "FINDINGS", image_suffix: str = ".jpg") -> Dict[str, List[Dict]]:
+def mimic_cxr_annotation(
+    split_csv: PathLike,
+    reports_root: PathLike,
+    metadata_csv: PathLike | None = None,
+    section: str = "FINDINGS",
+    image_suffix: str = ".jpg",
+) -> dict[str, list[dict]]:
     """MIMIC-CXR-JPG images with the ``section`` of their study report, one entry per image (R2Gen layout).
 
     ``split_csv`` is ``mimic-cxr-2.0.0-split.csv`` (dicom_id, study_id, subject_id, split); report files are
@@ -173,7 +198,7 @@ def mimic_cxr_annotation(split_csv: PathLike, reports_root: PathLike, metadata_c
     views = {}
     if metadata_csv is not None:
         views = {r["dicom_id"]: r["ViewPosition"] for r in _read_csv(metadata_csv, ("dicom_id", "ViewPosition"))}
-    sections: Dict[Tuple[str, str], str] = {}
+    sections: dict[tuple[str, str], str] = {}
     entries, dropped = [], Counter()
     for row in rows:
         subject, study = row["subject_id"], row["study_id"]
@@ -182,14 +207,21 @@ def mimic_cxr_annotation(split_csv: PathLike, reports_root: PathLike, metadata_c
         if key not in sections:
             report_file = Path(reports_root) / folder / f"s{study}.txt"
             if not report_file.is_file():
-                raise FileNotFoundError(f"{split_csv}: dicom {row['dicom_id']}: report file {report_file} does not exist")
+                raise FileNotFoundError(
+                    f"{split_csv}: dicom {row['dicom_id']}: report file {report_file} does not exist"
+                )
             sections[key] = extract_section(report_file.read_text(encoding="utf-8"), section)
         if not sections[key]:
             dropped[f"no {section} section"] += 1
             continue
-        entry = {"id": row["dicom_id"], "study_id": study, "subject_id": subject, "report": sections[key],
-                 "image_path": [f"{folder}/s{study}/{row['dicom_id']}{image_suffix}"],
-                 "split": _r2gen_split(row["split"], f"{split_csv}: dicom {row['dicom_id']}")}
+        entry = {
+            "id": row["dicom_id"],
+            "study_id": study,
+            "subject_id": subject,
+            "report": sections[key],
+            "image_path": [f"{folder}/s{study}/{row['dicom_id']}{image_suffix}"],
+            "split": _r2gen_split(row["split"], f"{split_csv}: dicom {row['dicom_id']}"),
+        }
         if row["dicom_id"] in views:
             entry["view"] = views[row["dicom_id"]]
         entries.append(entry)
@@ -199,8 +231,12 @@ def mimic_cxr_annotation(split_csv: PathLike, reports_root: PathLike, metadata_c
 
 
 # --------------------------------------------------------------------------------------- CheXpert Plus
-def chexpert_plus_annotation(csv_path: PathLike, sections: Sequence[str] = ("section_findings",),
-                             frontal_only: bool = False, split_column: str = "split") -> Dict[str, List[Dict]]:
+def chexpert_plus_annotation(
+    csv_path: PathLike,
+    sections: Sequence[str] = ("section_findings",),
+    frontal_only: bool = False,
+    split_column: str = "split",
+) -> dict[str, list[dict]]:
     """CheXpert Plus rows (one per image) in R2Gen layout; the report joins the named CSV ``sections``.
 
     Rows whose sections are all empty keep an empty report, so the loader's bad-data policy reports them.
@@ -213,12 +249,14 @@ def chexpert_plus_annotation(csv_path: PathLike, sections: Sequence[str] = ("sec
         if frontal_only and frontal_lateral.lower() != "frontal":
             continue
         path = row["path_to_image"].strip()
-        entries.append({
-            "id": path.rsplit(".", 1)[0],
-            "report": " ".join(" ".join((row[s] or "").split()) for s in sections if (row[s] or "").strip()),
-            "image_path": [path],
-            "split": _r2gen_split(row[split_column], f"{csv_path}: line {number}"),
-            "view": " ".join(v for v in (frontal_lateral, (row.get("ap_pa") or "").strip()) if v),
-            "study_id": str(Path(path).parent),
-        })
+        entries.append(
+            {
+                "id": path.rsplit(".", 1)[0],
+                "report": " ".join(" ".join((row[s] or "").split()) for s in sections if (row[s] or "").strip()),
+                "image_path": [path],
+                "split": _r2gen_split(row[split_column], f"{csv_path}: line {number}"),
+                "view": " ".join(v for v in (frontal_lateral, (row.get("ap_pa") or "").strip()) if v),
+                "study_id": str(Path(path).parent),
+            }
+        )
     return _group_by_split(entries)

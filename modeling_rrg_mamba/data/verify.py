@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -36,8 +37,9 @@ def check_image_file(path: str) -> str | None:
     return None
 
 
-def scan_images(splits: Mapping[str, Iterable[Mapping[str, Any]]], image_column: str = "images",
-                progress: bool = True) -> list[BadImage]:
+def scan_images(
+    splits: Mapping[str, Iterable[Mapping[str, Any]]], image_column: str = "images", progress: bool = True
+) -> list[BadImage]:
     """Decode every image path of every split (``{split: examples}``); returns all the bad ones."""
     bad: list[BadImage] = []
     for split, examples in splits.items():

@@ -9,17 +9,22 @@ from transformers import AutoConfig, AutoModel, AutoProcessor
 from .._compat import register_auto_model, register_image_processors
 from ..image_processing_xray import XrayImageProcessor
 from ..image_processing_xray_fast import XrayImageProcessorFast
-
 from .configuration_emrrg import EMRRGConfig, XrayMambaConfig
 from .modeling_emrrg import EMRRGForConditionalGeneration, EMRRGPreTrainedModel, HybridAttention, HybridAttentionMixin
 from .modeling_xray_mamba import XrayMambaModel
 from .processing_emrrg import EMRRGProcessor
 
-
 # Partial LoRA needs peft, loaded on first use: the Auto registration that imports this package can run while peft
 # itself is being imported (peft -> transformers -> an Auto mapping look-up), when peft's names do not exist yet.
-_PARTIAL_LORA_NAMES = ("PartialLoraLinear", "PartialLoraVariant", "apply_emrrg_recipe", "count_parameters",
-                       "emrrg_lora_config", "load_emrrg_adapter", "partial_lora_config")
+_PARTIAL_LORA_NAMES = (
+    "PartialLoraLinear",
+    "PartialLoraVariant",
+    "apply_emrrg_recipe",
+    "count_parameters",
+    "emrrg_lora_config",
+    "load_emrrg_adapter",
+    "partial_lora_config",
+)
 
 
 def __getattr__(name: str):

@@ -8,7 +8,7 @@ the hybrid decoder layers (§3.3).
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Union
+from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
@@ -52,11 +52,11 @@ class XrayMambaConfig(PretrainedConfig):
         num_channels: int = 3,
         hidden_size: int = 768,
         num_hidden_layers: int = 12,
-        intermediate_size: Optional[int] = None,
+        intermediate_size: int | None = None,
         d_state: int = 16,
         d_conv: int = 4,
         expand: int = 1,
-        dt_rank: Union[int, str] = "auto",
+        dt_rank: int | str = "auto",
         scan_directions: tuple[str, ...] | list[str] = ("row", "row_reversed", "col", "col_reversed"),
         rms_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
@@ -80,13 +80,15 @@ class XrayMambaConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
     @classmethod
-    def from_preset(cls, preset: str, **kwargs: Any) -> "XrayMambaConfig":
+    def from_preset(cls, preset: str, **kwargs: Any) -> XrayMambaConfig:
         """The paper's ``"base"`` (768 x 12) or ``"large"`` (1024 x 24) backbone; ``kwargs`` override fields."""
         if preset not in XRAY_MAMBA_PRESETS:
-            raise ValueError(f"preset: unknown X-ray Mamba preset {preset!r}; choose from {sorted(XRAY_MAMBA_PRESETS)}")
+            raise ValueError(
+                f"preset: unknown X-ray Mamba preset {preset!r}; choose from {sorted(XRAY_MAMBA_PRESETS)}"
+            )
         return cls(**{**XRAY_MAMBA_PRESETS[preset], **kwargs})
 
-    def num_tokens(self, image_size: Optional[int] = None) -> int:
+    def num_tokens(self, image_size: int | None = None) -> int:
         """Tokens per view: the patches of an ``image_size`` square plus the middle class token."""
         side = (image_size or self.image_size) // self.patch_size
         return side * side + 1
@@ -139,15 +141,15 @@ class EMRRGConfig(PretrainedConfig):
 
     def __init__(
         self,
-        vision_config: Optional[Union[XrayMambaConfig, dict]] = None,
-        text_config: Optional[Union[PretrainedConfig, dict]] = None,
+        vision_config: XrayMambaConfig | dict | None = None,
+        text_config: PretrainedConfig | dict | None = None,
         image_token_id: int = 32000,
         num_views: int = 1,
         multi_view_fusion: str = "mean",
         hybrid_layer_interval: int = 8,
         hybrid_layer_start: int = 0,
         cross_attention_queries: str = "self_attention",
-        cross_attention_heads: Optional[int] = None,
+        cross_attention_heads: int | None = None,
         cross_attention_gate: str = "token",
         projector_layer_norm_eps: float = 1e-5,
         **kwargs: Any,
@@ -157,24 +159,37 @@ class EMRRGConfig(PretrainedConfig):
         self.vision_config = vision_config if vision_config is not None else XrayMambaConfig()
         if isinstance(text_config, dict):
             if "model_type" not in text_config:
-                raise ValueError("text_config: a dict text_config needs a 'model_type' (e.g. 'llama', 'qwen2', 'gpt2')")
+                raise ValueError(
+                    "text_config: a dict text_config needs a 'model_type' (e.g. 'llama', 'qwen2', 'gpt2')"
+                )
             text_config = dict(text_config)
             text_config = AutoConfig.for_model(text_config.pop("model_type"), **text_config)
         if text_config is None:
             text_config = AutoConfig.for_model(
-                "llama", hidden_size=64, intermediate_size=128, num_hidden_layers=8, num_attention_heads=4,
-                num_key_value_heads=2, vocab_size=1000)
+                "llama",
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=8,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                vocab_size=1000,
+            )
         missing = [name for name in REQUIRED_TEXT_CONFIG_ATTRIBUTES if getattr(text_config, name, None) is None]
         if missing:
-            raise ValueError(f"text_config: {type(text_config).__name__} lacks {missing}, needed to build hybrid layers")
+            raise ValueError(
+                f"text_config: {type(text_config).__name__} lacks {missing}, needed to build hybrid layers"
+            )
         self.text_config = text_config
         if hybrid_layer_interval < 1 or hybrid_layer_interval > text_config.num_hidden_layers:
             raise ValueError(
                 f"hybrid_layer_interval: expected 1..{text_config.num_hidden_layers} (the LLM's layers), "
-                f"got {hybrid_layer_interval}; no layer would become hybrid")
+                f"got {hybrid_layer_interval}; no layer would become hybrid"
+            )
         if not 0 <= hybrid_layer_start < text_config.num_hidden_layers:
             raise ValueError(
-                f"hybrid_layer_start: expected 0..{text_config.num_hidden_layers - 1} (the LLM's layers), got {hybrid_layer_start}")
+                f"hybrid_layer_start: expected 0..{text_config.num_hidden_layers - 1} (the LLM's layers), got "
+                f"{hybrid_layer_start}"
+            )
         for name, value, choices in (
             ("multi_view_fusion", multi_view_fusion, MULTI_VIEW_FUSIONS),
             ("cross_attention_queries", cross_attention_queries, CROSS_ATTENTION_QUERIES),
@@ -186,7 +201,8 @@ class EMRRGConfig(PretrainedConfig):
         if text_config.hidden_size % text_config.num_attention_heads:
             raise ValueError(
                 f"text_config: hidden_size {text_config.hidden_size} is not divisible by "
-                f"num_attention_heads {text_config.num_attention_heads}")
+                f"num_attention_heads {text_config.num_attention_heads}"
+            )
         self.image_token_id = image_token_id
         self.num_views = num_views
         self.multi_view_fusion = multi_view_fusion
@@ -198,7 +214,9 @@ class EMRRGConfig(PretrainedConfig):
         self.projector_layer_norm_eps = projector_layer_norm_eps
         kwargs.setdefault("tie_word_embeddings", getattr(text_config, "tie_word_embeddings", False))
         # The base class pushes its (unset) attention implementation down to the sub-configs; keep the LLM's own.
-        text_attention = None if "attn_implementation" in kwargs else getattr(text_config, "_attn_implementation", None)
+        text_attention = (
+            None if "attn_implementation" in kwargs else getattr(text_config, "_attn_implementation", None)
+        )
         super().__init__(**kwargs)
         if text_attention is not None:
             self.text_config._attn_implementation = text_attention

@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 import sys
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,7 @@ class EMRRGCausalLMOutputWithPast(CausalLMOutputWithPast):
     as the installed release names it: ``cache`` from 5.24, ``past_key_values`` before) plus the projected visual
     tokens ``image_hidden_states`` ``(batch, visual tokens, hidden)``."""
 
-    image_hidden_states: Optional[Tensor] = None
+    image_hidden_states: Tensor | None = None
 
 
 class EMRRGMultiModalProjector(nn.Module):
@@ -93,7 +93,9 @@ class DynamicGate(nn.Module):
         self.bias = nn.Parameter(torch.zeros(width))
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        return torch.tanh(F.linear(hidden_states, self.weight.to(hidden_states.dtype), self.bias.to(hidden_states.dtype)))
+        return torch.tanh(
+            F.linear(hidden_states, self.weight.to(hidden_states.dtype), self.bias.to(hidden_states.dtype))
+        )
 
 
 def _text_head_dim(text_config: Any) -> int:
@@ -144,14 +146,23 @@ class GatedCrossAttention(nn.Module):
         return states.unflatten(-1, (heads, self.head_dim)).transpose(1, 2)
 
     def visual_keys_values(self, visual_tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys and values ``(batch, kv heads, visual tokens, head_dim)``; ``kv_proj`` lays out ``(head, k|v, dim)``."""
+        """Keys and values ``(batch, kv heads, visual tokens, head_dim)``; ``kv_proj`` lays out ``(head, "
+        "k|v, dim)``."""
         if self.shared_queries:
             kv = self.kv_proj(visual_tokens).unflatten(-1, (self.num_kv_heads, 2, self.head_dim))
             return kv[..., 0, :].transpose(1, 2), kv[..., 1, :].transpose(1, 2)
-        return self._heads(self.k_proj(visual_tokens), self.num_heads), self._heads(self.v_proj(visual_tokens), self.num_heads)
+        return self._heads(self.k_proj(visual_tokens), self.num_heads), self._heads(
+            self.v_proj(visual_tokens), self.num_heads
+        )
 
-    def forward(self, hidden_states: Tensor, keys: Tensor, values: Tensor, queries: Optional[Tensor] = None,
-                output_projection: Optional[nn.Module] = None) -> Tensor:
+    def forward(
+        self,
+        hidden_states: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        queries: Tensor | None = None,
+        output_projection: nn.Module | None = None,
+    ) -> Tensor:
         """``hidden_states`` = h; ``queries`` (``(B, heads, L, head_dim)``) and ``output_projection`` (without its
         bias) come from the self-attention in the ``"self_attention"`` form."""
         if queries is None:
@@ -188,7 +199,7 @@ def _write_cross_cache(cache: DynamicCache, index: int, keys: Tensor, values: Te
     cache.layers[index] = layer
 
 
-def _read_cross_cache(cache: Optional[Cache], index: int) -> Optional[tuple[Tensor, Tensor]]:
+def _read_cross_cache(cache: Cache | None, index: int) -> tuple[Tensor, Tensor] | None:
     if cache is None or len(cache.layers) <= index or not cache.layers[index].is_initialized:
         return None
     return cache.layers[index].keys, cache.layers[index].values
@@ -206,7 +217,7 @@ class HybridAttentionMixin:
     cross_cache_index: int
     _attention_signature: inspect.Signature  # of the LLM attention's forward, set per hybrid class
 
-    def init_hybrid(self, config: EMRRGConfig, pre_attention_norm: Optional[nn.Module], cross_cache_index: int) -> None:
+    def init_hybrid(self, config: EMRRGConfig, pre_attention_norm: nn.Module | None, cross_cache_index: int) -> None:
         """Add the cross-attention's weights; ``pre_attention_norm`` is the layer's shared norm (``"self_attention"``
         form: the visual tokens pass it too, as in the authors' code)."""
         weight = next(self.parameters())
@@ -215,7 +226,7 @@ class HybridAttentionMixin:
         # A reference, not a child: the norm is the decoder layer's (its weights keep their name there).
         object.__setattr__(self, "shared_norm", pre_attention_norm if self.gated_cross_attn.shared_queries else None)
 
-    def _visual_keys_values(self, visual_tokens: Optional[Tensor], cache: Optional[Cache]) -> Optional[tuple[Tensor, Tensor]]:
+    def _visual_keys_values(self, visual_tokens: Tensor | None, cache: Cache | None) -> tuple[Tensor, Tensor] | None:
         if visual_tokens is None:
             return _read_cross_cache(cache, self.cross_cache_index)
         if self.shared_norm is not None:
@@ -223,11 +234,15 @@ class HybridAttentionMixin:
         keys, values = self.gated_cross_attn.visual_keys_values(visual_tokens)
         if cache is not None:
             if not isinstance(cache, DynamicCache):
-                raise ValueError(f"cache: EMRRG keeps visual keys/values in a DynamicCache, got {type(cache).__name__}")
+                raise ValueError(
+                    f"cache: EMRRG keeps visual keys/values in a DynamicCache, got {type(cache).__name__}"
+                )
             _write_cross_cache(cache, self.cross_cache_index, keys, values)
         return keys, values
 
-    def _self_attention_queries(self, hidden_states: Tensor, position_embeddings: Optional[tuple[Tensor, Tensor]]) -> Tensor:
+    def _self_attention_queries(
+        self, hidden_states: Tensor, position_embeddings: tuple[Tensor, Tensor] | None
+    ) -> Tensor:
         """The queries ``(B, heads, L, head_dim)`` this self-attention uses (after its q-norm and RoPE, if any)."""
         head_dim = self.gated_cross_attn.head_dim
         if hasattr(self, "q_proj"):
@@ -250,7 +265,7 @@ class HybridAttentionMixin:
                 return getattr(self, name)
         raise ValueError(f"cross_attention_queries: cannot find the output projection of {type(self).__name__}")
 
-    def forward(self, *args: Any, cross_attention_states: Optional[Tensor] = None, **kwargs: Any) -> Any:
+    def forward(self, *args: Any, cross_attention_states: Tensor | None = None, **kwargs: Any) -> Any:
         outputs = super().forward(*args, **kwargs)
         bound = _bound_arguments(self._attention_signature, (self, *args), kwargs)
         cache = next((bound[name] for name in CACHE_KWARG_NAMES if bound.get(name) is not None), None)
@@ -304,7 +319,8 @@ def decoder_layers(language_model: PreTrainedModel) -> nn.ModuleList:
             return layers
     raise ValueError(
         f"text_config: cannot find the {num_layers} decoder layers of {type(language_model).__name__} "
-        f"(looked for {DECODER_LAYER_LIST_NAMES} on {type(decoder).__name__})")
+        f"(looked for {DECODER_LAYER_LIST_NAMES} on {type(decoder).__name__})"
+    )
 
 
 def attention_child_name(layer: nn.Module) -> str:
@@ -312,7 +328,10 @@ def attention_child_name(layer: nn.Module) -> str:
     for name in ATTENTION_CHILD_NAMES:
         if isinstance(getattr(layer, name, None), nn.Module):
             return name
-    raise ValueError(f"text_config: decoder layer {type(layer).__name__} has no attention child named one of {ATTENTION_CHILD_NAMES}")
+    raise ValueError(
+        f"text_config: decoder layer {type(layer).__name__} has no attention child named one of "
+        f"{ATTENTION_CHILD_NAMES}"
+    )
 
 
 def insert_hybrid_layers(language_model: PreTrainedModel, config: EMRRGConfig) -> None:
@@ -327,7 +346,8 @@ def insert_hybrid_layers(language_model: PreTrainedModel, config: EMRRGConfig) -
         if norm is None and config.cross_attention_queries == "self_attention":
             raise ValueError(
                 f"text_config: decoder layer {type(layers[index]).__name__} has no pre-attention norm named one of "
-                f"{PRE_ATTENTION_NORM_NAMES}; use cross_attention_queries='separate'")
+                f"{PRE_ATTENTION_NORM_NAMES}; use cross_attention_queries='separate'"
+            )
         attention.__class__ = hybrid_attention_class(type(attention))
         attention.init_hybrid(config, norm, cross_cache_index=num_layers + j)
 
@@ -346,7 +366,8 @@ class EMRRGPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Initialise what a checkpoint lacks at this level: the projector's Linear / LayerNorm (loaded tensors kept)."""
+        """Initialise what a checkpoint lacks at this level: the projector's Linear / LayerNorm (loaded "
+        "tensors kept)."""
         std = getattr(self.config.text_config, "initializer_range", 0.02)
         if isinstance(module, nn.Linear):
             _init_unloaded(module.weight, lambda t: init.normal_(t, mean=0.0, std=std))
@@ -366,7 +387,9 @@ class EMRRGPreTrainedModel(PreTrainedModel):
             if isinstance(module, GatedCrossAttention):
                 module.reset_parameters(std)
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict[str, Any]] = None, **kwargs: Any) -> None:
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         """Non-reentrant checkpointing (transformers 4.57 defaults to reentrant): the visual tokens reach the hybrid
         layers as a keyword argument, which reentrant checkpointing neither differentiates nor can replay.
 
@@ -374,8 +397,10 @@ class EMRRGPreTrainedModel(PreTrainedModel):
         """
         gradient_checkpointing_kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
         if gradient_checkpointing_kwargs["use_reentrant"]:
-            raise ValueError("gradient_checkpointing_kwargs: use_reentrant=True cannot carry the visual tokens to the "
-                             "hybrid layers; leave it unset or False")
+            raise ValueError(
+                "gradient_checkpointing_kwargs: use_reentrant=True cannot carry the visual tokens to the "
+                "hybrid layers; leave it unset or False"
+            )
         enable_activation_checkpointing(super(), gradient_checkpointing_kwargs, **kwargs)
 
 
@@ -396,21 +421,25 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
     def __init__(
         self,
         config: EMRRGConfig,
-        vision_model: Optional[XrayMambaModel] = None,
-        language_model: Optional[PreTrainedModel] = None,
+        vision_model: XrayMambaModel | None = None,
+        language_model: PreTrainedModel | None = None,
     ) -> None:
         super().__init__(config)
         if vision_model is not None and vision_model.config.hidden_size != config.vision_config.hidden_size:
             raise ValueError(
                 f"vision_model: hidden_size {vision_model.config.hidden_size} does not match "
-                f"config.vision_config.hidden_size {config.vision_config.hidden_size}")
+                f"config.vision_config.hidden_size {config.vision_config.hidden_size}"
+            )
         if language_model is not None and language_model.config.hidden_size != config.text_config.hidden_size:
             raise ValueError(
                 f"language_model: hidden_size {language_model.config.hidden_size} does not match "
-                f"config.text_config.hidden_size {config.text_config.hidden_size}")
+                f"config.text_config.hidden_size {config.text_config.hidden_size}"
+            )
         self.vision_model = vision_model if vision_model is not None else XrayMambaModel(config.vision_config)
         self.multi_modal_projector = EMRRGMultiModalProjector(config)
-        self.language_model = language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
+        self.language_model = (
+            language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
+        )
         insert_hybrid_layers(self.language_model, config)
         self.post_init()
         self.suppress_image_token()
@@ -430,11 +459,11 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
     @classmethod
     def from_vision_text_pretrained(
         cls,
-        vision_model_name_or_path: Union[str, XrayMambaModel, XrayMambaConfig],
-        text_model_name_or_path: Union[str, PreTrainedModel],
+        vision_model_name_or_path: str | XrayMambaModel | XrayMambaConfig,
+        text_model_name_or_path: str | PreTrainedModel,
         image_token_id: int,
         **config_kwargs: Any,
-    ) -> "EMRRGForConditionalGeneration":
+    ) -> EMRRGForConditionalGeneration:
         """Build EMRRG from an X-ray Mamba (checkpoint path, model, or config for a fresh one) and a pretrained
         causal LM (checkpoint path or model): the LLM keeps its weights, hybrid layers are inserted, the new
         projector and cross-attentions are initialised (gates at zero). ``config_kwargs`` go to :class:`EMRRGConfig`.
@@ -450,8 +479,11 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         else:
             language_model = AutoModelForCausalLM.from_pretrained(text_model_name_or_path)
         config = EMRRGConfig(
-            vision_config=vision_model.config, text_config=language_model.config, image_token_id=image_token_id,
-            **config_kwargs)
+            vision_config=vision_model.config,
+            text_config=language_model.config,
+            image_token_id=image_token_id,
+            **config_kwargs,
+        )
         model = cls(config, vision_model=vision_model, language_model=language_model)
         if language_model.generation_config is not None:
             model.generation_config = language_model.generation_config
@@ -493,10 +525,10 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
     def get_image_features(
         self,
         pixel_values: Tensor,
-        return_dict: Optional[bool] = None,
-        output_hidden_states: Optional[bool] = None,
+        return_dict: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs: Any,
-    ) -> Union[BaseModelOutputWithPooling, tuple]:
+    ) -> BaseModelOutputWithPooling | tuple:
         """``(B, C, H, W)`` or ``(B, views, C, H, W)`` -> visual tokens ``(B, tokens, D_text)``: the views' X-ray Mamba
         tokens averaged (``multi_view_fusion="mean"``, their ``encode_img``) or concatenated, then projected (§3.2).
 
@@ -509,21 +541,27 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         if pixel_values.ndim == 4:
             pixel_values = pixel_values.unsqueeze(1)
         if pixel_values.ndim != 5:
-            raise ValueError(f"pixel_values: expected (batch, [views,] channels, height, width), got {tuple(pixel_values.shape)}")
+            raise ValueError(
+                f"pixel_values: expected (batch, [views,] channels, height, width), got {tuple(pixel_values.shape)}"
+            )
         batch, views = pixel_values.shape[:2]
-        vision = self.vision_model(pixel_values.flatten(0, 1), output_hidden_states=output_hidden_states, return_dict=True)
+        vision = self.vision_model(
+            pixel_values.flatten(0, 1), output_hidden_states=output_hidden_states, return_dict=True
+        )
         tokens = vision.last_hidden_state.unflatten(0, (batch, views))
         if self.config.multi_view_fusion == "mean":
             tokens = tokens.mean(dim=1)
         else:
             tokens = tokens.flatten(1, 2)
-        output = BaseModelOutputWithPooling(last_hidden_state=vision.last_hidden_state,
-                                            pooler_output=self.multi_modal_projector(tokens),
-                                            hidden_states=vision.hidden_states)
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=vision.last_hidden_state,
+            pooler_output=self.multi_modal_projector(tokens),
+            hidden_states=vision.hidden_states,
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
 
-    def _merge_visual_tokens(self, input_ids: Tensor, visual_tokens: Optional[Tensor]) -> Tensor:
+    def _merge_visual_tokens(self, input_ids: Tensor, visual_tokens: Tensor | None) -> Tensor:
         """Embed ``input_ids``, writing the visual tokens over the ``<image>`` placeholders."""
         image_mask = input_ids == self.config.image_token_id
         embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
@@ -532,33 +570,37 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
             if placeholders.any():
                 raise ValueError(
                     f"pixel_values: input_ids contain <image> placeholders (id {self.config.image_token_id}) but no "
-                    "pixel_values were given")
+                    "pixel_values were given"
+                )
             return embeds
         if visual_tokens.shape[0] != input_ids.shape[0]:
             raise ValueError(
-                f"pixel_values: {visual_tokens.shape[0]} image sets for {input_ids.shape[0]} prompts; give one per prompt")
+                f"pixel_values: {visual_tokens.shape[0]} image sets for {input_ids.shape[0]} prompts; give one "
+                "per prompt"
+            )
         if not bool((placeholders == visual_tokens.shape[1]).all()):
             raise ValueError(
                 f"input_ids: every prompt needs {visual_tokens.shape[1]} <image> placeholders "
                 f"(id {self.config.image_token_id}) for its visual tokens, found {placeholders.tolist()}; "
-                "build prompts with EMRRGProcessor")
+                "build prompts with EMRRGProcessor"
+            )
         return embeds.masked_scatter(image_mask.unsqueeze(-1), visual_tokens.to(embeds.dtype))
 
     @accepts_legacy_cache_name
     def forward(
         self,
-        input_ids: Optional[Tensor] = None,
-        pixel_values: Optional[Tensor] = None,
-        attention_mask: Optional[Tensor] = None,
-        position_ids: Optional[Tensor] = None,
-        cache: Optional[Cache] = None,
-        inputs_embeds: Optional[Tensor] = None,
-        labels: Optional[Tensor] = None,
-        use_cache: Optional[bool] = None,
-        logits_to_keep: Union[int, Tensor] = 0,
-        return_dict: Optional[bool] = None,
+        input_ids: Tensor | None = None,
+        pixel_values: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: Tensor | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | Tensor = 0,
+        return_dict: bool | None = None,
         **kwargs: Any,
-    ) -> Union[EMRRGCausalLMOutputWithPast, tuple]:
+    ) -> EMRRGCausalLMOutputWithPast | tuple:
         r"""The LLM's loss and next-token logits for prompts whose ``<image>`` placeholders carry the visual tokens.
 
         Args:
@@ -584,13 +626,15 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
                 labels = labels.masked_fill(input_ids == self.config.image_token_id, -100)
         elif visual_tokens is not None and visual_tokens.shape[0] != inputs_embeds.shape[0]:
             raise ValueError(
-                f"pixel_values: {visual_tokens.shape[0]} image sets for {inputs_embeds.shape[0]} prompts; give one per prompt")
+                f"pixel_values: {visual_tokens.shape[0]} image sets for {inputs_embeds.shape[0]} prompts; give one "
+                "per prompt"
+            )
         use_cache = use_cache if use_cache is not None else getattr(self.config.text_config, "use_cache", True)
         if use_cache and cache is None:
-            # Created here (not by the LLM) so that the cache the visual keys/values are written to is the one returned.
+            # Created here (not by the LLM) so that the cache the visual keys/values go to is the one returned.
             cache = DynamicCache(config=self.config.text_config)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)  # the Trainer's loss normaliser, not the stack's
-        # The LLM's decoder stack passes cross_attention_states on to its layers' attentions (see the module docstring).
+        # The LLM's decoder stack passes cross_attention_states on to its layers' attentions (module docstring).
         decoder_outputs = self.language_model.base_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -610,7 +654,8 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.language_model.loss_function(
-                logits=logits, labels=labels, vocab_size=logits.shape[-1], num_items_in_batch=num_items_in_batch)
+                logits=logits, labels=labels, vocab_size=logits.shape[-1], num_items_in_batch=num_items_in_batch
+            )
         output = EMRRGCausalLMOutputWithPast(
             loss=loss,
             logits=logits,

@@ -12,8 +12,6 @@ All tokens leave the backbone (no pooling): the report generator attends to ever
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,10 +32,12 @@ class XrayMambaPatchEmbeddings(nn.Module):
         super().__init__()
         self.patch_size = config.patch_size
         self.grid_size = config.image_size // config.patch_size
-        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size)
+        self.projection = nn.Conv2d(
+            config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         # Laid out as [patches of the configured grid ; class token] and reordered per forward.
-        self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid_size ** 2 + 1, config.hidden_size))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid_size**2 + 1, config.hidden_size))
 
     def _patch_positions(self, grid: tuple[int, int]) -> Tensor:
         """Position embeddings of the patches, bicubically resampled to ``grid`` when it differs from the config."""
@@ -53,7 +53,9 @@ class XrayMambaPatchEmbeddings(nn.Module):
         """``(B, C, H, W)`` -> tokens ``(B, h*w + 1, D)``, the patch grid ``(h, w)`` and the class-token index."""
         height, width = pixel_values.shape[-2:]
         if height % self.patch_size or width % self.patch_size:
-            raise ValueError(f"pixel_values: image size {height}x{width} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"pixel_values: image size {height}x{width} is not a multiple of patch_size {self.patch_size}"
+            )
         patches = self.projection(pixel_values).flatten(2).transpose(1, 2)
         grid = (height // self.patch_size, width // self.patch_size)
         patches = patches + self._patch_positions(grid)
@@ -83,13 +85,21 @@ class XrayMambaBlock(nn.Module):
         super().__init__()
         self.mixer_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mixer = MambaMixer(
-            config.hidden_size, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
-            dt_rank=config.dt_rank, directions=tuple(config.scan_directions), layer_idx=layer_idx)
+            config.hidden_size,
+            d_state=config.d_state,
+            d_conv=config.d_conv,
+            expand=config.expand,
+            dt_rank=config.dt_rank,
+            directions=tuple(config.scan_directions),
+            layer_idx=layer_idx,
+        )
         self.mlp_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = XrayMambaSwiGLU(config)
 
     def forward(self, hidden_states: Tensor, grid: tuple[int, int], cls_position: int) -> Tensor:
-        hidden_states = hidden_states + self.mixer(self.mixer_norm(hidden_states), grid=grid, cls_position=cls_position)
+        hidden_states = hidden_states + self.mixer(
+            self.mixer_norm(hidden_states), grid=grid, cls_position=cls_position
+        )
         return hidden_states + self.mlp(self.mlp_norm(hidden_states))
 
 
@@ -140,14 +150,18 @@ class XrayMambaModel(XrayMambaPreTrainedModel):
     def forward(
         self,
         pixel_values: Tensor,
-        output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
             raise ValueError(
-                f"pixel_values: expected (batch, {self.config.num_channels}, height, width), got {tuple(pixel_values.shape)}")
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+                f"pixel_values: expected (batch, {self.config.num_channels}, height, width), got "
+                f"{tuple(pixel_values.shape)}"
+            )
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         hidden_states, grid, cls_position = self.embeddings(pixel_values.to(self.embeddings.projection.weight.dtype))
         all_hidden_states = (hidden_states,) if output_hidden_states else None
@@ -159,4 +173,6 @@ class XrayMambaModel(XrayMambaPreTrainedModel):
         pooled = hidden_states[:, cls_position]
         if not return_dict:
             return tuple(v for v in (hidden_states, pooled, all_hidden_states) if v is not None)
-        return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden_states)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden_states
+        )

@@ -19,8 +19,9 @@ LoRA; every other targeted layer gets ordinary LoRA.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,7 @@ class PartialLoraVariant(LoraVariant):
         return False
 
     @staticmethod
-    def init(module: "PartialLoraLinear", adapter_name: str, **kwargs: Any) -> None:
+    def init(module: PartialLoraLinear, adapter_name: str, **kwargs: Any) -> None:
         """Zero the ``z`` rows of ``lora_B`` (built by PEFT for every output row): they are never read."""
         lora_B = module.lora_B[adapter_name]
         with torch.no_grad():
@@ -52,19 +53,19 @@ class PartialLoraVariant(LoraVariant):
                 lora_B.bias[module.partial_rows :].zero_()
 
     @staticmethod
-    def merge_safe(module: "PartialLoraLinear", active_adapter: str, orig_weight: Tensor) -> Tensor:
+    def merge_safe(module: PartialLoraLinear, active_adapter: str, orig_weight: Tensor) -> Tensor:
         return orig_weight + module.get_delta_weight(active_adapter).to(orig_weight.dtype)
 
     @staticmethod
-    def merge_unsafe(module: "PartialLoraLinear", active_adapter: str, orig_weight: Tensor) -> None:
+    def merge_unsafe(module: PartialLoraLinear, active_adapter: str, orig_weight: Tensor) -> None:
         orig_weight.data += module.get_delta_weight(active_adapter).to(orig_weight.dtype)
 
     @staticmethod
-    def unmerge(module: "PartialLoraLinear", active_adapter: str, orig_weight: Tensor) -> Tensor:
+    def unmerge(module: PartialLoraLinear, active_adapter: str, orig_weight: Tensor) -> Tensor:
         return orig_weight - module.get_delta_weight(active_adapter).to(orig_weight.dtype)
 
     @staticmethod
-    def forward(module: "PartialLoraLinear", active_adapter: str, x: Tensor, result: Tensor, **kwargs: Any) -> Tensor:
+    def forward(module: PartialLoraLinear, active_adapter: str, x: Tensor, result: Tensor, **kwargs: Any) -> Tensor:
         """``[x | z] + (alpha / r) [B_x A h ; 0]``: the ``z`` columns of ``result`` pass through untouched."""
         lora_A, lora_B = module.lora_A[active_adapter], module.lora_B[active_adapter]
         rows = module.partial_rows
@@ -86,11 +87,13 @@ class PartialLoraLinear(LoraLinear):
         if self.partial_target:
             out_features = self.get_base_layer().out_features
             if out_features % 2:
-                raise ValueError(f"{target}: a Mamba in_proj has an even number of outputs ([x | z]), got {out_features}")
+                raise ValueError(
+                    f"{target}: a Mamba in_proj has an even number of outputs ([x | z]), got {out_features}"
+                )
             self.partial_rows = out_features // 2
         super().update_layer(adapter_name, r, lora_alpha, config, **kwargs)
 
-    def resolve_lora_variant(self, *, config: LoraConfig, **kwargs: Any) -> Optional[LoraVariant]:
+    def resolve_lora_variant(self, *, config: LoraConfig, **kwargs: Any) -> LoraVariant | None:
         if self.partial_target:
             if config.use_dora:
                 raise ValueError("use_dora: Partial LoRA on a Mamba in_proj cannot be combined with DoRA")
@@ -157,7 +160,8 @@ def _text_lora_targets(language_model: nn.Module) -> tuple[str, ...]:
         if set(candidates) <= names:
             return candidates
     raise ValueError(
-        f"text_lora_targets: cannot guess the attention projections of {type(language_model).__name__}; pass them")
+        f"text_lora_targets: cannot guess the attention projections of {type(language_model).__name__}; pass them"
+    )
 
 
 def emrrg_lora_config(
@@ -166,7 +170,7 @@ def emrrg_lora_config(
     lora_alpha: int = 16,
     lora_dropout: float = 0.05,
     in_proj_lora: str = "partial",
-    text_lora_targets: Optional[Sequence[str]] = None,
+    text_lora_targets: Sequence[str] | None = None,
     train_projector: bool = True,
     train_hybrid_layers: bool = True,
     **lora_kwargs: Any,
@@ -191,10 +195,17 @@ def emrrg_lora_config(
         patterns.append(rf"language_model\..*\.({'|'.join(map(re.escape, text_targets))})")
     if not patterns:
         raise ValueError("in_proj_lora/text_lora_targets: the recipe needs at least one LoRA target")
-    modules_to_save = (["multi_modal_projector"] if train_projector else []) + (["gated_cross_attn"] if train_hybrid_layers else [])
+    modules_to_save = (["multi_modal_projector"] if train_projector else []) + (
+        ["gated_cross_attn"] if train_hybrid_layers else []
+    )
     config = LoraConfig(
-        r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=rf"^({'|'.join(patterns)})$",
-        modules_to_save=modules_to_save or None, **lora_kwargs)
+        r=r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=rf"^({'|'.join(patterns)})$",
+        modules_to_save=modules_to_save or None,
+        **lora_kwargs,
+    )
     return register_partial_lora(config) if in_proj_lora == "partial" else config
 
 
@@ -204,7 +215,8 @@ def apply_emrrg_recipe(
     """Wrap ``model`` for EMRRG fine-tuning (see :func:`emrrg_lora_config` for ``recipe``).
 
     ``base_model_name_or_path`` names the base model in the adapter's config and card (PEFT's ``base_model``) when
-    ``model`` was not loaded from a checkpoint (otherwise its path is used). Returns the ``PeftModel`` and its trainable
+    ``model`` was not loaded from a checkpoint (otherwise its path is used). Returns the ``PeftModel`` and its
+    trainable
     parameters against the total of full fine-tuning (the parameters of ``model`` before wrapping, as the paper's
     2.3 % counts them).
     """

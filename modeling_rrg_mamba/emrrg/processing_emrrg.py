@@ -14,14 +14,17 @@ the prompt and the padding. Generation batches (no reports) are left-padded prom
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
 from .._compat import subprocessors_by_auto_class
 
-DEFAULT_INSTRUCTION = "<Img>{image}</Img> Generate a comprehensive and detailed diagnosis report for this chest xray image."
+DEFAULT_INSTRUCTION = (
+    "<Img>{image}</Img> Generate a comprehensive and detailed diagnosis report for this chest xray image."
+)
 DEFAULT_PROMPT_TEMPLATE = f"Human: {DEFAULT_INSTRUCTION} \nAssistant:"
 IGNORE_INDEX = -100
 
@@ -44,8 +47,15 @@ class EMRRGProcessor(ProcessorMixin):
     """
 
     attributes = ["image_processor", "tokenizer"]
-    valid_kwargs = ["image_seq_length", "image_token", "prompt_template", "instruction", "use_chat_template", "chat_template",
-                    "multi_view_fusion"]
+    valid_kwargs = [
+        "image_seq_length",
+        "image_token",
+        "prompt_template",
+        "instruction",
+        "use_chat_template",
+        "chat_template",
+        "multi_view_fusion",
+    ]
 
     def __init__(
         self,
@@ -56,7 +66,7 @@ class EMRRGProcessor(ProcessorMixin):
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
         instruction: str = DEFAULT_INSTRUCTION,
         use_chat_template: bool = False,
-        chat_template: Optional[str] = None,
+        chat_template: str | None = None,
         multi_view_fusion: str = "mean",
         **kwargs: Any,
     ) -> None:
@@ -87,12 +97,17 @@ class EMRRGProcessor(ProcessorMixin):
         if template is None:
             raise ValueError("use_chat_template: neither the processor nor the tokenizer has a chat_template")
         turn = [{"role": "user", "content": self.instruction.format(image=self.image_token)}]
-        return self.tokenizer.apply_chat_template(turn, chat_template=template, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(
+            turn, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
 
     def _expand_image_token(self, prompt: str, views: int) -> str:
         count = prompt.count(self.image_token)
         if count != 1:
-            raise ValueError(f"text: each prompt needs exactly one {self.image_token!r} (where the image goes), found {count} in {prompt!r}")
+            raise ValueError(
+                f"text: each prompt needs exactly one {self.image_token!r} (where the image goes), found {count} in "
+                f"{prompt!r}"
+            )
         per_study = self.image_seq_length * (views if self.multi_view_fusion == "concat" else 1)
         return prompt.replace(self.image_token, self.image_token * per_study)
 
@@ -105,10 +120,10 @@ class EMRRGProcessor(ProcessorMixin):
     def __call__(
         self,
         images: Any = None,
-        text: Optional[Union[str, Sequence[str]]] = None,
-        reports: Optional[Union[str, Sequence[str]]] = None,
-        do_train_augmentation: Optional[bool] = None,
-        max_report_tokens: Optional[int] = None,
+        text: str | Sequence[str] | None = None,
+        reports: str | Sequence[str] | None = None,
+        do_train_augmentation: bool | None = None,
+        max_report_tokens: int | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """``images``: one study per sample (an image, or a list of views). ``text``: prompts (the default prompt
@@ -118,13 +133,17 @@ class EMRRGProcessor(ProcessorMixin):
         pixel_values = self.image_processor(images, do_train_augmentation=do_train_augmentation)["pixel_values"]
         batch = pixel_values.shape[0]
         views = pixel_values.shape[1] if pixel_values.ndim == 5 else 1
-        prompts = [self.default_prompt()] * batch if text is None else ([text] if isinstance(text, str) else list(text))
+        prompts = (
+            [self.default_prompt()] * batch if text is None else ([text] if isinstance(text, str) else list(text))
+        )
         if len(prompts) != batch:
             raise ValueError(f"text: {len(prompts)} prompts for {batch} image sets; give one prompt per sample")
         # A chat-rendered prompt already holds the template's special tokens (e.g. BOS).
         add_special = not self.use_chat_template
         prompt_ids = [
-            self.tokenizer(self._expand_image_token(p, views), add_special_tokens=add_special)["input_ids"] for p in prompts]
+            self.tokenizer(self._expand_image_token(p, views), add_special_tokens=add_special)["input_ids"]
+            for p in prompts
+        ]
         if reports is None:
             input_ids, labels, side = prompt_ids, None, "left"
         else:
@@ -134,7 +153,9 @@ class EMRRGProcessor(ProcessorMixin):
             eos = self.tokenizer.eos_token_id
             if eos is None:
                 raise ValueError("tokenizer: needs an eos_token to end the reports")
-            report_ids = [self.tokenizer(r, add_special_tokens=False)["input_ids"][:max_report_tokens] + [eos] for r in reports]
+            report_ids = [
+                self.tokenizer(r, add_special_tokens=False)["input_ids"][:max_report_tokens] + [eos] for r in reports
+            ]
             input_ids = [p + r for p, r in zip(prompt_ids, report_ids)]
             labels = [[IGNORE_INDEX] * len(p) + r for p, r in zip(prompt_ids, report_ids)]
             side = "right"
@@ -142,7 +163,7 @@ class EMRRGProcessor(ProcessorMixin):
         data["pixel_values"] = pixel_values
         return BatchFeature(data)
 
-    def _pad(self, input_ids: list[list[int]], labels: Optional[list[list[int]]], side: str) -> dict[str, torch.Tensor]:
+    def _pad(self, input_ids: list[list[int]], labels: list[list[int]] | None, side: str) -> dict[str, torch.Tensor]:
         length = max(len(ids) for ids in input_ids)
         pad = self._pad_token_id()
 

@@ -2,7 +2,8 @@
 model's config, its generation settings, the packages its exported code imports and an evaluation JSON.
 
 The evaluation JSON is what ``modeling_rrg_mamba.metrics`` writes: either a flat ``{metric: score}`` dict (keys
-``BLEU_1`` .. ``BLEU_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr`` and ``ce_{14|5}_{micro|macro|example}_{precision|recall|f1}``,
+``BLEU_1`` .. ``BLEU_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr`` and
+``ce_{14|5}_{micro|macro|example}_{precision|recall|f1}``,
 optionally with Trainer's ``eval_`` / ``test_`` prefix), or ``score_prediction_file``'s
 ``{"metrics": {...}, "num_pairs": ..., "clean_style": ..., "ce_labeler": ..., "ce_uncertain_policy": ...}``.
 """
@@ -12,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any
 
 from ..metrics.nlg import NLG_METRIC_NAMES
 
-MetricsSource = Union[str, os.PathLike, Mapping[str, Any]]
+MetricsSource = str | os.PathLike | Mapping[str, Any]
 
 #: Folder of the card templates (``model_cards/`` at the root of the repository).
 MODEL_CARD_DIR = Path(__file__).resolve().parents[1] / "model_cards"  # the repository's model_cards/, packaged
@@ -31,8 +33,18 @@ SPLIT_PREFIXES = ("eval_", "test_", "predict_", "validation_")
 PYPI_NAMES = {"PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml"}
 # Decoding settings worth showing on the card, in this order.
 GENERATION_SETTINGS = (
-    "num_beams", "max_new_tokens", "max_length", "min_new_tokens", "min_length", "do_sample", "temperature",
-    "top_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "early_stopping",
+    "num_beams",
+    "max_new_tokens",
+    "max_length",
+    "min_new_tokens",
+    "min_length",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "repetition_penalty",
+    "length_penalty",
+    "no_repeat_ngram_size",
+    "early_stopping",
 )
 #: Decoding settings always shown when the generation config holds them, default or not.
 CORE_GENERATION_SETTINGS = ("num_beams", "max_new_tokens", "max_length")
@@ -134,8 +146,9 @@ def _generation_settings(model: Any) -> dict[str, Any]:
         settings["max_new_tokens"] = full["max_new_tokens"]
     elif full.get("max_length") is not None:
         settings["max_length"] = full["max_length"]
-    settings.update({key: changed[key] for key in GENERATION_SETTINGS
-                     if key in changed and key not in CORE_GENERATION_SETTINGS})
+    settings.update(
+        {key: changed[key] for key in GENERATION_SETTINGS if key in changed and key not in CORE_GENERATION_SETTINGS}
+    )
     return settings
 
 
@@ -162,15 +175,19 @@ def _base_models(model: Any, base_model: str | Sequence[str] | None) -> list[str
         names = [base_model] if isinstance(base_model, str) else list(base_model)
     invalid = [name for name in names if not is_hub_repo_id(name)]
     if invalid:
-        raise ValueError(f"base_model: {invalid} are not Hub repository ids (owner/name); the card's base_model "
-                         "links to the model this one was fine-tuned or converted from")
+        raise ValueError(
+            f"base_model: {invalid} are not Hub repository ids (owner/name); the card's base_model "
+            "links to the model this one was fine-tuned or converted from"
+        )
     return names
 
 
 def _metric_rows(evaluation: Evaluation) -> list[tuple[str, str, float]]:
     """(Hub metric type, display name, value) of every score on the card."""
-    rows = [(HUB_METRIC_TYPES.get(name.split("-")[0] if name.startswith("BLEU") else name, name.lower()), name, value)
-            for name, value in evaluation.nlg]
+    rows = [
+        (HUB_METRIC_TYPES.get(name.split("-")[0] if name.startswith("BLEU") else name, name.lower()), name, value)
+        for name, value in evaluation.nlg
+    ]
     for row in evaluation.ce:
         subset = "14" if row["subset"].startswith("all 14") else "5"
         for score in CE_SCORES:
@@ -178,16 +195,24 @@ def _metric_rows(evaluation: Evaluation) -> list[tuple[str, str, float]]:
     return rows
 
 
-def eval_results(evaluation: Evaluation, model_name: str, dataset_name: str | None,
-                 datasets: Sequence[str]) -> list[Any]:
+def eval_results(
+    evaluation: Evaluation, model_name: str, dataset_name: str | None, datasets: Sequence[str]
+) -> list[Any]:
     """``huggingface_hub.EvalResult`` rows (the card's ``model-index``) of ``evaluation``."""
     from huggingface_hub import EvalResult
 
     dataset_type = datasets[0] if datasets else (dataset_name or "unspecified").lower().replace(" ", "-")
     return [
-        EvalResult(task_type=TASK_TYPE, task_name=TASK_NAME, dataset_type=dataset_type,
-                   dataset_name=dataset_name or dataset_type, dataset_split=_split_of(dataset_name),
-                   metric_type=metric_type, metric_name=name, metric_value=round(float(value), 4))
+        EvalResult(
+            task_type=TASK_TYPE,
+            task_name=TASK_NAME,
+            dataset_type=dataset_type,
+            dataset_name=dataset_name or dataset_type,
+            dataset_split=_split_of(dataset_name),
+            metric_type=metric_type,
+            metric_name=name,
+            metric_value=round(float(value), 4),
+        )
         for metric_type, name, value in _metric_rows(evaluation)
     ]
 
@@ -265,5 +290,13 @@ def render_model_card(
     return str(ModelCard(content))
 
 
-__all__ = ["Evaluation", "MODEL_CARD_DIR", "default_base_model", "eval_results", "is_hub_repo_id", "load_evaluation",
-           "render_model_card", "required_packages"]
+__all__ = [
+    "Evaluation",
+    "MODEL_CARD_DIR",
+    "default_base_model",
+    "eval_results",
+    "is_hub_repo_id",
+    "load_evaluation",
+    "render_model_card",
+    "required_packages",
+]

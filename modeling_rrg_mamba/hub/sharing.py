@@ -20,8 +20,9 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from .model_card import MetricsSource, render_model_card
 from .remote_code import export_remote_code, in_package
@@ -73,7 +74,9 @@ def write_auto_maps(folder: Path, model: Any, processor: Any, flat_names: Mappin
     LLM tokenizer of transformers itself needs no code).
     """
     model_entries = {name: _class_reference(model, flat_names) for name in MODEL_AUTO_CLASSES}
-    _update_auto_map(folder / "config.json", {"AutoConfig": _class_reference(model.config, flat_names), **model_entries})
+    _update_auto_map(
+        folder / "config.json", {"AutoConfig": _class_reference(model.config, flat_names), **model_entries}
+    )
     processor_file = folder / "processor_config.json"
     if processor_file.exists():
         _update_auto_map(processor_file, {"AutoProcessor": _class_reference(processor, flat_names)})
@@ -87,7 +90,9 @@ def write_auto_maps(folder: Path, model: Any, processor: Any, flat_names: Mappin
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is not None and _is_package_object(tokenizer) and (folder / "tokenizer_config.json").exists():
         # [slow, fast] as transformers writes it for a tokenizer class whose name does not end in "Fast"
-        _update_auto_map(folder / "tokenizer_config.json", {"AutoTokenizer": [_class_reference(tokenizer, flat_names), None]})
+        _update_auto_map(
+            folder / "tokenizer_config.json", {"AutoTokenizer": [_class_reference(tokenizer, flat_names), None]}
+        )
 
 
 def save_for_hub(
@@ -122,26 +127,41 @@ def save_for_hub(
         ``rng_state.pth``, ``training_args.bin``, checkpoints, ...) are left alone, named in a warning, and never
         uploaded by :func:`push_to_hub`.
     """
-    folder, exported = _save_for_hub(model, processor, folder, model_card_metrics, repo_id=repo_id, license=license,
-                                     datasets=datasets, dataset_name=dataset_name,
-                                     safe_serialization=safe_serialization)
+    folder, exported = _save_for_hub(
+        model,
+        processor,
+        folder,
+        model_card_metrics,
+        repo_id=repo_id,
+        license=license,
+        datasets=datasets,
+        dataset_name=dataset_name,
+        safe_serialization=safe_serialization,
+    )
     others = sorted(set(_listing(folder)) - set(exported))
     if others:
         shown = ", ".join(others[:8]) + (f" and {len(others) - 8} more" if len(others) > 8 else "")
-        warnings.warn(f"{folder} also holds files that are not part of the model repository ({shown}); push_to_hub "
-                      "uploads only the exported files, so do not upload the folder by other means", UserWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{folder} also holds files that are not part of the model repository ({shown}); push_to_hub "
+            "uploads only the exported files, so do not upload the folder by other means",
+            UserWarning,
+            stacklevel=2,
+        )
     return folder
 
 
 def _listing(folder: Path) -> dict[str, int]:
     """Relative path -> size of every file under ``folder`` (hidden export staging folders left out)."""
-    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*")
-            if p.is_file() and not p.relative_to(folder).parts[0].startswith(".export-")}
+    return {
+        p.relative_to(folder).as_posix(): p.stat().st_size
+        for p in folder.rglob("*")
+        if p.is_file() and not p.relative_to(folder).parts[0].startswith(".export-")
+    }
 
 
-def _save_for_hub(model: Any, processor: Any, folder: str | os.PathLike, model_card_metrics: MetricsSource | None,
-                  **options: Any) -> tuple[Path, list[str]]:
+def _save_for_hub(
+    model: Any, processor: Any, folder: str | os.PathLike, model_card_metrics: MetricsSource | None, **options: Any
+) -> tuple[Path, list[str]]:
     """:func:`save_for_hub`'s work; also returns the files it wrote (relative paths)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -155,13 +175,23 @@ def _save_for_hub(model: Any, processor: Any, folder: str | os.PathLike, model_c
     return folder, exported
 
 
-def _write_export(model: Any, processor: Any, folder: Path, model_card_metrics: MetricsSource | None, *,
-                  repo_id: str | None, license: str, datasets: Sequence[str], dataset_name: str | None,
-                  safe_serialization: bool) -> None:
+def _write_export(
+    model: Any,
+    processor: Any,
+    folder: Path,
+    model_card_metrics: MetricsSource | None,
+    *,
+    repo_id: str | None,
+    license: str,
+    datasets: Sequence[str],
+    dataset_name: str | None,
+    safe_serialization: bool,
+) -> None:
     if hasattr(model, "merge_and_unload"):
         raise ValueError(
             f"model: {type(model).__name__} carries PEFT adapters; merge them first (model.merge_and_unload()) "
-            "or save the adapter with model.save_pretrained")
+            "or save the adapter with model.save_pretrained"
+        )
     if not _is_package_object(model):
         raise ValueError(f"model: {type(model).__name__} is not a model of {PACKAGE}; nothing to export")
     if processor is None:
@@ -208,12 +238,26 @@ def push_to_hub(
     """
     from huggingface_hub import HfApi
 
-    folder, exported = _save_for_hub(model, processor, folder, model_card_metrics, repo_id=repo_id, license=license,
-                                     datasets=datasets, dataset_name=dataset_name, safe_serialization=True)
+    folder, exported = _save_for_hub(
+        model,
+        processor,
+        folder,
+        model_card_metrics,
+        repo_id=repo_id,
+        license=license,
+        datasets=datasets,
+        dataset_name=dataset_name,
+        safe_serialization=True,
+    )
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
-                             repo_type="model", allow_patterns=exported)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        commit_message=commit_message,
+        repo_type="model",
+        allow_patterns=exported,
+    )
 
 
 __all__ = ["MODEL_AUTO_CLASSES", "push_to_hub", "save_for_hub", "write_auto_maps"]

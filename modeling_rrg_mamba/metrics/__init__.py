@@ -16,7 +16,17 @@ from .report_metrics import (
 REPORT_METRICS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "radiology_report_metrics")
 
 __all__ = [
-    "NLG_METRIC_NAMES", "REPORT_METRICS_PATH", "MeteorScorer", "NLGEvaluator", "ReportGenerationMetrics",
-    "compute_ce_scores", "compute_nlg_scores", "compute_report_metrics", "decode_token_ids",
-    "multilabel_scores", "prepare_pairs", "read_prediction_jsonl", "score_prediction_file",
+    "NLG_METRIC_NAMES",
+    "REPORT_METRICS_PATH",
+    "MeteorScorer",
+    "NLGEvaluator",
+    "ReportGenerationMetrics",
+    "compute_ce_scores",
+    "compute_nlg_scores",
+    "compute_report_metrics",
+    "decode_token_ids",
+    "multilabel_scores",
+    "prepare_pairs",
+    "read_prediction_jsonl",
+    "score_prediction_file",
 ]

@@ -1,6 +1,6 @@
 """Input checks shared by the NLG and CE metrics."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def check_pairs(predictions: Sequence, references: Sequence, metrics: str) -> None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,19 @@ from ..labeler import OBSERVATIONS
 
 #: CheXbert's head order (stanfordmlgroup/CheXbert ``src/constants.py``): 13 four-class heads, then No Finding.
 CHEXBERT_CONDITIONS = (
-    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
-    "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
     "No Finding",
 )
 #: CheXbert's classes as CheXpert codes: 0 blank -> NaN, 1 positive -> 1, 2 negative -> 0, 3 uncertain -> -1.
@@ -78,7 +90,9 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor]) -> Any:
     vocab, hidden = state["bert.embeddings.word_embeddings.weight"].shape
     layers = 1 + max(int(m.group(1)) for key in state if (m := re.match(r"bert\.encoder\.layer\.(\d+)\.", key)))
     return BertConfig(
-        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
         num_attention_heads=max(1, hidden // 64),
         intermediate_size=state["bert.encoder.layer.0.intermediate.dense.weight"].shape[0],
         max_position_embeddings=state["bert.embeddings.position_embeddings.weight"].shape[0],
@@ -133,9 +147,15 @@ class CheXbertLabeler:
         return codes[:, self._columns]
 
 
-def load_chexbert(weights: str | os.PathLike, tokenizer: Any = "bert-base-uncased", *, config: Any = None,
-                  filename: str = DEFAULT_CHECKPOINT_FILE, device: str | torch.device = "cpu",
-                  batch_size: int = 16) -> CheXbertLabeler:
+def load_chexbert(
+    weights: str | os.PathLike,
+    tokenizer: Any = "bert-base-uncased",
+    *,
+    config: Any = None,
+    filename: str = DEFAULT_CHECKPOINT_FILE,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+) -> CheXbertLabeler:
     """A CheXbert labeler from an original checkpoint.
 
     Args:
@@ -162,5 +182,12 @@ def load_chexbert(weights: str | os.PathLike, tokenizer: Any = "bert-base-uncase
     return CheXbertLabeler(model, tokenizer, batch_size=batch_size, device=device)
 
 
-__all__ = ["CHEXBERT_CONDITIONS", "CLASS_CODES", "CheXbert", "CheXbertLabeler", "config_from_state_dict",
-           "load_chexbert", "original_state_dict"]
+__all__ = [
+    "CHEXBERT_CONDITIONS",
+    "CLASS_CODES",
+    "CheXbert",
+    "CheXbertLabeler",
+    "config_from_state_dict",
+    "load_chexbert",
+    "original_state_dict",
+]

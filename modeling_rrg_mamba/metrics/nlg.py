@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -26,9 +26,9 @@ from ..report_text import clean_report
 from ._validation import check_pairs
 
 #: Keys of the NLG scores, in pycocoevalcap's names: BLEU-1..4, METEOR, ROUGE-L, CIDEr.
-NLG_METRIC_NAMES: Tuple[str, ...] = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
+NLG_METRIC_NAMES: tuple[str, ...] = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
 
-References = Sequence[Union[str, Sequence[str]]]
+References = Sequence[str | Sequence[str]]
 
 
 def _meteor_jar() -> str:
@@ -47,7 +47,7 @@ class MeteorScorer:
     :meth:`close`, a ``with`` block, or let garbage collection do it.
     """
 
-    def __init__(self, java: Optional[str] = None, max_memory: str = "2G"):
+    def __init__(self, java: str | None = None, max_memory: str = "2G"):
         java = java or shutil.which("java")
         if java is None:
             raise FileNotFoundError("METEOR needs a Java runtime: no 'java' executable found on PATH")
@@ -55,12 +55,15 @@ class MeteorScorer:
         if not os.path.isfile(jar):
             raise FileNotFoundError(f"METEOR jar not found at {jar} (is pycocoevalcap installed completely?)")
         self._lock = threading.Lock()
-        self._process: Optional[subprocess.Popen] = subprocess.Popen(
+        self._process: subprocess.Popen | None = subprocess.Popen(
             [java, "-jar", f"-Xmx{max_memory}", os.path.basename(jar), "-", "-", "-stdio", "-l", "en", "-norm"],
-            cwd=os.path.dirname(jar), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            cwd=os.path.dirname(jar),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
 
-    def score(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> Tuple[float, List[float]]:
+    def score(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
         """Corpus METEOR and per-pair METEOR for hypotheses against lists of references."""
         if len(hypotheses) != len(references):
             raise ValueError(f"hypotheses/references: lengths differ ({len(hypotheses)} vs {len(references)})")
@@ -87,7 +90,7 @@ class MeteorScorer:
         return self._process
 
     @staticmethod
-    def _write(process: subprocess.Popen, lines: List[str]) -> None:
+    def _write(process: subprocess.Popen, lines: list[str]) -> None:
         process.stdin.write("".join(lines).encode("utf-8"))
         process.stdin.flush()
 
@@ -109,7 +112,7 @@ class MeteorScorer:
                 process.wait()
                 process.stdout.close()
 
-    def __enter__(self) -> "MeteorScorer":
+    def __enter__(self) -> MeteorScorer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -119,7 +122,7 @@ class MeteorScorer:
         self.close()
 
 
-def _as_reference_lists(references: References) -> List[List[str]]:
+def _as_reference_lists(references: References) -> list[list[str]]:
     lists = []
     for i, refs in enumerate(references):
         refs = [refs] if isinstance(refs, str) else list(refs)
@@ -129,8 +132,9 @@ def _as_reference_lists(references: References) -> List[List[str]]:
     return lists
 
 
-def prepare_pairs(predictions: Sequence[str], references: References, clean_style: Optional[str] = "iu_xray"
-                  ) -> Tuple[Dict[int, List[str]], Dict[int, List[str]]]:
+def prepare_pairs(
+    predictions: Sequence[str], references: References, clean_style: str | None = "iu_xray"
+) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
     """pycocoevalcap's ``(gts, res)`` dictionaries from predictions and references, cleaned with ``clean_style``.
 
     ``clean_style=None`` keeps the text as given (for text that is already cleaned).
@@ -157,17 +161,17 @@ class NLGEvaluator:
             scores = evaluator.compute(predictions, references)   # {"BLEU_1": ..., "CIDEr": ...}
     """
 
-    def __init__(self, clean_style: Optional[str] = "iu_xray", meteor: bool = True):
+    def __init__(self, clean_style: str | None = "iu_xray", meteor: bool = True):
         if clean_style is not None:
             clean_report("", style=clean_style)  # validates the style name early
         self.clean_style = clean_style
         self._meteor = MeteorScorer() if meteor else None
 
     @property
-    def metric_names(self) -> Tuple[str, ...]:
+    def metric_names(self) -> tuple[str, ...]:
         return tuple(n for n in NLG_METRIC_NAMES if n != "METEOR" or self._meteor is not None)
 
-    def compute(self, predictions: Sequence[str], references: References) -> Dict[str, float]:
+    def compute(self, predictions: Sequence[str], references: References) -> dict[str, float]:
         gts, res = prepare_pairs(predictions, references, self.clean_style)
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
         scores = {f"BLEU_{n + 1}": float(value) for n, value in enumerate(bleu)}
@@ -181,15 +185,16 @@ class NLGEvaluator:
         if self._meteor is not None:
             self._meteor.close()
 
-    def __enter__(self) -> "NLGEvaluator":
+    def __enter__(self) -> NLGEvaluator:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def compute_nlg_scores(predictions: Sequence[str], references: References, clean_style: Optional[str] = "iu_xray",
-                       meteor: bool = True) -> Dict[str, float]:
+def compute_nlg_scores(
+    predictions: Sequence[str], references: References, clean_style: str | None = "iu_xray", meteor: bool = True
+) -> dict[str, float]:
     """One-shot NLG scores (starts and stops a METEOR JVM; keep an :class:`NLGEvaluator` for repeated use)."""
     with NLGEvaluator(clean_style=clean_style, meteor=meteor) as evaluator:
         return evaluator.compute(predictions, references)

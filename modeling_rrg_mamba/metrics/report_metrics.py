@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -13,13 +14,18 @@ from ..report_text import clean_report
 from .clinical_efficacy import Labeler, compute_ce_scores
 from .nlg import NLG_METRIC_NAMES, NLGEvaluator, References
 
-Decoder = Union[Callable[[List[List[int]]], List[str]], Any]
+Decoder = Callable[[list[list[int]]], list[str]] | Any
 
 
-def compute_report_metrics(predictions: Sequence[str], references: References, clean_style: Optional[str] = "iu_xray",
-                           ce: bool = True, uncertain: str = "negative",
-                           evaluator: Optional[NLGEvaluator] = None,
-                           labeler: Labeler = label_reports) -> Dict[str, float]:
+def compute_report_metrics(
+    predictions: Sequence[str],
+    references: References,
+    clean_style: str | None = "iu_xray",
+    ce: bool = True,
+    uncertain: str = "negative",
+    evaluator: NLGEvaluator | None = None,
+    labeler: Labeler = label_reports,
+) -> dict[str, float]:
     """NLG scores (BLEU-1..4, METEOR, ROUGE-L, CIDEr) and, with ``ce=True``, CE scores of the same pairs, labelled by
     ``labeler`` (the rule labeler by default; a :class:`~modeling_rrg_mamba.metrics.chexbert.CheXbertLabeler` too).
 
@@ -34,14 +40,18 @@ def compute_report_metrics(predictions: Sequence[str], references: References, c
     if ce:
         first_refs = [r if isinstance(r, str) else r[0] for r in references]
         style = evaluator.clean_style
-        scores.update(compute_ce_scores(
-            [p if style is None else clean_report(p, style) for p in predictions],
-            [r if style is None else clean_report(r, style) for r in first_refs], uncertain=uncertain,
-            labeler=labeler))
+        scores.update(
+            compute_ce_scores(
+                [p if style is None else clean_report(p, style) for p in predictions],
+                [r if style is None else clean_report(r, style) for r in first_refs],
+                uncertain=uncertain,
+                labeler=labeler,
+            )
+        )
     return scores
 
 
-def decode_token_ids(decoder: Decoder, token_ids: Union[np.ndarray, Sequence[Sequence[int]]]) -> List[str]:
+def decode_token_ids(decoder: Decoder, token_ids: np.ndarray | Sequence[Sequence[int]]) -> list[str]:
     """Decode generated or label ids to text, dropping negative ids (the ``-100`` of ignored label positions).
 
     ``decoder`` is a tokenizer or processor with ``batch_decode`` (called with ``skip_special_tokens=True``, so
@@ -49,8 +59,10 @@ def decode_token_ids(decoder: Decoder, token_ids: Union[np.ndarray, Sequence[Seq
     """
     array = np.asarray(token_ids)
     if array.ndim == 3:
-        raise ValueError(f"token_ids: got a 3-D array {array.shape} (logits?); evaluate with "
-                         "predict_with_generate=True or reduce logits with preprocess_logits_for_metrics")
+        raise ValueError(
+            f"token_ids: got a 3-D array {array.shape} (logits?); evaluate with "
+            "predict_with_generate=True or reduce logits with preprocess_logits_for_metrics"
+        )
     if array.ndim != 2:
         raise ValueError(f"token_ids: expected a 2-D (batch, length) array, got shape {array.shape}")
     rows = [[int(t) for t in row if t >= 0] for row in array]
@@ -74,17 +86,24 @@ class ReportGenerationMetrics:
     The METEOR JVM starts on the first evaluation and lives until :meth:`close` or garbage collection.
     """
 
-    def __init__(self, decoder: Decoder, clean_style: Optional[str] = "iu_xray", ce: bool = True,
-                 uncertain: str = "negative", reference_texts: Optional[Sequence[str]] = None, meteor: bool = True):
+    def __init__(
+        self,
+        decoder: Decoder,
+        clean_style: str | None = "iu_xray",
+        ce: bool = True,
+        uncertain: str = "negative",
+        reference_texts: Sequence[str] | None = None,
+        meteor: bool = True,
+    ):
         self.decoder = decoder
         self.clean_style = clean_style
         self.ce = ce
         self.uncertain = uncertain
         self.reference_texts = None if reference_texts is None else list(reference_texts)
         self.meteor = meteor
-        self._evaluator: Optional[NLGEvaluator] = None
+        self._evaluator: NLGEvaluator | None = None
 
-    def __call__(self, eval_prediction) -> Dict[str, float]:
+    def __call__(self, eval_prediction) -> dict[str, float]:
         predictions = eval_prediction.predictions
         if isinstance(predictions, tuple):
             predictions = predictions[0]
@@ -97,8 +116,9 @@ class ReportGenerationMetrics:
             references = decode_token_ids(self.decoder, eval_prediction.label_ids)
         if self._evaluator is None:
             self._evaluator = NLGEvaluator(clean_style=self.clean_style, meteor=self.meteor)
-        return compute_report_metrics(texts, references, ce=self.ce, uncertain=self.uncertain,
-                                      evaluator=self._evaluator)
+        return compute_report_metrics(
+            texts, references, ce=self.ce, uncertain=self.uncertain, evaluator=self._evaluator
+        )
 
     def close(self) -> None:
         if self._evaluator is not None:
@@ -106,16 +126,22 @@ class ReportGenerationMetrics:
             self._evaluator = None
 
 
-def _decode_line(raw: bytes, path: Union[str, os.PathLike], number: int) -> str:
+def _decode_line(raw: bytes, path: str | os.PathLike, number: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: line {number} is not UTF-8 text (byte {raw[error.start]:#04x} at column "
-                         f"{error.start + 1}); save the file as UTF-8") from None
+        raise ValueError(
+            f"{path}: line {number} is not UTF-8 text (byte {raw[error.start]:#04x} at column "
+            f"{error.start + 1}); save the file as UTF-8"
+        ) from None
 
 
-def read_prediction_jsonl(path: Union[str, os.PathLike], prediction_key: str = "prediction",
-                          reference_key: str = "reference", with_lines: bool = False) -> tuple:
+def read_prediction_jsonl(
+    path: str | os.PathLike,
+    prediction_key: str = "prediction",
+    reference_key: str = "reference",
+    with_lines: bool = False,
+) -> tuple:
     """Read ``(predictions, references)`` from a JSONL file, one ``{prediction, reference}`` object per line
     (``with_lines=True`` adds the line number of each pair as a third list). Errors name the file and line."""
     predictions, references, lines = [], [], []
@@ -133,7 +159,11 @@ def read_prediction_jsonl(path: Union[str, os.PathLike], prediction_key: str = "
             for key in (prediction_key, reference_key):
                 value = record.get(key)
                 valid = isinstance(value, str) or (
-                    key == reference_key and isinstance(value, list) and value and all(isinstance(v, str) for v in value))
+                    key == reference_key
+                    and isinstance(value, list)
+                    and value
+                    and all(isinstance(v, str) for v in value)
+                )
                 if not valid:
                     raise ValueError(f"{path}: line {number}: field {key!r} is missing or not a string")
             predictions.append(record[prediction_key])
@@ -144,15 +174,16 @@ def read_prediction_jsonl(path: Union[str, os.PathLike], prediction_key: str = "
     return (predictions, references, lines) if with_lines else (predictions, references)
 
 
-def _is_empty(text: str, clean_style: Optional[str]) -> bool:
+def _is_empty(text: str, clean_style: str | None) -> bool:
     cleaned = text if clean_style is None else clean_report(text, clean_style)
     return not any(character.isalnum() for character in cleaned)
 
 
-def find_empty_texts(predictions: Sequence[str], references: References, lines: Sequence[int],
-                     clean_style: Optional[str]) -> Dict[str, List[int]]:
+def find_empty_texts(
+    predictions: Sequence[str], references: References, lines: Sequence[int], clean_style: str | None
+) -> dict[str, list[int]]:
     """Line numbers whose prediction / (any) reference has no word left after cleaning."""
-    empty: Dict[str, List[int]] = {"predictions": [], "references": []}
+    empty: dict[str, list[int]] = {"predictions": [], "references": []}
     for prediction, reference, line in zip(predictions, references, lines):
         if _is_empty(prediction, clean_style):
             empty["predictions"].append(line)
@@ -161,30 +192,50 @@ def find_empty_texts(predictions: Sequence[str], references: References, lines: 
     return empty
 
 
-def _scores_with_empty_pairs_as_zero(predictions: Sequence[str], references: References, usable: Sequence[bool],
-                                     clean_style: Optional[str], ce: bool, uncertain: str,
-                                     evaluator: Optional[NLGEvaluator], labeler: Labeler) -> Dict[str, float]:
+def _scores_with_empty_pairs_as_zero(
+    predictions: Sequence[str],
+    references: References,
+    usable: Sequence[bool],
+    clean_style: str | None,
+    ce: bool,
+    uncertain: str,
+    evaluator: NLGEvaluator | None,
+    labeler: Labeler,
+) -> dict[str, float]:
     """``empty_text="zero"``: the NLG metrics of the usable pairs, scaled by their share (an empty pair counts 0; exact
     for the per-pair averages METEOR / ROUGE-L / CIDEr, the same weighting for corpus BLEU); CE labels every pair,
     an empty text having no finding."""
     kept = [i for i, ok in enumerate(usable) if ok]
     share = len(kept) / len(usable)
     if kept:
-        nlg = compute_report_metrics([predictions[i] for i in kept], [references[i] for i in kept],
-                                     clean_style=clean_style, ce=False, evaluator=evaluator)
+        nlg = compute_report_metrics(
+            [predictions[i] for i in kept],
+            [references[i] for i in kept],
+            clean_style=clean_style,
+            ce=False,
+            evaluator=evaluator,
+        )
         scores = {name: value * share for name, value in nlg.items()}
     else:
-        scores = {name: 0.0 for name in (NLG_METRIC_NAMES if evaluator is None else evaluator.metric_names)}
+        scores = dict.fromkeys(NLG_METRIC_NAMES if evaluator is None else evaluator.metric_names, 0.0)
     if ce:
+
         def cleaned(text: str) -> str:
             return text if clean_style is None else clean_report(text, clean_style)
+
         first_refs = [r if isinstance(r, str) else r[0] for r in references]
-        scores.update(compute_ce_scores([cleaned(p) for p in predictions], [cleaned(r) for r in first_refs],
-                                        uncertain=uncertain, labeler=labeler))
+        scores.update(
+            compute_ce_scores(
+                [cleaned(p) for p in predictions],
+                [cleaned(r) for r in first_refs],
+                uncertain=uncertain,
+                labeler=labeler,
+            )
+        )
     return scores
 
 
-def check_empty_texts(path: Union[str, os.PathLike], empty: Dict[str, List[int]], empty_text: str) -> None:
+def check_empty_texts(path: str | os.PathLike, empty: dict[str, list[int]], empty_text: str) -> None:
     if empty_text not in ("error", "zero"):
         raise ValueError(f"empty_text: expected 'error' or 'zero', got {empty_text!r}")
     if empty_text == "zero" or not (empty["predictions"] or empty["references"]):
@@ -192,16 +243,25 @@ def check_empty_texts(path: Union[str, os.PathLike], empty: Dict[str, List[int]]
     side = "prediction" if empty["predictions"] else "reference"
     numbers = empty[f"{side}s"]
     shown = ", ".join(map(str, numbers[:10])) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
-    raise ValueError(f"{path}: line {numbers[0]}: the {side} is empty after cleaning (empty {side}s on line(s) "
-                     f"{shown}); empty texts would score as perfect matches. Fix them, or score them as 0 with "
-                     "empty_text='zero' (--empty_text zero)")
+    raise ValueError(
+        f"{path}: line {numbers[0]}: the {side} is empty after cleaning (empty {side}s on line(s) "
+        f"{shown}); empty texts would score as perfect matches. Fix them, or score them as 0 with "
+        "empty_text='zero' (--empty_text zero)"
+    )
 
 
-def score_prediction_file(path: Union[str, os.PathLike], output_path: Union[str, os.PathLike, None] = None,
-                          prediction_key: str = "prediction", reference_key: str = "reference",
-                          clean_style: Optional[str] = "iu_xray", ce: bool = True, uncertain: str = "negative",
-                          evaluator: Optional[NLGEvaluator] = None, empty_text: str = "error",
-                          ce_labeler: Optional[Labeler] = None) -> Dict[str, Any]:
+def score_prediction_file(
+    path: str | os.PathLike,
+    output_path: str | os.PathLike | None = None,
+    prediction_key: str = "prediction",
+    reference_key: str = "reference",
+    clean_style: str | None = "iu_xray",
+    ce: bool = True,
+    uncertain: str = "negative",
+    evaluator: NLGEvaluator | None = None,
+    empty_text: str = "error",
+    ce_labeler: Labeler | None = None,
+) -> dict[str, Any]:
     """Score a JSONL of predictions and references; write the result as JSON to ``output_path`` if given.
 
     A running ``evaluator`` (whose cleaning style then applies) saves the METEOR start-up. A prediction or reference
@@ -218,17 +278,33 @@ def score_prediction_file(path: Union[str, os.PathLike], output_path: Union[str,
     check_empty_texts(path, empty, empty_text)
     empty_lines = set(empty["predictions"]) | set(empty["references"])
     if empty_lines:
-        metrics = _scores_with_empty_pairs_as_zero(predictions, references, [n not in empty_lines for n in lines],
-                                                   clean_style, ce, uncertain, evaluator, labeler)
+        metrics = _scores_with_empty_pairs_as_zero(
+            predictions,
+            references,
+            [n not in empty_lines for n in lines],
+            clean_style,
+            ce,
+            uncertain,
+            evaluator,
+            labeler,
+        )
     else:
-        metrics = compute_report_metrics(predictions, references, clean_style=clean_style, ce=ce, uncertain=uncertain,
-                                         evaluator=evaluator, labeler=labeler)
+        metrics = compute_report_metrics(
+            predictions,
+            references,
+            clean_style=clean_style,
+            ce=ce,
+            uncertain=uncertain,
+            evaluator=evaluator,
+            labeler=labeler,
+        )
     result = {
         "metrics": metrics,
         "num_pairs": len(predictions),
         "clean_style": clean_style,
-        "ce_labeler": (getattr(labeler, "name", "modeling_rrg_mamba.labeler (rule-based CheXpert-style)")
-                       if ce else None),
+        "ce_labeler": (
+            getattr(labeler, "name", "modeling_rrg_mamba.labeler (rule-based CheXpert-style)") if ce else None
+        ),
         "ce_uncertain_policy": uncertain if ce else None,
         "source": os.fspath(path),
         "empty_predictions": empty["predictions"],

@@ -5,7 +5,6 @@ AutoImageProcessor, AutoTokenizer, AutoProcessor)."""
 from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
 from .._compat import register_auto_model, register_image_processors
-
 from .configuration_rrg_mamba import GDLM_PRESETS, RRGMambaConfig
 from .image_processing_rrg_mamba import RRGMambaImageProcessor, RRGMambaImageProcessorFast
 from .modeling_rrg_mamba import (

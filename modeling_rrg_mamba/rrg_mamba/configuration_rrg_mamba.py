@@ -54,7 +54,8 @@ class RRGMambaConfig(PretrainedConfig):
             Number of GDLM blocks.
         gdlm_d_state (`int`, defaults to 16): SSM state size of SS2D.
         gdlm_expand (`int`, defaults to 2): inner-width factor of SS2D.
-        gdlm_d_conv (`int`, defaults to 3): kernel of SS2D's depthwise convolution and of the block's v_con convolution.
+        gdlm_d_conv (`int`, defaults to 3): kernel of SS2D's depthwise convolution and of the block's v_con
+            convolution.
         gdlm_mlp_ratio (`float`, *optional*): hidden-width factor of the MLP after each GDLM block (0 drops it);
             the preset's value (3.0), or 4.0 (MLLA's) without a preset.
         dpb_window (`int`, defaults to 7): largest relative offset the dynamic position bias is defined for.

@@ -159,7 +159,11 @@ class RRGMambaGDLMBlock(GradientCheckpointingLayer):
         self.conv = nn.Conv2d(dim, dim, config.gdlm_d_conv, padding=config.gdlm_d_conv // 2, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.ss2d = SS2D(
-            dim, d_state=config.gdlm_d_state, expand=config.gdlm_expand, d_conv=config.gdlm_d_conv, use_rope=config.use_rope
+            dim,
+            d_state=config.gdlm_d_state,
+            expand=config.gdlm_expand,
+            d_conv=config.gdlm_d_conv,
+            use_rope=config.use_rope,
         )
         hidden = int(dim * config.gdlm_mlp_ratio)
         self.mlp = None
@@ -348,17 +352,26 @@ class RRGMambaDecoderLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
-        self, hidden_states: Tensor, memory: Tensor, self_attention_bias: Tensor, cache: Cache | None,
-        output_attentions: bool = False, output_cross_attention: bool = False,
+        self,
+        hidden_states: Tensor,
+        memory: Tensor,
+        self_attention_bias: Tensor,
+        cache: Cache | None,
+        output_attentions: bool = False,
+        output_cross_attention: bool = False,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``output_attentions``: return both attention maps; ``output_cross_attention``: the cross-attention map."""
         attended, self_probabilities = self.self_attn(
-            self.self_attn_norm(hidden_states), attention_bias=self_attention_bias, cache=cache,
+            self.self_attn_norm(hidden_states),
+            attention_bias=self_attention_bias,
+            cache=cache,
             need_weights=output_attentions,
         )
         hidden_states = hidden_states + self.dropout(attended)
         attended, cross_probabilities = self.cross_attn(
-            self.cross_attn_norm(hidden_states), memory, cache=cache,
+            self.cross_attn_norm(hidden_states),
+            memory,
+            cache=cache,
             need_weights=output_attentions or output_cross_attention,
         )
         hidden_states = hidden_states + self.dropout(attended)
@@ -437,8 +450,11 @@ class RRGMambaPreTrainedModel(PreTrainedModel):
 def _reset_keeping_loaded(module: nn.Module) -> None:
     """``module.reset_parameters()`` for the tensors a checkpoint did not provide (transformers 5 marks the loaded
     ones ``_is_hf_initialized``; 4.57 initialises before loading, so nothing is marked and everything is reset)."""
-    loaded = {name: tensor.detach().clone() for name, tensor in module.named_parameters(recurse=False)
-              if getattr(tensor, "_is_hf_initialized", False)}
+    loaded = {
+        name: tensor.detach().clone()
+        for name, tensor in module.named_parameters(recurse=False)
+        if getattr(tensor, "_is_hf_initialized", False)
+    }
     module.reset_parameters()
     for name, value in loaded.items():
         getattr(module, name).copy_(value)
@@ -459,7 +475,8 @@ def _validate_pixel_values(pixel_values: Tensor | None) -> tuple[Tensor, int, in
         batch, views = pixel_values.shape[:2]
     else:
         raise ValueError(
-            f"pixel_values: expected (batch, 3, H, W) or (batch, views, 3, H, W), got shape {tuple(pixel_values.shape)}"
+            "pixel_values: expected (batch, 3, H, W) or (batch, views, 3, H, W), got shape "
+            f"{tuple(pixel_values.shape)}"
         )
     if pixel_values.shape[-3] != 3:
         raise ValueError(f"pixel_values: expected 3 channels, got shape {tuple(pixel_values.shape)}")
@@ -518,7 +535,9 @@ class RRGMambaEncoder(nn.Module):
         observation_logits = foreground_map = None
         if self.observation_head is not None:
             observation_logits, foreground_map = self.observation_head(tokens, grid_mask)
-        hidden_states = self.dropout(tokens + sinusoidal_positions(tokens.shape[1], tokens.shape[2], 0, tokens.device, tokens.dtype))
+        hidden_states = self.dropout(
+            tokens + sinusoidal_positions(tokens.shape[1], tokens.shape[2], 0, tokens.device, tokens.dtype)
+        )
         all_hidden, all_attentions = [], []
         for layer in self.layers:
             all_hidden.append(hidden_states)
@@ -571,11 +590,14 @@ class RRGMambaDecoder(nn.Module):
         minimum = torch.finfo(dtype).min
         query = torch.arange(past, past + length, device=device)[:, None]
         key = torch.arange(past + length, device=device)[None, :]
-        bias = torch.zeros(length, past + length, dtype=dtype, device=device).masked_fill(key > query, minimum)[None, None]
+        bias = torch.zeros(length, past + length, dtype=dtype, device=device).masked_fill(key > query, minimum)[
+            None, None
+        ]
         if padding_mask is not None:
             if padding_mask.shape[-1] != past + length:
                 raise ValueError(
-                    f"decoder_attention_mask: expected {past + length} positions, got shape {tuple(padding_mask.shape)}"
+                    f"decoder_attention_mask: expected {past + length} positions, got shape "
+                    f"{tuple(padding_mask.shape)}"
                 )
             bias = bias.masked_fill(padding_mask[:, None, None, :] == 0, minimum)
         return bias
@@ -636,8 +658,12 @@ def observation_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def consistency_loss(
-    cross_attention: Tensor, decoder_states: Tensor, foreground_map: Tensor, foreground_token: Tensor,
-    labels: Tensor, word_ratio: float,
+    cross_attention: Tensor,
+    decoder_states: Tensor,
+    foreground_map: Tensor,
+    foreground_token: Tensor,
+    labels: Tensor,
+    word_ratio: float,
 ) -> Tensor:
     """The CMA's word-image consistency term.
 
@@ -699,8 +725,10 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
         instead of being overridden by it (transformers lets ``max_new_tokens`` win whatever its origin)."""
         prepared, model_kwargs = super()._prepare_generation_config(generation_config, *args, **kwargs)
         caller = kwargs.get("max_length") is not None or (
-            generation_config is not None and generation_config is not self.generation_config
-            and generation_config.max_new_tokens is None and generation_config.max_length is not None
+            generation_config is not None
+            and generation_config is not self.generation_config
+            and generation_config.max_new_tokens is None
+            and generation_config.max_length is not None
         )
         if caller and kwargs.get("max_new_tokens") is None:
             prepared.max_new_tokens = None
@@ -724,7 +752,8 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
         side = math.isqrt(max(per_view - 1, 0))
         if views < 1 or views * per_view != scores.shape[-1] or side * side != per_view - 1:
             raise ValueError(
-                f"scores: {scores.shape[-1]} encoder tokens do not split into {views} views of [global token + square grid]"
+                f"scores: {scores.shape[-1]} encoder tokens do not split into {views} views of [global token + "
+                "square grid]"
             )
         return [scores[..., v * per_view + 1 : (v + 1) * per_view].unflatten(-1, (side, side)) for v in range(views)]
 
@@ -768,12 +797,15 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
         if labels is not None and decoder_input_ids is None:
             if labels.ndim != 2 or labels.shape[1] == 0:
                 raise ValueError(f"labels: expected (batch, length) with length > 0, got shape {tuple(labels.shape)}")
-            decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+            decoder_input_ids = shift_tokens_right(
+                labels, self.config.pad_token_id, self.config.decoder_start_token_id
+            )
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids: required when no labels are given")
         if decoder_input_ids.shape[0] != memory.shape[0]:
             raise ValueError(
-                f"decoder_input_ids: batch {decoder_input_ids.shape[0]} does not match the images' batch {memory.shape[0]}"
+                f"decoder_input_ids: batch {decoder_input_ids.shape[0]} does not match the images' batch "
+                f"{memory.shape[0]}"
             )
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and labels is None)
         if use_cache and cache is None:
@@ -783,7 +815,12 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
 
         consistency = labels is not None and self.adapter_projection is not None
         decoder_states, hidden_states, self_attentions, cross_attentions = self.decoder(
-            decoder_input_ids, memory, decoder_attention_mask, cache, output_attentions, output_hidden_states,
+            decoder_input_ids,
+            memory,
+            decoder_attention_mask,
+            cache,
+            output_attentions,
+            output_hidden_states,
             output_last_cross_attention=consistency,
         )
         fused = decoder_states
@@ -798,8 +835,12 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
             loss = report_loss
             if consistency:
                 cons_loss = consistency_loss(
-                    cross_attentions[-1].mean(dim=1), decoder_states, encoder_outputs.foreground_map,
-                    encoder_outputs.foreground_token, labels, self.config.word_ratio,
+                    cross_attentions[-1].mean(dim=1),
+                    decoder_states,
+                    encoder_outputs.foreground_map,
+                    encoder_outputs.foreground_token,
+                    labels,
+                    self.config.word_ratio,
                 )
                 loss = loss + self.config.consistency_loss_weight * cons_loss
                 if observation_labels is not None:

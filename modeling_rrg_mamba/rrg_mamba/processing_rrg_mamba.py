@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import BatchFeature, ProcessorMixin
@@ -64,8 +65,10 @@ class RRGMambaProcessor(ProcessorMixin):
         if images is None and text is None and reports is None:
             raise ValueError("RRGMambaProcessor: give images, text (report prefixes), reports or a combination")
         if text is not None and reports is not None:
-            raise ValueError("text / reports: give report prefixes to generate from (text) or target reports to train "
-                             "on (reports), not both; the decoder inputs of training are the shifted reports")
+            raise ValueError(
+                "text / reports: give report prefixes to generate from (text) or target reports to train "
+                "on (reports), not both; the decoder inputs of training are the shifted reports"
+            )
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors: RRGMambaProcessor returns PyTorch tensors only, got {return_tensors!r}")
         data: dict[str, Any] = {}
@@ -101,7 +104,8 @@ class RRGMambaProcessor(ProcessorMixin):
         return torch.tensor([[self.tokenizer.bos_token_id, *ids] for ids in encoded], dtype=torch.long)
 
     def encode_reports(self, text: str | Sequence[str], max_length: int) -> torch.Tensor:
-        """Report ids (batch, length) ending with ``<eos>``, -100 after it; over-long reports are cut (keeping ``<eos>``)."""
+        """Report ids (batch, length) ending with ``<eos>``, -100 after it; over-long reports are cut (keeping "
+        "``<eos>``)."""
         reports = [text] if isinstance(text, str) else list(text)
         for index, report in enumerate(reports):
             if not isinstance(report, str) or not report.strip(" .\n\t"):

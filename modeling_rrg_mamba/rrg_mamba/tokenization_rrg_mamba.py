@@ -7,7 +7,8 @@ other words map to ``<unk>``. Encoding appends ``<eos>``; the decoder starts fro
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -40,7 +41,12 @@ class RRGMambaTokenizer(PreTrainedTokenizerFast):
     def __init__(self, *args: Any, report_style: str = "iu_xray", clean_reports: bool = True, **kwargs: Any) -> None:
         if report_style not in REPORT_CLEANERS:
             raise ValueError(f"report_style: unknown cleaner {report_style!r}; choose from {sorted(REPORT_CLEANERS)}")
-        for name, token in (("pad_token", PAD_TOKEN), ("bos_token", BOS_TOKEN), ("eos_token", EOS_TOKEN), ("unk_token", UNK_TOKEN)):
+        for name, token in (
+            ("pad_token", PAD_TOKEN),
+            ("bos_token", BOS_TOKEN),
+            ("eos_token", EOS_TOKEN),
+            ("unk_token", UNK_TOKEN),
+        ):
             kwargs.setdefault(name, token)
         super().__init__(*args, report_style=report_style, clean_reports=clean_reports, **kwargs)
         self.report_style = report_style
@@ -55,7 +61,7 @@ class RRGMambaTokenizer(PreTrainedTokenizerFast):
     @classmethod
     def from_reports(
         cls, reports: Iterable[str], threshold: int = 3, report_style: str = "iu_xray", **kwargs: Any
-    ) -> "RRGMambaTokenizer":
+    ) -> RRGMambaTokenizer:
         """Build the vocabulary from (training) reports: every cleaned word seen at least ``threshold`` times."""
         if threshold < 1:
             raise ValueError(f"threshold: expected a frequency >= 1, got {threshold}")
@@ -64,7 +70,9 @@ class RRGMambaTokenizer(PreTrainedTokenizerFast):
             raise ValueError("reports: got no training reports to build the vocabulary from")
         backend = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
         backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        trainer = trainers.WordLevelTrainer(min_frequency=threshold, special_tokens=SPECIAL_TOKENS, show_progress=False)
+        trainer = trainers.WordLevelTrainer(
+            min_frequency=threshold, special_tokens=SPECIAL_TOKENS, show_progress=False
+        )
         backend.train_from_iterator(cleaned, trainer=trainer)
         eos_id = backend.token_to_id(EOS_TOKEN)
         backend.post_processor = processors.TemplateProcessing(
@@ -89,10 +97,14 @@ class RRGMambaTokenizer(PreTrainedTokenizerFast):
             text_pair = self._clean_input(text_pair)
         return super()._encode_plus(text, text_pair, is_split_into_words=is_split_into_words, **kwargs)
 
-    def _batch_encode_plus(self, batch_text_or_text_pairs: Any, *args: Any, is_split_into_words: bool = False, **kwargs: Any):
+    def _batch_encode_plus(
+        self, batch_text_or_text_pairs: Any, *args: Any, is_split_into_words: bool = False, **kwargs: Any
+    ):
         if self.clean_reports and not is_split_into_words:
             batch_text_or_text_pairs = [self._clean_input(item) for item in batch_text_or_text_pairs]
-        return super()._batch_encode_plus(batch_text_or_text_pairs, *args, is_split_into_words=is_split_into_words, **kwargs)
+        return super()._batch_encode_plus(
+            batch_text_or_text_pairs, *args, is_split_into_words=is_split_into_words, **kwargs
+        )
 
     def _clean_input(self, text: Any) -> Any:
         if isinstance(text, str):

@@ -25,25 +25,35 @@ class ModelArguments:
     model_type: str = field(default="rrg_mamba", metadata={"help": f"Model family: one of {MODEL_TYPES}."})
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Local directory of a saved model and processor to start from. Unset: a new model is "
-                          "built from the config (random weights unless the config asks for a pretrained backbone)."},
+        metadata={
+            "help": "Local directory of a saved model and processor to start from. Unset: a new model is "
+            "built from the config (random weights unless the config asks for a pretrained backbone)."
+        },
     )
     config_overrides: str | None = field(
         default=None,
-        metadata={"help": "JSON object of config fields for a new model, e.g. "
-                          "'{\"visual_extractor\": \"resnet101\"}' (in a recipe: a mapping)."},
+        metadata={
+            "help": "JSON object of config fields for a new model, e.g. "
+            '\'{"visual_extractor": "resnet101"}\' (in a recipe: a mapping).'
+        },
     )
     vocabulary_threshold: int = field(
-        default=3, metadata={"help": "RRG-Mamba: minimum word frequency in the training reports (R2Gen: 3 IU, 10 MIMIC)."}
+        default=3,
+        metadata={"help": "RRG-Mamba: minimum word frequency in the training reports (R2Gen: 3 IU, 10 MIMIC)."},
     )
     report_style: str = field(
         default="iu_xray", metadata={"help": "R2Gen report cleaner: 'iu_xray' or 'mimic_cxr' (tokenizer and metrics)."}
     )
     max_length: int = field(default=60, metadata={"help": "Longest report in tokens (R2Gen: 60 IU, 100 MIMIC)."})
-    image_size: int = field(default=224, metadata={"help": "Side of the square model input (random crop in training)."})
-    resize_size: int = field(default=256, metadata={"help": "Training-time resize of the shorter side before the crop."})
+    image_size: int = field(
+        default=224, metadata={"help": "Side of the square model input (random crop in training)."}
+    )
+    resize_size: int = field(
+        default=256, metadata={"help": "Training-time resize of the shorter side before the crop."}
+    )
     vision_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "EMRRG: local X-ray Mamba checkpoint (unset: a new one from config_overrides)."}
+        default=None,
+        metadata={"help": "EMRRG: local X-ray Mamba checkpoint (unset: a new one from config_overrides)."},
     )
     text_model_name_or_path: str | None = field(
         default=None, metadata={"help": "EMRRG: local causal LM checkpoint with its tokenizer (e.g. Llama-2-7B-chat)."}
@@ -52,7 +62,8 @@ class ModelArguments:
     lora_alpha: int = field(default=16, metadata={"help": "EMRRG: LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "EMRRG: LoRA dropout."})
     in_proj_lora: str = field(
-        default="partial", metadata={"help": "EMRRG: LoRA on the Mamba in_proj: 'partial' (x half only), 'full', 'none'."}
+        default="partial",
+        metadata={"help": "EMRRG: LoRA on the Mamba in_proj: 'partial' (x half only), 'full', 'none'."},
     )
 
     def __post_init__(self) -> None:
@@ -84,7 +95,9 @@ class DataArguments:
         default=None,
         metadata={"help": "R2Gen-layout annotation.json (IU X-Ray, MIMIC-CXR) or the CheXpert Plus CSV (*.csv)."},
     )
-    image_root: str | None = field(default=None, metadata={"help": "Folder the annotation's image paths are relative to."})
+    image_root: str | None = field(
+        default=None, metadata={"help": "Folder the annotation's image paths are relative to."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training studies."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation studies."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test studies."})
@@ -98,12 +111,17 @@ class DataArguments:
     meteor: bool = field(default=True, metadata={"help": "Score METEOR (starts one Java process)."})
     on_bad_image: str = field(
         default="error",
-        metadata={"help": "A missing or unreadable image: 'error' stops with its file named; 'skip' leaves the "
-                          "study out (with a warning; summary at the end of training)."},
+        metadata={
+            "help": "A missing or unreadable image: 'error' stops with its file named; 'skip' leaves the "
+            "study out (with a warning; summary at the end of training)."
+        },
     )
     verify_images: bool = field(
-        default=False, metadata={"help": "Decode every image before training and list every bad file (then stop, or "
-                                         "with --on_bad_image skip drop those studies)."}
+        default=False,
+        metadata={
+            "help": "Decode every image before training and list every bad file (then stop, or "
+            "with --on_bad_image skip drop those studies)."
+        },
     )
     allow_split_overlap: bool = field(
         default=False, metadata={"help": "Accept a study (same id or image) in more than one split."}
@@ -118,22 +136,29 @@ class DataArguments:
 
 @dataclass
 class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
-    """`Seq2SeqTrainingArguments` with RRG-Mamba's optimiser settings (R2Gen lineage) and report-generation defaults."""
+    """`Seq2SeqTrainingArguments` with RRG-Mamba's optimiser settings (R2Gen lineage) and report-generation "
+    "defaults."""
 
     visual_extractor_learning_rate: float | None = field(
         default=None,
-        metadata={"help": "Learning rate of the visual extractor's parameters (RRG-Mamba: 1e-3 while learning_rate "
-                          "is 2e-3 for the rest). Unset: learning_rate for all."},
+        metadata={
+            "help": "Learning rate of the visual extractor's parameters (RRG-Mamba: 1e-3 while learning_rate "
+            "is 2e-3 for the rest). Unset: learning_rate for all."
+        },
     )
     amsgrad: bool = field(
         default=False,
-        metadata={"help": "Use torch.optim.Adam with AMSGrad and L2 weight decay on every parameter (R2Gen / "
-                          "RRG-Mamba) instead of `optim`."},
+        metadata={
+            "help": "Use torch.optim.Adam with AMSGrad and L2 weight decay on every parameter (R2Gen / "
+            "RRG-Mamba) instead of `optim`."
+        },
     )
     lr_decay_epochs: float | None = field(
         default=None,
-        metadata={"help": "Step decay: multiply every group's learning rate by lr_decay_rate every this many epochs "
-                          "(RRG-Mamba's script: 50, with lr_scheduler_type 'constant' and no warmup). Unset: off."},
+        metadata={
+            "help": "Step decay: multiply every group's learning rate by lr_decay_rate every this many epochs "
+            "(RRG-Mamba's script: 50, with lr_scheduler_type 'constant' and no warmup). Unset: off."
+        },
     )
     lr_decay_rate: float = field(default=0.8, metadata={"help": "Factor of the step decay (RRG-Mamba's script: 0.8)."})
     max_minutes: float | None = field(
@@ -160,11 +185,14 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
                     "lr_decay_epochs: the step decay replaces the Trainer's schedule; use it with "
                     f"lr_scheduler_type 'constant' and no warmup (got {scheduler!r})"
                 )
+
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Train into an output_dir that holds an earlier run (its checkpoint-* folders are removed "
-                          "first, so that --resume_from_checkpoint last cannot pick them up). Without it, and without "
-                          "--resume_from_checkpoint, a non-empty output_dir is refused."},
+        metadata={
+            "help": "Train into an output_dir that holds an earlier run (its checkpoint-* folders are removed "
+            "first, so that --resume_from_checkpoint last cannot pick them up). Without it, and without "
+            "--resume_from_checkpoint, a non-empty output_dir is refused."
+        },
     )
 
 

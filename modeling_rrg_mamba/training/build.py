@@ -14,17 +14,17 @@ import datasets
 from transformers import TrainerCallback, set_seed
 
 from ..data import (
-    write_jsonl,
     EMRRGDataCollator,
     RRGMambaDataCollator,
     add_observation_labels,
     load_chexpert_plus,
     load_r2gen_annotation,
+    write_jsonl,
 )
 from ..data.verify import format_bad_images, scan_images
 from ..metrics import ReportGenerationMetrics, decode_token_ids
-from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .arguments import DataArguments, ModelArguments, ReportGenerationTrainingArguments
+from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .trainer import AugmentationEpochCallback, ReportGenerationTrainer, SeededAugmentationCollator, default_callbacks
 
 logger = logging.getLogger(__name__)
@@ -38,10 +38,17 @@ def load_report_datasets(data_args: DataArguments) -> datasets.DatasetDict:
         raise ValueError("--image_root: give the folder the annotation's image paths are relative to")
     on_error = "skip" if data_args.on_bad_image == "skip" else "raise"
     loader = load_chexpert_plus if str(data_args.annotation).endswith(".csv") else load_r2gen_annotation
-    dataset = loader(data_args.annotation, image_root=data_args.image_root, on_error=on_error,
-                     allow_split_overlap=data_args.allow_split_overlap)
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
-              "test": data_args.max_test_samples}
+    dataset = loader(
+        data_args.annotation,
+        image_root=data_args.image_root,
+        on_error=on_error,
+        allow_split_overlap=data_args.allow_split_overlap,
+    )
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_test_samples,
+    }
     for split, limit in limits.items():
         if split in dataset and limit is not None:
             dataset[split] = dataset[split].select(range(min(limit, len(dataset[split]))))
@@ -59,13 +66,20 @@ def drop_bad_images(dataset: datasets.DatasetDict, data_args: DataArguments) -> 
     if not bad:
         return dataset
     if data_args.on_bad_image == "error":
-        raise ValueError(f"{data_args.annotation}: {len(bad)} bad image file(s): " + "; ".join(map(str, bad))
-                         + " (fix them, or pass --on_bad_image skip to leave those studies out)")
-    logger.warning("leaving out %d studies with bad images:\n%s", len({(b.split, b.study_id) for b in bad}),
-                   format_bad_images(bad))
+        raise ValueError(
+            f"{data_args.annotation}: {len(bad)} bad image file(s): "
+            + "; ".join(map(str, bad))
+            + " (fix them, or pass --on_bad_image skip to leave those studies out)"
+        )
+    logger.warning(
+        "leaving out %d studies with bad images:\n%s",
+        len({(b.split, b.study_id) for b in bad}),
+        format_bad_images(bad),
+    )
     bad_ids = {(b.split, b.study_id) for b in bad}
-    return datasets.DatasetDict({split: part.filter(lambda row, s=split: (s, row["id"]) not in bad_ids)
-                                 for split, part in dataset.items()})
+    return datasets.DatasetDict(
+        {split: part.filter(lambda row, s=split: (s, row["id"]) not in bad_ids) for split, part in dataset.items()}
+    )
 
 
 def build_rrg_mamba(model_args: ModelArguments, train_reports: list[str]):
@@ -83,12 +97,18 @@ def build_rrg_mamba(model_args: ModelArguments, train_reports: list[str]):
         model = RRGMambaForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
         return model, processor
     tokenizer = RRGMambaTokenizer.from_reports(
-        train_reports, threshold=model_args.vocabulary_threshold, report_style=model_args.report_style)
+        train_reports, threshold=model_args.vocabulary_threshold, report_style=model_args.report_style
+    )
     image_processor = RRGMambaImageProcessor(size=model_args.resize_size, crop_size=model_args.image_size)
     processor = RRGMambaProcessor(image_processor, tokenizer, max_length=model_args.max_length)
-    config = RRGMambaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                            decoder_start_token_id=tokenizer.bos_token_id, **model_args.overrides())
+    config = RRGMambaConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id,
+        **model_args.overrides(),
+    )
     return RRGMambaForConditionalGeneration(config), processor
 
 
@@ -107,13 +127,25 @@ def build_emrrg(model_args: ModelArguments):
         vision_config = XrayMambaConfig(**{"image_size": model_args.image_size, **overrides.pop("vision_config", {})})
         tokenizer = AutoTokenizer.from_pretrained(model_args.text_model_name_or_path)
         image_processor = XrayImageProcessor(size=model_args.resize_size, crop_size=model_args.image_size)
-        processor = EMRRGProcessor(image_processor, tokenizer, image_seq_length=vision_config.num_tokens(),
-                                   multi_view_fusion=overrides.get("multi_view_fusion", "mean"))
+        processor = EMRRGProcessor(
+            image_processor,
+            tokenizer,
+            image_seq_length=vision_config.num_tokens(),
+            multi_view_fusion=overrides.get("multi_view_fusion", "mean"),
+        )
         model = EMRRGForConditionalGeneration.from_vision_text_pretrained(
-            model_args.vision_model_name_or_path or vision_config, model_args.text_model_name_or_path,
-            image_token_id=processor.image_token_id, **overrides)
-    model, counts = apply_emrrg_recipe(model, r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
-                                       lora_dropout=model_args.lora_dropout, in_proj_lora=model_args.in_proj_lora)
+            model_args.vision_model_name_or_path or vision_config,
+            model_args.text_model_name_or_path,
+            image_token_id=processor.image_token_id,
+            **overrides,
+        )
+    model, counts = apply_emrrg_recipe(
+        model,
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        in_proj_lora=model_args.in_proj_lora,
+    )
     logger.info("EMRRG Partial-LoRA recipe: %s", counts)
     return model, processor
 
@@ -127,15 +159,19 @@ def build_collators(model_args: ModelArguments, data_args: DataArguments, proces
         evaluation = EMRRGDataCollator(processor, **policy)
     else:
         labels = "observation_labels" if data_args.observation_labels else None
-        train = RRGMambaDataCollator(processor, label_column=labels, processor_kwargs={"do_train_augmentation": True},
-                                     **policy)
+        train = RRGMambaDataCollator(
+            processor, label_column=labels, processor_kwargs={"do_train_augmentation": True}, **policy
+        )
         evaluation = RRGMambaDataCollator(processor, label_column=labels, **policy)
     return SeededAugmentationCollator(train, seed), evaluation
 
 
-def build_trainer(model_args: ModelArguments, data_args: DataArguments,
-                  training_args: ReportGenerationTrainingArguments,
-                  callbacks: list[TrainerCallback] | None = None) -> ReportGenerationTrainer:
+def build_trainer(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: ReportGenerationTrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> ReportGenerationTrainer:
     """Everything ``rrg-mamba train`` needs, as a trainer (``trainer.test_dataset`` holds the test split, if any)."""
     dataset = load_report_datasets(data_args)
     if model_args.model_type == "emrrg":
@@ -146,7 +182,8 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments,
             dataset = add_observation_labels(dataset, uncertain=data_args.uncertain_labels)
     train_collator, eval_collator = build_collators(model_args, data_args, processor, training_args.seed)
     compute_metrics = ReportGenerationMetrics(
-        processor, clean_style=model_args.report_style, ce=data_args.clinical_efficacy, meteor=data_args.meteor)
+        processor, clean_style=model_args.report_style, ce=data_args.clinical_efficacy, meteor=data_args.meteor
+    )
     trainer = ReportGenerationTrainer(
         model=model,
         args=training_args,
@@ -162,28 +199,37 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments,
     return trainer
 
 
-def predict_test_split(trainer: ReportGenerationTrainer, data_args: DataArguments, report_style: str) -> dict[str, Any]:
+def predict_test_split(
+    trainer: ReportGenerationTrainer, data_args: DataArguments, report_style: str
+) -> dict[str, Any]:
     """Generate reports for the test split, write ``test_predictions.jsonl`` and score them against the full
     (untruncated) reference reports; returns the metrics (also written as ``test_results.json``)."""
     test = trainer.test_dataset
     if test is None or len(test) == 0:
         raise ValueError(f"{data_args.annotation}: no test split to predict")
     references = list(test["report"])
-    validation_metrics, trainer.compute_metrics = trainer.compute_metrics, ReportGenerationMetrics(
-        trainer.processing_class, clean_style=report_style, ce=data_args.clinical_efficacy,
-        reference_texts=references, meteor=data_args.meteor)
+    validation_metrics, trainer.compute_metrics = (
+        trainer.compute_metrics,
+        ReportGenerationMetrics(
+            trainer.processing_class,
+            clean_style=report_style,
+            ce=data_args.clinical_efficacy,
+            reference_texts=references,
+            meteor=data_args.meteor,
+        ),
+    )
     validation_metrics.close()
     output = trainer.predict(test, metric_key_prefix="test")
     trainer.compute_metrics.close()
     predictions = decode_token_ids(trainer.processing_class, output.predictions)
-    records = [{"id": example["id"], "images": example["images"], "prediction": prediction, "reference": reference}
-               for example, prediction, reference in zip(test, predictions, references)]
+    records = [
+        {"id": example["id"], "images": example["images"], "prediction": prediction, "reference": reference}
+        for example, prediction, reference in zip(test, predictions, references)
+    ]
     if trainer.is_world_process_zero():
         write_jsonl(Path(trainer.args.output_dir) / "test_predictions.jsonl", records)
     trainer.save_metrics("test", output.metrics)
     return output.metrics
-
-
 
 
 def report_skipped_studies(trainer: ReportGenerationTrainer) -> None:
@@ -192,18 +238,28 @@ def report_skipped_studies(trainer: ReportGenerationTrainer) -> None:
     for collator in (getattr(trainer.train_data_collator, "collator", None), trainer.data_collator):
         skipped += getattr(collator, "skipped", [])
     if skipped:
-        logger.warning("%d studies were left out of their batches (unreadable images):\n%s", len(skipped),
-                       "\n".join(f"  id={study!r}: {reason}" for study, reason in skipped))
+        logger.warning(
+            "%d studies were left out of their batches (unreadable images):\n%s",
+            len(skipped),
+            "\n".join(f"  id={study!r}: {reason}" for study, reason in skipped),
+        )
 
 
-def run_training(model_args: ModelArguments, data_args: DataArguments,
-                 training_args: ReportGenerationTrainingArguments,
-                 callbacks: list[TrainerCallback] | None = None) -> ReportGenerationTrainer:
+def run_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: ReportGenerationTrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> ReportGenerationTrainer:
     """Train (resuming from ``resume_from_checkpoint`` when set), keep the model chosen on validation metrics,
     save it with its processor to ``output_dir``, then predict the test split if ``do_predict``."""
     resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
-    prepare_output_dir(training_args.output_dir, resuming=resume is not None,
-                       overwrite=training_args.overwrite_output_dir, main_process=training_args.should_save)
+    prepare_output_dir(
+        training_args.output_dir,
+        resuming=resume is not None,
+        overwrite=training_args.overwrite_output_dir,
+        main_process=training_args.should_save,
+    )
     set_seed(training_args.seed)
     trainer = build_trainer(model_args, data_args, training_args, callbacks)
     result = trainer.train(resume_from_checkpoint=resume)

@@ -58,8 +58,10 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
     if value != "last":
         problem = checkpoint_problem(value) if Path(value).is_dir() else "no such folder"
         if problem:
-            raise ValueError(f"--resume_from_checkpoint: {value}: {problem}; pass another checkpoint or 'last' "
-                             "(the newest complete one)")
+            raise ValueError(
+                f"--resume_from_checkpoint: {value}: {problem}; pass another checkpoint or 'last' "
+                "(the newest complete one)"
+            )
         return value
     skipped = []
     for folder in reversed(checkpoint_folders(output_dir)):
@@ -71,8 +73,11 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
                 print(f"--resume_from_checkpoint last: resuming from {folder}; skipped incomplete {message}")
             return str(folder)
         skipped.append(f"{folder.name} ({problem})")
-    raise ValueError(f"--resume_from_checkpoint last: {output_dir} holds no complete checkpoint"
-                     + (f" (incomplete: {'; '.join(skipped)})" if skipped else "") + "; start without it")
+    raise ValueError(
+        f"--resume_from_checkpoint last: {output_dir} holds no complete checkpoint"
+        + (f" (incomplete: {'; '.join(skipped)})" if skipped else "")
+        + "; start without it"
+    )
 
 
 def prepare_output_dir(output_dir: str | os.PathLike, resuming: bool, overwrite: bool, main_process: bool) -> None:
@@ -84,9 +89,11 @@ def prepare_output_dir(output_dir: str | os.PathLike, resuming: bool, overwrite:
     contents = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
     if contents and not resuming and not overwrite:
         shown = ", ".join(contents[:5]) + (" ..." if len(contents) > 5 else "")
-        raise OutputPathError(f"--output_dir: {folder} already holds files ({shown}) of an earlier run; resume it "
-                              "with --resume_from_checkpoint last, pass --overwrite_output_dir to replace it, or "
-                              "choose an empty folder")
+        raise OutputPathError(
+            f"--output_dir: {folder} already holds files ({shown}) of an earlier run; resume it "
+            "with --resume_from_checkpoint last, pass --overwrite_output_dir to replace it, or "
+            "choose an empty folder"
+        )
     if overwrite and not resuming and main_process:
         for checkpoint in checkpoint_folders(folder):
             shutil.rmtree(checkpoint)

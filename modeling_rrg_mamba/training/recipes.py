@@ -2,7 +2,8 @@
 
 A recipe is a flat mapping from argument names (the dataclass field names of `arguments`) to values; mapping
 values (``config_overrides``) are passed on as JSON strings, and file arguments (``deepspeed``,
-``generation_config``) naming a file next to the recipe are resolved against the recipe's folder. ``rrg-mamba train --recipe FILE [--flag value ...]``
+``generation_config``) naming a file next to the recipe are resolved against the recipe's folder.
+``rrg-mamba train --recipe FILE [--flag value ...]``
 parses the recipe as the defaults, then the command line on top, so anything in a recipe can be changed per run.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
@@ -28,10 +30,16 @@ def resolve_recipe_path(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    for candidate in (CONFIGURATION_DIR / path.name, CONFIGURATION_DIR / f"{path.name}.yaml", CONFIGURATION_DIR / f"{path.name}.json"):
+    for candidate in (
+        CONFIGURATION_DIR / path.name,
+        CONFIGURATION_DIR / f"{path.name}.yaml",
+        CONFIGURATION_DIR / f"{path.name}.json",
+    ):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"--recipe: no recipe file {name_or_path} (nor a recipe of that name in {CONFIGURATION_DIR})")
+    raise FileNotFoundError(
+        f"--recipe: no recipe file {name_or_path} (nor a recipe of that name in {CONFIGURATION_DIR})"
+    )
 
 
 def load_recipe(name_or_path: str | os.PathLike) -> dict[str, Any]:
@@ -43,7 +51,9 @@ def load_recipe(name_or_path: str | os.PathLike) -> dict[str, Any]:
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise ValueError(f"{path}: not a valid recipe file ({error})") from None
     if not isinstance(recipe, dict):
-        raise ValueError(f"{path}: a recipe must be a mapping of argument names to values, got {type(recipe).__name__}")
+        raise ValueError(
+            f"{path}: a recipe must be a mapping of argument names to values, got {type(recipe).__name__}"
+        )
     recipe = {key: json.dumps(value) if isinstance(value, dict) else value for key, value in recipe.items()}
     for key in FILE_ARGUMENTS:
         if isinstance(recipe.get(key), str) and (path.parent / recipe[key]).is_file():

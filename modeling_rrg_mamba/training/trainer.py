@@ -18,7 +18,8 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,8 +36,9 @@ def visual_extractor(model: nn.Module) -> nn.Module | None:
     return get_backbone() if get_backbone is not None else None
 
 
-def learning_rate_groups(model: nn.Module, learning_rate: float, visual_extractor_learning_rate: float | None,
-                         weight_decay: float) -> list[dict[str, Any]]:
+def learning_rate_groups(
+    model: nn.Module, learning_rate: float, visual_extractor_learning_rate: float | None, weight_decay: float
+) -> list[dict[str, Any]]:
     """Optimiser parameter groups: the visual extractor at its own rate, every other trainable parameter at
     ``learning_rate``; weight decay on all (R2Gen's Adam applies it to every parameter). Empty groups are left out."""
     backbone = visual_extractor(model)
@@ -54,8 +56,9 @@ def learning_rate_groups(model: nn.Module, learning_rate: float, visual_extracto
     return [group for group in groups if group["params"]]
 
 
-def update_steps_per_epoch(dataset_size: int, batch_size: int, world_size: int, accumulation: int,
-                           drop_last: bool) -> int:
+def update_steps_per_epoch(
+    dataset_size: int, batch_size: int, world_size: int, accumulation: int, drop_last: bool
+) -> int:
     """Optimiser steps in one epoch, as the Trainer counts them (the last partial accumulation counts as a step)."""
     batches = dataset_size / (batch_size * world_size)
     batches = math.floor(batches) if drop_last else math.ceil(batches)
@@ -147,8 +150,10 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
         try:
             super()._save_checkpoint(model, trial)
         except OSError as error:
-            raise OSError(f"saving {folder} failed ({error}); it is incomplete, and --resume_from_checkpoint last "
-                          "resumes from the newest complete checkpoint") from error
+            raise OSError(
+                f"saving {folder} failed ({error}); it is incomplete, and --resume_from_checkpoint last "
+                "resumes from the newest complete checkpoint"
+            ) from error
 
     def get_train_dataloader(self) -> DataLoader:
         evaluation_collator = self.data_collator
@@ -165,8 +170,10 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
         visual_rate = getattr(args, "visual_extractor_learning_rate", None)
         groups = learning_rate_groups(model or self.model, args.learning_rate, visual_rate, args.weight_decay)
         if getattr(args, "amsgrad", False):
-            optimizer_cls, optimizer_kwargs = torch.optim.Adam, {
-                "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon, "amsgrad": True}
+            optimizer_cls, optimizer_kwargs = (
+                torch.optim.Adam,
+                {"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon, "amsgrad": True},
+            )
         else:
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, model or self.model)
         optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("lr", "weight_decay")}
@@ -180,8 +187,13 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
         if decay_epochs is None or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         args = self.args
-        per_epoch = update_steps_per_epoch(len(self.train_dataset), args.train_batch_size, args.world_size,
-                                           args.gradient_accumulation_steps, args.dataloader_drop_last)
+        per_epoch = update_steps_per_epoch(
+            len(self.train_dataset),
+            args.train_batch_size,
+            args.world_size,
+            args.gradient_accumulation_steps,
+            args.dataloader_drop_last,
+        )
         period = max(1, round(decay_epochs * per_epoch))
         self.lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer or self.optimizer, period, args.lr_decay_rate)
         self._created_lr_scheduler = True

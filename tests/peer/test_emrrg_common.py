@@ -31,8 +31,9 @@ class EMRRGModelTester:
         self.hidden_size, self.num_attention_heads, self.num_hidden_layers = 32, 4, 2
         self.vocab_size = 61
         self.is_training = True
-        self.vision_config = dict(hidden_size=16, num_hidden_layers=1, image_size=self.image_size, patch_size=16,
-                                  d_state=4)
+        self.vision_config = dict(
+            hidden_size=16, num_hidden_layers=1, image_size=self.image_size, patch_size=16, d_state=4
+        )
 
     def get_config(self) -> EMRRGConfig:
         text_config = dict(

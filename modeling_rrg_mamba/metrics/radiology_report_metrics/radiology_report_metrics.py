@@ -39,8 +39,12 @@ Returns:
 """
 
 _CITATION = """\
-@inproceedings{papineni2002bleu, title={BLEU: a method for automatic evaluation of machine translation}, author={Papineni, Kishore and Roukos, Salim and Ward, Todd and Zhu, Wei-Jing}, booktitle={ACL}, year={2002}}
-@inproceedings{irvin2019chexpert, title={CheXpert: A large chest radiograph dataset with uncertainty labels and expert comparison}, author={Irvin, Jeremy and others}, booktitle={AAAI}, year={2019}}
+@inproceedings{papineni2002bleu,
+  title={BLEU: a method for automatic evaluation of machine translation},
+  author={Papineni, Kishore and Roukos, Salim and Ward, Todd and Zhu, Wei-Jing}, booktitle={ACL}, year={2002}}
+@inproceedings{irvin2019chexpert,
+  title={CheXpert: A large chest radiograph dataset with uncertainty labels and expert comparison},
+  author={Irvin, Jeremy and others}, booktitle={AAAI}, year={2019}}
 """
 
 
@@ -54,10 +58,13 @@ class RadiologyReportMetrics(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=[
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Sequence(datasets.Value("string"))}),
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Value("string")}),
+                datasets.Features(
+                    {
+                        "predictions": datasets.Value("string"),
+                        "references": datasets.Sequence(datasets.Value("string")),
+                    }
+                ),
+                datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
             ],
         )
 
