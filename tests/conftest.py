@@ -1,4 +1,5 @@
-"""Shared test set-up.
+"""Shared test set-up: the tiny random models, processors and synthetic films the test files share, and pytest
+configuration.
 
 The pytest markers that transformers' common tests (``tests/peer/``) use are registered here: transformers' own
 conftest.py, which declares them, is not in its source distribution. They are read off the installed release's files,
@@ -11,6 +12,15 @@ import importlib.util
 import re
 import sys
 from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration
+from modeling_rrg_mamba.rrg_mamba import RRGMambaConfig, RRGMambaForConditionalGeneration
 
 _MARKER = re.compile(r"\bmark\.([A-Za-z_][A-Za-z0-9_]*)")
 _BUILTIN_MARKERS = {"parametrize", "skip", "skipif", "xfail", "usefixtures", "filterwarnings"}
@@ -27,3 +37,229 @@ def _peer_marker_names() -> set[str]:
 def pytest_configure(config) -> None:
     for name in sorted(_peer_marker_names() - _BUILTIN_MARKERS):
         config.addinivalue_line("markers", f"{name}: used by transformers' common tests")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# RRG-Mamba: a 1-block-per-stage ResNet on 64 px films (a 2x2 grid), one GDLM block, a 1+2-layer encoder-decoder
+# ----------------------------------------------------------------------------------------------------------------
+
+GRID = 2  # 64 px images through a stride-32 ResNet -> 2 x 2 feature map
+
+
+def tiny_rrg_mamba_config(**overrides):
+    settings = dict(
+        vocab_size=24,
+        visual_extractor="resnet18",
+        backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "stem_width": 8},
+        gdlm_preset=None,
+        gdlm_dim=16,
+        gdlm_depth=1,
+        gdlm_d_state=4,
+        gdlm_mlp_ratio=2.0,
+        dpb_window=3,
+        d_model=32,
+        num_attention_heads=4,
+        d_ff=64,
+        encoder_layers=1,
+        decoder_layers=2,
+        dropout=0.0,
+    )
+    settings.update(overrides)
+    return RRGMambaConfig(**settings)
+
+
+def tiny_rrg_mamba(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return RRGMambaForConditionalGeneration(tiny_rrg_mamba_config(**overrides)).eval()
+
+
+def rrg_mamba_images(batch=2, views=2, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, views, 3, 64, 64, generator=generator)
+
+
+RRG_MAMBA_LABELS = torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, -100, -100]])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# EMRRG: a one-layer X-ray Mamba on 32 px films and two-layer LLMs of four families
+# ----------------------------------------------------------------------------------------------------------------
+
+IMAGE_TOKEN_ID = 60
+
+
+TEXT_CONFIGS = {
+    "llama": dict(
+        model_type="llama",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=60,
+    ),
+    "qwen2": dict(
+        model_type="qwen2",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=60,
+    ),
+    "mistral": dict(
+        model_type="mistral",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=60,
+        sliding_window=4,
+    ),
+    "gpt2": dict(
+        model_type="gpt2",
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        vocab_size=60,
+        bos_token_id=1,
+        eos_token_id=2,
+        attn_pdrop=0.0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+    ),
+}
+
+
+TINY_VISION = dict(hidden_size=16, num_hidden_layers=1, image_size=32, patch_size=16, d_state=4)
+
+
+def tiny_emrrg_config(family: str = "llama", **kwargs) -> EMRRGConfig:
+    """Every layer hybrid; views concatenated (the generation-equivalence test counts placeholders per view)."""
+    kwargs = {"hybrid_layer_interval": 1, "multi_view_fusion": "concat", **kwargs}
+    return EMRRGConfig(
+        text_config=TEXT_CONFIGS[family], vision_config=TINY_VISION, image_token_id=IMAGE_TOKEN_ID, **kwargs
+    )
+
+
+def prompt_ids(batch: int, num_image_tokens: int, text=(4, 5, 6)) -> torch.Tensor:
+    return torch.tensor([[3] + [IMAGE_TOKEN_ID] * num_image_tokens + [t + i for t in text] for i in range(batch)])
+
+
+def randomize_gates(model: EMRRGForConditionalGeneration, scale: float = 0.5) -> None:
+    with torch.no_grad():
+        for hybrid in model.hybrid_attentions:
+            hybrid.gated_cross_attn.gate.weight.normal_(0, scale)
+            hybrid.gated_cross_attn.gate.bias.normal_(0, scale)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A synthetic findings task for EMRRG: one bright blob per film, its quadrant named by the report
+# ----------------------------------------------------------------------------------------------------------------
+
+PROMPT = "Human: <Img>{image}</Img> describe the film . Assistant:"
+
+
+ROWS, COLUMNS = ("upper", "lower"), ("left", "right")
+
+
+SIDE, PATCH = 32, 8
+
+
+def report(row: int, column: int) -> str:
+    return f"opacity {ROWS[row]} {COLUMNS[column]} ."
+
+
+def film(row: int, column: int, rng: np.random.Generator) -> np.ndarray:
+    """A noisy grey film with one bright blob in the given quadrant (jittered)."""
+    image = 0.3 + 0.05 * rng.standard_normal((SIDE, SIDE))
+    top = row * SIDE // 2 + rng.integers(1, SIDE // 2 - 9)
+    left = column * SIDE // 2 + rng.integers(1, SIDE // 2 - 9)
+    image[top : top + 8, left : left + 8] += 0.6
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    corpus = [PROMPT] + [report(r, c) for r in range(2) for c in range(2)]
+    tokenizer.train_from_iterator(
+        corpus, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[BOS]", "[EOS]"])
+    )
+    bos = tokenizer.token_to_id("[BOS]")
+    tokenizer.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", bos)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Films and scan references
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def write_dicom(path, pixels, photometric="MONOCHROME2", slope=1.0, intercept=0.0, window=None):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def reference_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """The recurrence written out one time step at a time (Mamba's Alg. 2), with autograd through the loop."""
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, dim, length = u.shape
+    if B.ndim == 3:
+        B, C = B[:, None], C[:, None]
+    B = B.repeat_interleave(dim // B.shape[1], dim=1)
+    C = C.repeat_interleave(dim // C.shape[1], dim=1)
+    state = u.new_zeros(batch, dim, A.shape[1])
+    outputs = []
+    for t in range(length):
+        state = torch.exp(delta[:, :, t, None] * A) * state + (delta[:, :, t] * u[:, :, t])[..., None] * B[..., t]
+        outputs.append((state * C[..., t]).sum(-1))
+    y = torch.stack(outputs, dim=-1)
+    if D is not None:
+        y = y + u * D[:, None]
+    if z is not None:
+        y = y * F.silu(z)
+    return y, state
+
+
+def make_inputs(batch=2, dim=6, d_state=4, length=11, groups=None, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    bc_shape = (batch, d_state, length) if groups is None else (batch, groups, d_state, length)
+    return dict(
+        u=torch.randn(batch, dim, length, generator=g, dtype=dtype),
+        delta=torch.rand(batch, dim, length, generator=g, dtype=dtype) * 0.6 - 0.1,
+        A=-torch.rand(dim, d_state, generator=g, dtype=dtype) * 2 - 0.1,
+        B=torch.randn(*bc_shape, generator=g, dtype=dtype),
+        C=torch.randn(*bc_shape, generator=g, dtype=dtype),
+        D=torch.randn(dim, generator=g, dtype=dtype),
+        z=torch.randn(batch, dim, length, generator=g, dtype=dtype),
+        delta_bias=torch.randn(dim, generator=g, dtype=dtype) * 0.3,
+    )
+
+
+def relative_error(actual, expected):
+    return ((actual.double() - expected.double()).norm() / expected.double().norm().clamp_min(1e-30)).item()

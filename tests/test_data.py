@@ -442,7 +442,7 @@ def test_emrrg_collator_sends_reports_as_targets_and_the_prompt_as_text():
 
 def test_collator_and_verifier_read_dicom_and_16_bit_png_with_the_shared_decoder(tmp_path):
     """Files go through load_xray_image: DICOM opens, and a 16-bit PNG is stretched to 8 bit, not clipped."""
-    from test_image_processing import _write_dicom
+    from conftest import write_dicom as _write_dicom
 
     dicom = _write_dicom(tmp_path / "film.dcm", np.tile(np.linspace(0, 4000, 16), (16, 1)))
     png16 = tmp_path / "film16.png"

@@ -4,48 +4,17 @@ synthetic findings, then held-out accuracy, chance level on blank films, and ima
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast, Trainer, TrainingArguments
+from conftest import PATCH, PROMPT, SIDE, film, report, tiny_tokenizer
+from transformers import Trainer, TrainingArguments
 
 from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration, EMRRGProcessor, apply_emrrg_recipe
 from modeling_rrg_mamba.image_processing_xray import XrayImageProcessor
-
-PROMPT = "Human: <Img>{image}</Img> describe the film . Assistant:"
-ROWS, COLUMNS = ("upper", "lower"), ("left", "right")
-SIDE, PATCH = 32, 8
-
-
-def report(row: int, column: int) -> str:
-    return f"opacity {ROWS[row]} {COLUMNS[column]} ."
-
-
-def film(row: int, column: int, rng: np.random.Generator) -> np.ndarray:
-    """A noisy grey film with one bright blob in the given quadrant (jittered)."""
-    image = 0.3 + 0.05 * rng.standard_normal((SIDE, SIDE))
-    top = row * SIDE // 2 + rng.integers(1, SIDE // 2 - 9)
-    left = column * SIDE // 2 + rng.integers(1, SIDE // 2 - 9)
-    image[top : top + 8, left : left + 8] += 0.6
-    return np.clip(image, 0, 1).astype(np.float32)
 
 
 def dataset(size: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, size=(size, 2))
     return [{"image": film(r, c, rng), "report": report(r, c)} for r, c in labels]
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    corpus = [PROMPT] + [report(r, c) for r in range(2) for c in range(2)]
-    tokenizer.train_from_iterator(
-        corpus, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[BOS]", "[EOS]"])
-    )
-    bos = tokenizer.token_to_id("[BOS]")
-    tokenizer.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", bos)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
-    )
 
 
 def generate_reports(model, processor, images) -> list[str]:

@@ -10,8 +10,9 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import IMAGE_TOKEN_ID, TEXT_CONFIGS, TINY_VISION, prompt_ids, randomize_gates
+from conftest import tiny_emrrg_config as tiny_config
 from safetensors.torch import load_file, save_file
-from test_emrrg_model import IMAGE_TOKEN_ID, TEXT_CONFIGS, TINY_VISION, prompt_ids, randomize_gates, tiny_config
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, LlamaConfig
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 

@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import IMAGE_TOKEN_ID, TEXT_CONFIGS, prompt_ids
 from peft.tuners.lora.layer import Linear as LoraLinear
-from test_emrrg_model import IMAGE_TOKEN_ID, TEXT_CONFIGS, prompt_ids
 
 from modeling_rrg_mamba.emrrg import (
     EMRRGConfig,

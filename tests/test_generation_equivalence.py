@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from test_emrrg_model import IMAGE_TOKEN_ID, randomize_gates
-from test_emrrg_model import tiny_config as tiny_emrrg_config
-from test_rrg_mamba_modeling import images, tiny_model
+from conftest import IMAGE_TOKEN_ID, randomize_gates, tiny_emrrg_config
+from conftest import rrg_mamba_images as images
+from conftest import tiny_rrg_mamba as tiny_model
 
 from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration
 

@@ -111,7 +111,9 @@ def test_causal_conv1d_and_update_cuda_match_cpu():
 
 
 def test_rrg_mamba_bf16_training_step_and_generate_on_gpu():
-    from test_rrg_mamba_modeling import LABELS, images, tiny_model
+    from conftest import RRG_MAMBA_LABELS as LABELS
+    from conftest import rrg_mamba_images as images
+    from conftest import tiny_rrg_mamba as tiny_model
 
     model = tiny_model().cuda().train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -130,7 +132,8 @@ def test_rrg_mamba_bf16_training_step_and_generate_on_gpu():
 
 
 def test_emrrg_bf16_training_step_and_generate_on_gpu():
-    from test_emrrg_model import prompt_ids, randomize_gates, tiny_config
+    from conftest import prompt_ids, randomize_gates
+    from conftest import tiny_emrrg_config as tiny_config
 
     from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration
 

@@ -5,52 +5,9 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_inputs, reference_scan, relative_error
 
 from modeling_rrg_mamba.ops import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
-
-
-def reference_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """The recurrence written out one time step at a time (Mamba's Alg. 2), with autograd through the loop."""
-    if delta_bias is not None:
-        delta = delta + delta_bias[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    batch, dim, length = u.shape
-    if B.ndim == 3:
-        B, C = B[:, None], C[:, None]
-    B = B.repeat_interleave(dim // B.shape[1], dim=1)
-    C = C.repeat_interleave(dim // C.shape[1], dim=1)
-    state = u.new_zeros(batch, dim, A.shape[1])
-    outputs = []
-    for t in range(length):
-        state = torch.exp(delta[:, :, t, None] * A) * state + (delta[:, :, t] * u[:, :, t])[..., None] * B[..., t]
-        outputs.append((state * C[..., t]).sum(-1))
-    y = torch.stack(outputs, dim=-1)
-    if D is not None:
-        y = y + u * D[:, None]
-    if z is not None:
-        y = y * F.silu(z)
-    return y, state
-
-
-def make_inputs(batch=2, dim=6, d_state=4, length=11, groups=None, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    bc_shape = (batch, d_state, length) if groups is None else (batch, groups, d_state, length)
-    return dict(
-        u=torch.randn(batch, dim, length, generator=g, dtype=dtype),
-        delta=torch.rand(batch, dim, length, generator=g, dtype=dtype) * 0.6 - 0.1,
-        A=-torch.rand(dim, d_state, generator=g, dtype=dtype) * 2 - 0.1,
-        B=torch.randn(*bc_shape, generator=g, dtype=dtype),
-        C=torch.randn(*bc_shape, generator=g, dtype=dtype),
-        D=torch.randn(dim, generator=g, dtype=dtype),
-        z=torch.randn(batch, dim, length, generator=g, dtype=dtype),
-        delta_bias=torch.randn(dim, generator=g, dtype=dtype) * 0.3,
-    )
-
-
-def relative_error(actual, expected):
-    return ((actual.double() - expected.double()).norm() / expected.double().norm().clamp_min(1e-30)).item()
-
 
 OPTIONS = list(itertools.product([False, True], repeat=4))
 

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from test_ops import make_inputs, reference_scan, relative_error
+from conftest import make_inputs, reference_scan, relative_error
 
 from modeling_rrg_mamba.ops import _fused_scan_cpu, selective_scan, selective_scan_backend, set_selective_scan_backend
 

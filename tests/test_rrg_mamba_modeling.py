@@ -4,46 +4,14 @@ import json
 
 import pytest
 import torch
+from conftest import GRID
+from conftest import RRG_MAMBA_LABELS as LABELS
+from conftest import rrg_mamba_images as images
+from conftest import tiny_rrg_mamba as tiny_model
+from conftest import tiny_rrg_mamba_config as tiny_config
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, EncoderDecoderCache
 
 from modeling_rrg_mamba.rrg_mamba import RRGMambaConfig, RRGMambaForConditionalGeneration
-
-GRID = 2  # 64 px images through a stride-32 ResNet -> 2 x 2 feature map
-
-
-def tiny_config(**overrides):
-    settings = dict(
-        vocab_size=24,
-        visual_extractor="resnet18",
-        backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "stem_width": 8},
-        gdlm_preset=None,
-        gdlm_dim=16,
-        gdlm_depth=1,
-        gdlm_d_state=4,
-        gdlm_mlp_ratio=2.0,
-        dpb_window=3,
-        d_model=32,
-        num_attention_heads=4,
-        d_ff=64,
-        encoder_layers=1,
-        decoder_layers=2,
-        dropout=0.0,
-    )
-    settings.update(overrides)
-    return RRGMambaConfig(**settings)
-
-
-def tiny_model(seed=0, **overrides):
-    torch.manual_seed(seed)
-    return RRGMambaForConditionalGeneration(tiny_config(**overrides)).eval()
-
-
-def images(batch=2, views=2, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, views, 3, 64, 64, generator=generator)
-
-
-LABELS = torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, -100, -100]])
 
 
 def test_save_load_round_trip_and_auto_classes(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from test_emrrg_conditioning import PROMPT, tiny_tokenizer
+from conftest import PROMPT, tiny_tokenizer
 from transformers import AutoProcessor
 
 from modeling_rrg_mamba.emrrg import EMRRGProcessor

@@ -4,6 +4,8 @@ import warnings
 
 import pytest
 import torch
+from conftest import IMAGE_TOKEN_ID, TEXT_CONFIGS, TINY_VISION, prompt_ids, randomize_gates
+from conftest import tiny_emrrg_config as tiny_config
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, PretrainedConfig
 
 from modeling_rrg_mamba.emrrg import (
@@ -13,70 +15,6 @@ from modeling_rrg_mamba.emrrg import (
     XrayMambaModel,
 )  # registers Auto classes
 from modeling_rrg_mamba.emrrg.modeling_emrrg import decoder_layers
-
-IMAGE_TOKEN_ID = 60
-TEXT_CONFIGS = {
-    "llama": dict(
-        model_type="llama",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=60,
-    ),
-    "qwen2": dict(
-        model_type="qwen2",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=60,
-    ),
-    "mistral": dict(
-        model_type="mistral",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=60,
-        sliding_window=4,
-    ),
-    "gpt2": dict(
-        model_type="gpt2",
-        n_embd=32,
-        n_layer=2,
-        n_head=4,
-        vocab_size=60,
-        bos_token_id=1,
-        eos_token_id=2,
-        attn_pdrop=0.0,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-    ),
-}
-TINY_VISION = dict(hidden_size=16, num_hidden_layers=1, image_size=32, patch_size=16, d_state=4)
-
-
-def tiny_config(family: str = "llama", **kwargs) -> EMRRGConfig:
-    """Every layer hybrid; views concatenated (the generation-equivalence test counts placeholders per view)."""
-    kwargs = {"hybrid_layer_interval": 1, "multi_view_fusion": "concat", **kwargs}
-    return EMRRGConfig(
-        text_config=TEXT_CONFIGS[family], vision_config=TINY_VISION, image_token_id=IMAGE_TOKEN_ID, **kwargs
-    )
-
-
-def prompt_ids(batch: int, num_image_tokens: int, text=(4, 5, 6)) -> torch.Tensor:
-    return torch.tensor([[3] + [IMAGE_TOKEN_ID] * num_image_tokens + [t + i for t in text] for i in range(batch)])
-
-
-def randomize_gates(model: EMRRGForConditionalGeneration, scale: float = 0.5) -> None:
-    with torch.no_grad():
-        for hybrid in model.hybrid_attentions:
-            hybrid.gated_cross_attn.gate.weight.normal_(0, scale)
-            hybrid.gated_cross_attn.gate.bias.normal_(0, scale)
 
 
 def test_xray_mamba_presets_sizes_and_views():
