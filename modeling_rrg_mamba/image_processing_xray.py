@@ -175,6 +175,31 @@ def load_xray_image(source: XrayImageSource, output: str = "float32") -> np.ndar
     return image.astype(np.float32)
 
 
+def flatten_studies(images: Any, return_tensors: str | None) -> tuple[list[XrayImageSource], int | None]:
+    """The films of ``images`` (one film, a list of films, or a list of studies with the same number of views each)
+    in order, and the views per study (``None`` when the films are not grouped into studies)."""
+    if return_tensors not in (None, "pt"):
+        raise ValueError(f"return_tensors: only 'pt' is supported, got {return_tensors!r}")
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    if len(images) == 0:
+        raise ValueError("images: got an empty list")
+    nested = [isinstance(item, (list, tuple)) for item in images]
+    if any(nested) and not all(nested):
+        raise ValueError("images: mix of single images and lists of views; give one or the other")
+    if not any(nested):
+        return list(images), None
+    view_counts = [len(views) for views in images]
+    if len(set(view_counts)) != 1 or view_counts[0] == 0:
+        raise ValueError(f"images: every study needs the same, non-zero number of views; got {view_counts}")
+    return [view for views in images for view in views], view_counts[0]
+
+
+def group_views(pixel_values: torch.Tensor, views: int | None) -> torch.Tensor:
+    """``(films, 3, H, W)`` -> ``(studies, views, 3, H, W)`` when the films came grouped into studies."""
+    return pixel_values if views is None else pixel_values.unflatten(0, (-1, views))
+
+
 class XrayImageProcessor(BaseImageProcessor):
     r"""
     Image processor for chest X-ray report generation (R2Gen preprocessing).
@@ -273,23 +298,9 @@ class XrayImageProcessor(BaseImageProcessor):
         return_tensors: str | None = "pt",
         **kwargs: Any,
     ) -> BatchFeature:
-        if return_tensors not in (None, "pt"):
-            raise ValueError(f"return_tensors: only 'pt' is supported, got {return_tensors!r}")
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        if len(images) == 0:
-            raise ValueError("images: got an empty list")
-        nested = [isinstance(item, (list, tuple)) for item in images]
-        if any(nested) and not all(nested):
-            raise ValueError("images: mix of single images and lists of views; give one or the other")
-        if not any(nested):
-            pixel_values = torch.stack([self.process_one(image, do_train_augmentation) for image in images])
-            return BatchFeature({"pixel_values": pixel_values})
-        view_counts = [len(views) for views in images]
-        if len(set(view_counts)) != 1 or view_counts[0] == 0:
-            raise ValueError(f"images: every study needs the same, non-zero number of views; got {view_counts}")
-        studies = [torch.stack([self.process_one(v, do_train_augmentation) for v in views]) for views in images]
-        return BatchFeature({"pixel_values": torch.stack(studies)})
+        films, views = flatten_studies(images, return_tensors)
+        pixel_values = torch.stack([self.process_one(film, do_train_augmentation) for film in films])
+        return BatchFeature({"pixel_values": group_views(pixel_values, views)})
 
 
 __all__ = [

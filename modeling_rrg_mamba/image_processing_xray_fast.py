@@ -27,7 +27,15 @@ import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
 from ._compat import FastImageProcessorBase
-from .image_processing_xray import IMAGENET_MEAN, IMAGENET_STD, XrayImageProcessor, XrayImageSource, load_xray_image
+from .image_processing_xray import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    XrayImageProcessor,
+    XrayImageSource,
+    flatten_studies,
+    group_views,
+    load_xray_image,
+)
 
 
 class XrayImageProcessorFast(FastImageProcessorBase):
@@ -148,22 +156,8 @@ class XrayImageProcessorFast(FastImageProcessorBase):
         **kwargs: Any,
     ) -> BatchFeature:
         """Same inputs and outputs as `XrayImageProcessor.preprocess`."""
-        if return_tensors not in (None, "pt"):
-            raise ValueError(f"return_tensors: only 'pt' is supported, got {return_tensors!r}")
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        if len(images) == 0:
-            raise ValueError("images: got an empty list")
-        nested = [isinstance(item, (list, tuple)) for item in images]
-        if any(nested) and not all(nested):
-            raise ValueError("images: mix of single images and lists of views; give one or the other")
-        if not any(nested):
-            return BatchFeature({"pixel_values": self.process_batch(images, do_train_augmentation)})
-        view_counts = [len(views) for views in images]
-        if len(set(view_counts)) != 1 or view_counts[0] == 0:
-            raise ValueError(f"images: every study needs the same, non-zero number of views; got {view_counts}")
-        flat = self.process_batch([view for views in images for view in views], do_train_augmentation)
-        return BatchFeature({"pixel_values": flat.view(len(images), view_counts[0], *flat.shape[1:])})
+        films, views = flatten_studies(images, return_tensors)
+        return BatchFeature({"pixel_values": group_views(self.process_batch(films, do_train_augmentation), views)})
 
     def __call__(self, images: Any = None, *args: Any, **kwargs: Any) -> BatchFeature:
         return self.preprocess(images, *args, **kwargs)

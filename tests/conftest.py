@@ -88,35 +88,19 @@ RRG_MAMBA_LABELS = torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, -100, -100]])
 IMAGE_TOKEN_ID = 60
 
 
+# Llama, Qwen2 and Mistral share one tiny shape; GPT-2 names its sizes differently.
+_LLAMA_LIKE = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=60,
+)
 TEXT_CONFIGS = {
-    "llama": dict(
-        model_type="llama",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=60,
-    ),
-    "qwen2": dict(
-        model_type="qwen2",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=60,
-    ),
-    "mistral": dict(
-        model_type="mistral",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=60,
-        sliding_window=4,
-    ),
+    "llama": dict(model_type="llama", **_LLAMA_LIKE),
+    "qwen2": dict(model_type="qwen2", **_LLAMA_LIKE),
+    "mistral": dict(model_type="mistral", sliding_window=4, **_LLAMA_LIKE),
     "gpt2": dict(
         model_type="gpt2",
         n_embd=32,
