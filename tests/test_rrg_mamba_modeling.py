@@ -435,3 +435,15 @@ def test_weights_missing_from_a_checkpoint_are_initialised(tmp_path):
     assert loaded.decoder.embed_tokens.weight[loaded.config.pad_token_id].abs().max() == 0
     with torch.no_grad():
         assert torch.isfinite(loaded(pixel_values=images(), labels=LABELS).logits).all()
+
+
+def test_pretrained_backbone_offline_fails_at_once_naming_the_flag_and_backbone(monkeypatch):
+    """HF_HUB_OFFLINE with no cached ImageNet weights: one clear OSError, no generic hub error, no retries."""
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", "/nonexistent-rrg-mamba-cache")  # nothing cached
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", "/nonexistent-rrg-mamba-cache/hub")
+    with pytest.raises(OSError, match=r"pretrained_backbone=True.*'resnet18'.*HF_HUB_OFFLINE"):
+        RRGMambaForConditionalGeneration(tiny_config(pretrained_backbone=True, backbone_kwargs={}))

@@ -103,20 +103,39 @@ def sinusoidal_positions(length: int, dim: int, offset: int = 0, device=None, dt
     return table.to(dtype or torch.float32)
 
 
-class RRGMambaVisualExtractor(nn.Module):
-    """A timm backbone returning the last feature map of each image as a grid ``(images, h, w, C)``."""
+def create_backbone(config: RRGMambaConfig) -> nn.Module:
+    """The timm backbone named by ``config.visual_extractor`` (ImageNet weights with ``pretrained_backbone``).
 
-    def __init__(self, config: RRGMambaConfig) -> None:
-        super().__init__()
-        import timm
+    A failed download of the pretrained weights (no network, or ``HF_HUB_OFFLINE=1`` without them in the Hugging Face
+    cache) raises one ``OSError`` naming the flag, the backbone and ``HF_HUB_OFFLINE``, instead of a generic hub error.
+    """
+    import timm
 
-        self.backbone = timm.create_model(
+    try:
+        return timm.create_model(
             config.visual_extractor,
             pretrained=config.pretrained_backbone,
             num_classes=0,
             global_pool="",
             **config.backbone_kwargs,
         )
+    except (OSError, RuntimeError, ValueError) as error:
+        if not config.pretrained_backbone:
+            raise
+        raise OSError(
+            f"pretrained_backbone=True: could not get timm's ImageNet weights of {config.visual_extractor!r} "
+            f"({type(error).__name__}: {error}). Without network, set pretrained_backbone=False (random initial "
+            "weights), or put the weights in the Hugging Face cache and set HF_HUB_OFFLINE=1, which also makes a "
+            "missing download fail at once instead of retrying"
+        ) from error
+
+
+class RRGMambaVisualExtractor(nn.Module):
+    """A timm backbone returning the last feature map of each image as a grid ``(images, h, w, C)``."""
+
+    def __init__(self, config: RRGMambaConfig) -> None:
+        super().__init__()
+        self.backbone = create_backbone(config)
         self.num_features = self.backbone.num_features
         # timm initialised (or loaded) a backbone built on a real device: PreTrainedModel's weight initialisation
         # must leave it alone. `from_pretrained` builds on the meta device: there `_init_weights` initialises the
