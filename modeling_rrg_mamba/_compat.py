@@ -28,6 +28,7 @@ except ImportError:  # transformers 4.57: _init_weights only runs on modules wit
     from torch.nn import init
 
 __all__ = [
+    "ATTENTION_CACHE_KWARGS",
     "CACHE_NAME",
     "FastImageProcessorBase",
     "GENERATE_PASSES_PIXEL_VALUES_EVERY_STEP",
@@ -61,6 +62,10 @@ CACHE_NAME: str = (
 """Name of the cache in model outputs and in the keyword arguments of a language model's ``forward``."""
 
 _LEGACY_CACHE_NAMES = ("past_key_values", "cache_params")
+
+ATTENTION_CACHE_KWARGS: tuple[str, ...] = ("cache", "past_key_values", "past_key_value")
+"""Names under which an LLM's decoder layer hands the cache to its attention module: ``cache`` (5.24+),
+``past_key_values`` (4.57 - 5.23) and ``past_key_value`` (older 4.x attention signatures some LLMs keep)."""
 
 
 def cache_field(cache: Any) -> dict[str, Any]:

@@ -85,12 +85,13 @@ def test_rrg_mamba_generate_equals_step_by_step_full_forward(num_beams):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def emrrg_case(family: str):
+def emrrg_case(family: str, fusion: str = "concat"):
     torch.manual_seed(5)
-    config = tiny_emrrg_config(family)
+    config = tiny_emrrg_config(family, multi_view_fusion=fusion)
     model = EMRRGForConditionalGeneration(config).eval()
     randomize_gates(model, scale=2.0)  # open gates: the images matter at every hybrid layer
-    images_per_study = 2 * config.num_image_tokens  # two views
+    # two views per study: concatenated, each view has its placeholders; averaged (the default), one view's worth
+    images_per_study = config.num_image_tokens * (2 if fusion == "concat" else 1)
     prompts = [
         [3] + [IMAGE_TOKEN_ID] * images_per_study + [4, 5],
         [3, 7] + [IMAGE_TOKEN_ID] * images_per_study + [4, 5, 6, 8],
@@ -128,10 +129,10 @@ def emrrg_reference(model, input_ids, attention_mask, pixel_values, num_beams: i
     return reference_decode(next_logits, input_ids, num_beams, banned=banned)[:, prompt_length:]
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family, fusion", [("llama", "concat"), ("gpt2", "concat"), ("llama", "mean")])
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_emrrg_generate_equals_step_by_step_full_forward(family, num_beams):
-    model, input_ids, attention_mask, pixel_values, eos, settings = emrrg_case(family)
+def test_emrrg_generate_equals_step_by_step_full_forward(family, fusion, num_beams):
+    model, input_ids, attention_mask, pixel_values, eos, settings = emrrg_case(family, fusion)
     expected = emrrg_reference(model, input_ids, attention_mask, pixel_values, num_beams, eos)
     for use_cache in (True, False):
         generated = model.generate(

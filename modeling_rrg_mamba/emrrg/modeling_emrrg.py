@@ -39,6 +39,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithPast
 
 from .._compat import (
+    ATTENTION_CACHE_KWARGS,
     CACHE_NAME,
     GENERATE_PASSES_PIXEL_VALUES_EVERY_STEP,
     accepts_legacy_cache_name,
@@ -55,7 +56,6 @@ Tensor = torch.Tensor
 DECODER_LAYER_LIST_NAMES = ("layers", "h", "blocks", "block")
 ATTENTION_CHILD_NAMES = ("self_attn", "attn", "attention", "self_attention")
 PRE_ATTENTION_NORM_NAMES = ("input_layernorm", "ln_1", "attention_norm", "ln_attn", "pre_attention_layernorm")
-CACHE_KWARG_NAMES = ("cache", "past_key_values", "past_key_value")
 
 
 @dataclass
@@ -268,7 +268,7 @@ class HybridAttentionMixin:
     def forward(self, *args: Any, cross_attention_states: Tensor | None = None, **kwargs: Any) -> Any:
         outputs = super().forward(*args, **kwargs)
         bound = _bound_arguments(self._attention_signature, (self, *args), kwargs)
-        cache = next((bound[name] for name in CACHE_KWARG_NAMES if bound.get(name) is not None), None)
+        cache = next((bound[name] for name in ATTENTION_CACHE_KWARGS if bound.get(name) is not None), None)
         keys_values = self._visual_keys_values(cross_attention_states, cache)
         if keys_values is None:  # text only: nothing to attend to
             return outputs
