@@ -237,6 +237,22 @@ class XrayImageProcessor(BaseImageProcessor):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._set_settings(
+            size, crop_size, do_train_augmentation, flip_probability, do_normalize, image_mean, image_std, seed
+        )
+
+    def _set_settings(
+        self,
+        size: int,
+        crop_size: int,
+        do_train_augmentation: bool,
+        flip_probability: float,
+        do_normalize: bool,
+        image_mean: Sequence[float],
+        image_std: Sequence[float],
+        seed: int | None,
+    ) -> None:
+        """Check and store the settings (shared with the fast processor, which has another base ``__init__``)."""
         if crop_size > size:
             raise ValueError(f"crop_size ({crop_size}) must not exceed size ({size})")
         if len(image_mean) != 3 or len(image_std) != 3:

@@ -71,19 +71,9 @@ class XrayImageProcessorFast(FastImageProcessorBase):
         # The backends' own __init__ turns size / crop_size into size dicts and sets their generic defaults; this
         # processor keeps the slow one's plain integers, so it starts from BaseImageProcessor.
         BaseImageProcessor.__init__(self, **kwargs)
-        if crop_size > size:
-            raise ValueError(f"crop_size ({crop_size}) must not exceed size ({size})")
-        if len(image_mean) != 3 or len(image_std) != 3:
-            raise ValueError("image_mean and image_std: expected three values (R, G, B) each")
-        self.size = int(size)
-        self.crop_size = int(crop_size)
-        self.do_train_augmentation = bool(do_train_augmentation)
-        self.flip_probability = float(flip_probability)
-        self.do_normalize = bool(do_normalize)
-        self.image_mean = [float(v) for v in image_mean]
-        self.image_std = [float(v) for v in image_std]
-        self.seed = seed
-        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        XrayImageProcessor._set_settings(
+            self, size, crop_size, do_train_augmentation, flip_probability, do_normalize, image_mean, image_std, seed
+        )
 
     def to_dict(self) -> dict[str, Any]:
         output = BaseImageProcessor.to_dict(self)
