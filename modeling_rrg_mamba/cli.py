@@ -1,4 +1,4 @@
-"""The ``rrg-mamba`` command: ``train``, ``evaluate``, ``generate``, ``verify`` and ``demo``.
+"""The ``rrg-mamba`` command: ``train``, ``evaluate``, ``generate``, ``verify``, ``demo`` and ``convert``.
 
 Every command parses its arguments with `transformers.HfArgumentParser` (``rrg-mamba <command> --help`` lists
 them). ``train`` accepts every `Seq2SeqTrainingArguments` flag and a ``--recipe`` (JSON/YAML in ``configuration/``)
@@ -14,6 +14,7 @@ Examples::
     rrg-mamba generate --model runs/iu --annotation ann.json --image_root images --split test --output test.jsonl
     rrg-mamba evaluate --predictions test.jsonl
     rrg-mamba demo
+    rrg-mamba convert --checkpoint EMRRG-CXP.pth --output_dir emrrg-cxp --allow_pickle
 
 Errors. A problem with the user's input -- any ``ValueError`` (which covers ``UnicodeDecodeError``, JSON errors and
 the package's own validation errors such as ``BadEntry``) or ``OSError`` (missing files, permissions, a full disk)
@@ -41,6 +42,7 @@ COMMANDS_HELP = {
     "generate": "images (files, folders, DICOM) or an annotation split -> reports as JSONL, with optional heatmaps",
     "verify": "decode every image of an annotation and list every bad file before training",
     "demo": "train, evaluate and generate on the bundled sample films (offline, CPU, a few minutes)",
+    "convert": "an EMRRG authors' checkpoint (EMRRG-CXP.pth, MambaXrayCLIP-B.pth) -> a model folder",
 }
 DEBUG_ENV = "RRG_MAMBA_DEBUG"
 
@@ -208,18 +210,29 @@ def demo(argv: Sequence[str]) -> None:
     run_demo(args)
 
 
+def convert(argv: Sequence[str]) -> None:
+    from .commands.arguments import ConvertArguments
+
+    args = parse(ConvertArguments, argv, "rrg-mamba convert")
+    from .commands.convert import run_convert
+
+    print(run_convert(args))
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int | None]] = {
     "train": train,
     "evaluate": evaluate,
     "generate": generate,
     "verify": verify,
     "demo": demo,
+    "convert": convert,
 }
 LIGHT_HELP = {
     "evaluate": "EvaluateArguments",
     "generate": "GenerateArguments",
     "verify": "VerifyArguments",
     "demo": "DemoArguments",
+    "convert": "ConvertArguments",
 }
 
 

@@ -151,4 +151,52 @@ class DemoArguments:
             raise ValueError(f"--max_minutes: expected a positive number, got {self.max_minutes}")
 
 
-__all__ = ["BAD_IMAGE_POLICIES", "DemoArguments", "EvaluateArguments", "GenerateArguments", "VerifyArguments"]
+CONVERT_KINDS = ("auto", "emrrg", "xray_mamba")
+
+
+@dataclass
+class ConvertArguments:
+    """``rrg-mamba convert``: an EMRRG authors' checkpoint (EMRRG-CXP.pth, MambaXrayCLIP-B.pth) -> a model folder."""
+
+    checkpoint: str = field(
+        default=None, metadata={"help": "The authors' .pth file (EMRRG model or X-ray Mamba).", "required": True}
+    )
+    output_dir: str = field(
+        default=None, metadata={"help": "Folder to write the converted model (and processor) to.", "required": True}
+    )
+    kind: str = field(
+        default="auto",
+        metadata={"help": "emrrg, xray_mamba, or auto (emrrg when the file has the projector llama_proj)."},
+    )
+    text_model: str = field(
+        default="meta-llama/Llama-2-7b-chat-hf",
+        metadata={"help": "The LLM (Hub id or local folder) of an EMRRG checkpoint, with its tokenizer."},
+    )
+    backbone_checkpoint: str = field(
+        default=None, metadata={"help": "MambaXrayCLIP-B.pth, for an EMRRG file saved without its backbone."}
+    )
+    num_views: int = field(default=1, metadata={"help": "Films per study (averaged, as the authors' code)."})
+    allow_pickle: bool = field(
+        default=False,
+        metadata={"help": "Read a file holding Python objects (the authors' argparse settings): trusted files only."},
+    )
+    dtype: str = field(default=None, metadata={"help": "Save the weights in this dtype (float16, bfloat16, ...)."})
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is None or self.output_dir is None:
+            raise ValueError("--checkpoint / --output_dir: give both")
+        if self.kind not in CONVERT_KINDS:
+            raise ValueError(f"--kind: expected one of {CONVERT_KINDS}, got {self.kind!r}")
+        if self.num_views < 1:
+            raise ValueError(f"--num_views: expected at least 1, got {self.num_views}")
+
+
+__all__ = [
+    "BAD_IMAGE_POLICIES",
+    "CONVERT_KINDS",
+    "ConvertArguments",
+    "DemoArguments",
+    "EvaluateArguments",
+    "GenerateArguments",
+    "VerifyArguments",
+]

@@ -10,6 +10,14 @@ from .._compat import register_auto_model, register_image_processors
 from ..image_processing_xray import XrayImageProcessor
 from ..image_processing_xray_fast import XrayImageProcessorFast
 from .configuration_emrrg import EMRRGConfig, XrayMambaConfig
+from .convert_authors_checkpoint import (
+    ConversionReport,
+    UnmappedKeysError,
+    authors_checkpoint_kind,
+    convert_emrrg_checkpoint,
+    convert_xray_mamba_checkpoint,
+    load_authors_checkpoint,
+)
 from .modeling_emrrg import EMRRGForConditionalGeneration, EMRRGPreTrainedModel, HybridAttention, HybridAttentionMixin
 from .modeling_xray_mamba import XrayMambaModel
 from .processing_emrrg import EMRRGProcessor
@@ -20,6 +28,7 @@ _PARTIAL_LORA_NAMES = (
     "PartialLoraLinear",
     "PartialLoraVariant",
     "apply_emrrg_recipe",
+    "authors_checkpoint_kind",
     "count_parameters",
     "emrrg_lora_config",
     "load_emrrg_adapter",
@@ -48,6 +57,7 @@ def _register_auto_classes() -> None:
 _register_auto_classes()
 
 __all__ = [
+    "ConversionReport",
     "EMRRGConfig",
     "EMRRGForConditionalGeneration",
     "EMRRGPreTrainedModel",
@@ -57,10 +67,15 @@ __all__ = [
     "PartialLoraLinear",
     "PartialLoraVariant",
     "XrayMambaConfig",
+    "UnmappedKeysError",
     "XrayMambaModel",
     "apply_emrrg_recipe",
+    "authors_checkpoint_kind",
+    "convert_emrrg_checkpoint",
+    "convert_xray_mamba_checkpoint",
     "count_parameters",
     "emrrg_lora_config",
+    "load_authors_checkpoint",
     "load_emrrg_adapter",
     "partial_lora_config",
 ]

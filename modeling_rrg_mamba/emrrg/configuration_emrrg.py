@@ -17,6 +17,9 @@ XRAY_MAMBA_PRESETS: dict[str, dict[str, int]] = {
     "large": {"hidden_size": 1024, "num_hidden_layers": 24},
 }
 
+#: Pre-norms an X-ray Mamba may use: ours (RMSNorm) or the authors' (LayerNorm with bias).
+XRAY_MAMBA_NORM_TYPES = ("rms_norm", "layer_norm")
+
 
 def _swiglu_width(hidden_size: int) -> int:
     """SwiGLU hidden width with the parameter count of a 4x GELU MLP (8/3 of the model width, rounded up to 64)."""
@@ -39,7 +42,11 @@ class XrayMambaConfig(PretrainedConfig):
         expand (`int`, defaults to 1): inner width of the mixer is ``expand * hidden_size``.
         dt_rank (`int` or `"auto"`, defaults to `"auto"`): rank of the step-size projection (``ceil(D/16)``).
         scan_directions (`list[str]`): the four scan routes, each with its own conv/x_proj/dt_proj/A/D.
-        rms_norm_eps (`float`, defaults to 1e-5): epsilon of the pre-norm RMSNorms.
+        norm_type (`str`, defaults to `"rms_norm"`): the blocks' pre-norms and the final norm. `"rms_norm"` (ours:
+            RMSNorm without bias) or `"layer_norm"` (LayerNorm with bias, as in the authors' ARM / MambaXray-VL
+            backbone; set by :func:`convert_xray_mamba_checkpoint`).
+        mlp_bias (`bool`, defaults to `False`): biases on the SwiGLU projections (`True` in the authors' backbone).
+        rms_norm_eps (`float`, defaults to 1e-5): epsilon of the pre-norms and the final norm (either ``norm_type``).
         initializer_range (`float`, defaults to 0.02): std of the normal initialisation of linear layers.
     """
 
@@ -58,10 +65,14 @@ class XrayMambaConfig(PretrainedConfig):
         expand: int = 1,
         dt_rank: int | str = "auto",
         scan_directions: tuple[str, ...] | list[str] = ("row", "row_reversed", "col", "col_reversed"),
+        norm_type: str = "rms_norm",
+        mlp_bias: bool = False,
         rms_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         **kwargs: Any,
     ) -> None:
+        if norm_type not in XRAY_MAMBA_NORM_TYPES:
+            raise ValueError(f"norm_type: expected one of {XRAY_MAMBA_NORM_TYPES}, got {norm_type!r}")
         if image_size % patch_size:
             raise ValueError(f"image_size: {image_size} is not a multiple of patch_size {patch_size}")
         self.image_size = image_size
@@ -75,6 +86,8 @@ class XrayMambaConfig(PretrainedConfig):
         self.expand = expand
         self.dt_rank = dt_rank
         self.scan_directions = list(scan_directions)
+        self.norm_type = norm_type
+        self.mlp_bias = mlp_bias
         self.rms_norm_eps = rms_norm_eps
         self.initializer_range = initializer_range
         super().__init__(**kwargs)

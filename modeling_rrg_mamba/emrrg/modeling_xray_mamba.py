@@ -4,8 +4,11 @@ An image is cut into 16x16 patches, embedded by one convolution, and a learnable
 middle of the patch sequence (Vim). Learned absolute position embeddings are added (interpolated when the image
 size differs from the configured one). Every block is pre-norm:
 
-    h = h + Mixer(RMSNorm(h))          four scan routes over the patch grid, per-route conv/S6, shared in/out_proj
-    h = h + SwiGLU(RMSNorm(h))
+    h = h + Mixer(Norm(h))          four scan routes over the patch grid, per-route conv/S6, shared in/out_proj
+    h = h + SwiGLU(Norm(h))
+
+Norm is RMSNorm (ours) or, with ``norm_type="layer_norm"`` and ``mlp_bias=True``, the authors' LayerNorm with biased
+SwiGLU (their ARM / MambaXray-VL backbone, which :func:`convert_xray_mamba_checkpoint` loads).
 
 All tokens leave the backbone (no pooling): the report generator attends to every one of them.
 """
@@ -65,14 +68,22 @@ class XrayMambaPatchEmbeddings(nn.Module):
         return tokens, grid, cls_position
 
 
+def xray_mamba_norm(config: XrayMambaConfig) -> nn.Module:
+    """A pre-norm of the kind ``config.norm_type`` names (RMSNorm, or the authors' LayerNorm with bias)."""
+    if config.norm_type == "layer_norm":
+        return nn.LayerNorm(config.hidden_size, eps=config.rms_norm_eps)
+    return nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+
 class XrayMambaSwiGLU(nn.Module):
-    """SwiGLU feed-forward: ``down(SiLU(gate(h)) * up(h))``."""
+    """SwiGLU feed-forward: ``down(SiLU(gate(h)) * up(h))`` (the authors' ``w3(SiLU(w1 h) * w2 h)``)."""
 
     def __init__(self, config: XrayMambaConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        bias = config.mlp_bias
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         return self.down_proj(F.silu(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))
@@ -83,7 +94,7 @@ class XrayMambaBlock(nn.Module):
 
     def __init__(self, config: XrayMambaConfig, layer_idx: int) -> None:
         super().__init__()
-        self.mixer_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mixer_norm = xray_mamba_norm(config)
         self.mixer = MambaMixer(
             config.hidden_size,
             d_state=config.d_state,
@@ -93,7 +104,7 @@ class XrayMambaBlock(nn.Module):
             directions=tuple(config.scan_directions),
             layer_idx=layer_idx,
         )
-        self.mlp_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp_norm = xray_mamba_norm(config)
         self.mlp = XrayMambaSwiGLU(config)
 
     def forward(self, hidden_states: Tensor, grid: tuple[int, int], cls_position: int) -> Tensor:
@@ -122,10 +133,12 @@ class XrayMambaPreTrainedModel(PreTrainedModel):
             module.reset_parameters()
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
             _unless_loaded(module.weight, lambda t: init.trunc_normal_(t, std=std))
-            if module.bias is not None:
+            if getattr(module, "bias", None) is not None:
                 _unless_loaded(module.bias, init.zeros_)
-        elif isinstance(module, nn.RMSNorm):
+        elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
             _unless_loaded(module.weight, init.ones_)
+            if getattr(module, "bias", None) is not None:
+                _unless_loaded(module.bias, init.zeros_)
 
 
 def _unless_loaded(tensor: Tensor, initialise) -> None:
@@ -144,7 +157,7 @@ class XrayMambaModel(XrayMambaPreTrainedModel):
         super().__init__(config)
         self.embeddings = XrayMambaPatchEmbeddings(config)
         self.layers = nn.ModuleList(XrayMambaBlock(config, i) for i in range(config.num_hidden_layers))
-        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.norm = xray_mamba_norm(config)
         self.post_init()
 
     def forward(
