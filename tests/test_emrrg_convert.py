@@ -220,6 +220,16 @@ def test_a_file_with_python_objects_needs_allow_pickle(tmp_path):
     assert isinstance(model, XrayMambaModel)
 
 
+@pytest.mark.parametrize("content", [b"", b"hello", b"PK\x03\x04 truncated zip"])
+def test_a_damaged_file_is_named(tmp_path, content):
+    path = tmp_path / "EMRRG-CXP.pth"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"EMRRG-CXP\.pth: not a PyTorch checkpoint"):
+        convert_xray_mamba_checkpoint(path, allow_pickle=True)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        convert_xray_mamba_checkpoint(tmp_path / "missing.pth")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The whole EMRRG model: their backbone + llama_proj + layer_norm + the (frozen, not saved) LLM it names
 # ----------------------------------------------------------------------------------------------------------------

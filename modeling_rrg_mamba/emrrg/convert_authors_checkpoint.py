@@ -98,13 +98,13 @@ def load_authors_checkpoint(path: str | os.PathLike, allow_pickle: bool = False)
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as error:  # torch raises UnpicklingError or RuntimeError depending on the release
-        if allow_pickle:
-            raise ValueError(f"{path}: not a PyTorch checkpoint this torch can read ({error})") from error
-        raise ValueError(
-            f"{path}: holds Python objects besides tensors (the authors' files carry their argparse settings). "
-            "If you trust the file, pass allow_pickle=True (--allow_pickle on the command line)."
-        ) from error
+    except Exception as error:  # a damaged file raises anything from KeyError to RuntimeError, by torch release
+        if "Weights only load failed" in str(error):
+            raise ValueError(
+                f"{path}: holds Python objects besides tensors (the authors' files carry their argparse settings). "
+                "If you trust the file, pass allow_pickle=True (--allow_pickle on the command line)."
+            ) from error
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {error})") from error
     state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict) or not all(isinstance(v, Tensor) for v in state_dict.values()):
         raise ValueError(f"{path}: expected a state dict, or a dict with one under 'model'")
