@@ -29,23 +29,9 @@ from torch import nn
 
 from ..labeler import OBSERVATIONS
 
-#: CheXbert's head order (stanfordmlgroup/CheXbert ``src/constants.py``): 13 four-class heads, then No Finding.
-CHEXBERT_CONDITIONS = (
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-    "No Finding",
-)
+#: CheXbert's head order (stanfordmlgroup/CheXbert ``src/constants.py``): the 13 four-class heads in the CheXpert
+#: order, then No Finding (which CheXpert puts first).
+CHEXBERT_CONDITIONS = (*OBSERVATIONS[1:], OBSERVATIONS[0])
 #: CheXbert's classes as CheXpert codes: 0 blank -> NaN, 1 positive -> 1, 2 negative -> 0, 3 uncertain -> -1.
 CLASS_CODES = (math.nan, 1.0, 0.0, -1.0)
 DEFAULT_CHECKPOINT_FILE = "chexbert.pth"
