@@ -1,6 +1,8 @@
 """Golden tests of the rule-based CheXpert-style labeler (sentences written for this project)."""
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -410,3 +412,43 @@ def test_heart_failure_adds_uncertain_cardiomegaly():
 
 def test_no_new_is_uncertain_like_chexpert():
     assert _label("No new focal consolidation.", "Consolidation") == U
+
+
+MESH_XML = """<?xml version="1.0" encoding="utf-8"?>
+<eCitation><uId id="CXR{n}"/><MedlineCitation><Article><Abstract>
+<AbstractText Label="FINDINGS">{findings}</AbstractText>
+<AbstractText Label="IMPRESSION">{impression}</AbstractText>
+</Abstract></Article></MedlineCitation>
+<MeSH>{tags}</MeSH></eCitation>"""
+
+
+def _mesh_script():
+    path = Path(__file__).resolve().parents[1] / "processing" / "label_mesh_agreement.py"
+    spec = importlib.util.spec_from_file_location("label_mesh_agreement", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mesh_agreement_script_counts_tags_against_labels(tmp_path, capsys):
+    studies = [
+        ("Heart size is enlarged. No effusion.", "Cardiomegaly.", ["Cardiomegaly/mild"]),
+        ("No focal consolidation, pleural effusion, pneumothorax.", "Normal chest.", ["normal"]),
+        ("Left chest pacemaker/defibrillator.", "No acute disease.", ["Implanted Medical Device/left"]),
+        ("Small left pleural effusion.", "Effusion.", ["normal"]),  # a tag the labeler disagrees with
+        ("", "", ["normal"]),  # no text: skipped
+        ("Clear lungs.", "Normal.", ["No Indexing"]),  # not indexed: skipped
+    ]
+    for n, (findings, impression, tags) in enumerate(studies):
+        majors = "".join(f"<major>{tag}</major>" for tag in tags)
+        (tmp_path / f"{n}.xml").write_text(MESH_XML.format(n=n, findings=findings, impression=impression, tags=majors))
+    script = _mesh_script()
+    texts, headings = script.read_reports(tmp_path)
+    assert len(texts) == 4
+    rows = {row[0]: row[1:] for row in script.agreement_table(label_reports(texts), headings)}
+    assert rows["Cardiomegaly"] == (1, 1, 1.0, 1.0, 1.0)
+    assert rows["Support Devices"] == (1, 1, 1.0, 1.0, 1.0)
+    assert rows["Pleural Effusion"][:2] == (0, 1)  # labeled, not tagged
+    assert rows["No Finding"][:3] == (2, 2, 0.5)  # studies 1 and 2 normal by the rules; studies 1 and 3 tagged
+    assert script.main(["--reports", str(tmp_path), "--show", "Pleural Effusion"]) == 0
+    assert "Small left pleural effusion" in capsys.readouterr().out

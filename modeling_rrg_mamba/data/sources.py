@@ -49,7 +49,8 @@ def write_annotation(annotation: Mapping[str, list[dict[str, Any]]], path: PathL
 
 # --------------------------------------------------------------------------------------------- IU X-Ray
 def parse_open_i_report(xml_path: PathLike) -> dict[str, Any]:
-    """One Open-i / NLMCXR report: ``{"uid", "findings", "impression", "images": [image ids in XML order]}``."""
+    """One Open-i / NLMCXR report: ``{"uid", "findings", "impression", "images": [image ids in XML order],
+    "mesh": [the indexers' manual MeSH major headings, e.g. "Cardiomegaly/mild"]}``."""
     try:
         root = ElementTree.parse(xml_path).getroot()
     except ElementTree.ParseError as error:
@@ -61,6 +62,7 @@ def parse_open_i_report(xml_path: PathLike) -> dict[str, Any]:
         "findings": sections.get("FINDINGS", ""),
         "impression": sections.get("IMPRESSION", ""),
         "images": [node.get("id") for node in root.iter("parentImage") if node.get("id")],
+        "mesh": [node.text.strip() for node in root.iter("major") if node.text and node.text.strip()],
     }
 
 

@@ -19,7 +19,9 @@ dependency-parse patterns (no parser, thousands of reports per second inside the
    one item of a negated list ("No focal consolidation, suspicious pulmonary opacity, pleural effusion, or
    pneumothorax") cannot take over the negation of the others. Scopes: a negation (or a clause-level hedge
    such as "may represent") before a mention reaches it across a coordinated list ("A, B, or C") up to a
-   terminator ("but", "however", "which", "there is", ...); across a comma only when the list is coordinated;
+   terminator ("but", "however", "which", "there is", ...); across a comma only when the list is coordinated
+   or a bare run of three or more short items ("no consolidation, effusion, pneumothorax"), the item itself
+   carrying no asserting modifier ("..., mild cardiomegaly" stays positive);
    an item-level hedge ("possible", "suspicious", "likely") reaches only its own list item; triggers after a
    mention ("... cannot be excluded", "... is not seen") reach back a few words. "No (significant / interval)
    change in X", "unchanged X", "stable X", "no increase in X", "partially resolved X" are neutral: X keeps
@@ -56,6 +58,11 @@ Deliberate differences from the CheXpert labeler's rules (and why):
   "Kerley lines", "fluid overload" are Edema. "Pneumonitis" is Pneumonia.
 * "X was not appreciated" is negative (CheXpert: uncertain, a quirk of its parse rule); "Heart size at the
   upper limits of normal" is negative as in CheXpert, "borderline" uncertain, "mildly prominent" positive.
+* "X or Y" leaves in doubt only the observations its two sides do not share: "pacemaker / defibrillator" is a
+  Support Device either way (CheXpert: uncertain), "effusion or atelectasis" leaves both uncertain as in CheXpert.
+  Pacemaker leads, generators, nerve stimulators, joint prostheses and internal fixation are Support Devices.
+  "Prior granulomatous infection" is an old, other abnormality, not Pneumonia; "dextro- / levoscoliosis" and
+  spinal "curvature" block No Finding like scoliosis.
 * "Bronchiectasis" and "osteophytes" block No Finding as other abnormalities; a bare "fissure" does not
   (CheXpert lists "fissure", which would make "the minor fissure is normal in position" abnormal).
 """
@@ -87,6 +94,13 @@ _REACH = {"first_pre": 14, "neg_pre": 14, "unc_pre": 10, "unc_item": 6, "neg_ite
 _SHORT_NEGATIONS = {"not": 4}
 _POST_REACH = {"first_post": 8, "neg_post": 6, "unc_post": 6}
 _DISJUNCTION_REACH = 3
+# An unconjoined list ("no consolidation, effusion, pneumothorax") carries a negation across its commas when it has
+# at least this many commas, items of at most _LIST_ITEM_TOKENS tokens, and the item asserts nothing of its own.
+_LIST_MIN_COMMAS = 2
+_LIST_ITEM_TOKENS = 5
+_ASSERTING_MODIFIERS = frozenset(
+    {"mild", "mildly", "small", "moderate", "large", "severe", "new", "increased", "increasing", "persistent"}
+)
 _ATTRIBUTE_AFTER = 8
 _ATTRIBUTE_BEFORE = 3
 _CLAUSE_PRE = ("first_pre", "neg_pre", "unc_pre")
@@ -300,6 +314,20 @@ class _Context:
         return min(hits) if hits else None
 
 
+def _bare_list(ctx: _Context, lo: int, start: int) -> bool:
+    """The clause from ``lo`` on is an unconjoined list of short items, and the mention at ``start`` is one of them
+    without an asserting modifier ("no consolidation, effusion, pneumothorax"; not "..., mild cardiomegaly")."""
+    end = ctx.clause_end(start)
+    commas = sorted(c for c in ctx.commas if lo < c < end)
+    if len(commas) < _LIST_MIN_COMMAS:
+        return False
+    bounds = [lo, *commas, end]
+    if any(b - a > _LIST_ITEM_TOKENS for a, b in zip(bounds, bounds[1:])):
+        return False
+    item = max(b for b in bounds if b <= start), min(b for b in bounds if b > start)
+    return not _ASSERTING_MODIFIERS.intersection(ctx.tokens[item[0] : item[1]])
+
+
 def _pre_reaches(ctx: _Context, t: PhraseMatch, role: str, start: int) -> bool:
     if role not in t.payload or t.end > start:
         return False
@@ -314,9 +342,9 @@ def _pre_reaches(ctx: _Context, t: PhraseMatch, role: str, start: int) -> bool:
     if role in ("unc_item", "neg_item"):
         return comma is None
     if comma is not None:
-        # Across a comma only inside a coordinated list: "no A, B, or C".
+        # Across a comma only inside a list: coordinated ("no A, B, or C") or a bare run of items ("no A, B, C").
         end = ctx.clause_end(start)
-        if not any(comma <= c < end for c in ctx.coordinators):
+        if not any(comma <= c < end for c in ctx.coordinators) and not _bare_list(ctx, t.end, start):
             return False
     # A clause-level trigger's scope ends at the next negation / pre-negation uncertainty.
     if role in _CLAUSE_PRE:
@@ -331,32 +359,42 @@ def _pre_reaches(ctx: _Context, t: PhraseMatch, role: str, start: int) -> bool:
     return True
 
 
-def _disjuncts(ctx: _Context, spans: list[tuple[int, int]]) -> set[int]:
-    """Indices of the mention spans next to an "or" / "versus" on either side ("X or Y": a differential)."""
-    out: set[int] = set()
+def _disjuncts(ctx: _Context, matches: list[PhraseMatch[_Entry]]) -> dict[int, frozenset[str]]:
+    """The mentions next to an "or" / "versus" ("X or Y": a differential), each with the observations the
+    differential leaves in doubt: those its alternative does not name too ("pacemaker or defibrillator" is a support
+    device either way; "effusion or atelectasis" leaves both in doubt)."""
+    doubts: dict[int, set[str]] = {}
     for t in ctx.triggers:
         if "disjunction" not in t.payload:
             continue
         before = [
             i
-            for i, (s, e) in enumerate(spans)
-            if e <= t.start and t.start - e <= _DISJUNCTION_REACH and not ctx.terminated(e, t.start)
+            for i, m in enumerate(matches)
+            if m.end <= t.start and t.start - m.end <= _DISJUNCTION_REACH and not ctx.terminated(m.end, t.start)
         ]
         after = [
             i
-            for i, (s, e) in enumerate(spans)
-            if s >= t.end and s - t.end <= _DISJUNCTION_REACH and not ctx.terminated(t.end, s)
+            for i, m in enumerate(matches)
+            if m.start >= t.end and m.start - t.end <= _DISJUNCTION_REACH and not ctx.terminated(t.end, m.start)
         ]
-        if before:
-            out.add(max(before, key=lambda i: spans[i][1]))
-        if after:
-            out.add(min(after, key=lambda i: spans[i][0]))
-    return out
+        pair = [
+            i
+            for i in (
+                max(before, key=lambda i: matches[i].end, default=None),
+                min(after, key=lambda i: matches[i].start, default=None),
+            )
+            if i is not None
+        ]
+        named = [set(matches[i].payload.observations) for i in pair]
+        shared = set.intersection(*named) if len(named) == 2 else set()
+        for i, observations in zip(pair, named):
+            doubts.setdefault(i, set()).update(observations - shared)
+    return {i: frozenset(observations) for i, observations in doubts.items()}
 
 
-def _classify(start: int, end: int, ctx: _Context, disjunct: bool = False) -> str:
+def _classify(start: int, end: int, ctx: _Context) -> str:
     """Status of the mention spanning tokens [start, end) from the context triggers of its sentence."""
-    found: set[str] = {"disjunction"} if disjunct else set()
+    found: set[str] = set()
     for t in ctx.triggers:
         payload = t.payload
         if start < t.start and t.end <= end:  # inside a subject-attribute span ("heart may be enlarged")
@@ -376,7 +414,7 @@ def _classify(start: int, end: int, ctx: _Context, disjunct: bool = False) -> st
         return "uncertain"
     if found & {"neg_pre", "neg_post", "neg_item"}:
         return "negative"
-    if found & {"unc_pre", "unc_post", "unc_item", "disjunction"}:
+    if found & {"unc_pre", "unc_post", "unc_item"}:
         return "uncertain"
     return "positive"
 
@@ -390,7 +428,7 @@ def _sentence_statuses(sentence: str) -> tuple[tuple[str, str, str], ...]:
     attributes: list[PhraseMatch[str]] | None = None
     found: list[tuple[str, str, str]] = []
     matches = _MENTIONS.find(tokens)
-    disjuncts = _disjuncts(ctx, [(m.start, m.end) for m in matches]) if ctx.has_disjunction else set()
+    doubts = _disjuncts(ctx, matches) if ctx.has_disjunction else {}
     for number, match in enumerate(matches):
         entry: _Entry = match.payload
         if not entry.observations:
@@ -411,11 +449,12 @@ def _sentence_statuses(sentence: str) -> tuple[tuple[str, str, str], ...]:
                 found.extend((o, text, status) for o in entry.observations)
                 continue
             weak = any(o in _WEAK_SUBJECTS for o in entry.observations)
-        status = _classify(start, end, ctx, number in disjuncts)
-        if weak and status == "positive":
-            status = "uncertain"
+        status = _classify(start, end, ctx)
+        doubted = doubts.get(number, frozenset())
         text = " ".join(tokens[start:end])
-        found.extend((o, text, status) for o in entry.observations)
+        for observation in entry.observations:
+            sure = status == "positive" and not weak and observation not in doubted
+            found.append((observation, text, status if status != "positive" or sure else "uncertain"))
     return tuple(found)
 
 
