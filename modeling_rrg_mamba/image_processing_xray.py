@@ -45,9 +45,11 @@ _DICOM_MAGIC_OFFSET = 128
 XrayImageSource = str | os.PathLike | Image.Image | np.ndarray
 
 
-def _window(array: np.ndarray) -> np.ndarray:
+def _window(array: np.ndarray, where: str) -> np.ndarray:
     """Map an array linearly from its own [min, max] to [0, 1] (a constant image maps to zeros)."""
     array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{where}: the film has NaN or infinite pixel values")
     low, high = float(array.min()), float(array.max())
     if high <= low:
         return np.zeros_like(array)
@@ -78,7 +80,7 @@ def _read_dicom(path: str) -> np.ndarray:
     values = apply_modality_lut(pixels, dataset)
     if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
         values = apply_voi_lut(values, dataset)
-    image = _window(values)
+    image = _window(values, path)
     if dataset.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         image = 1.0 - image
     return image
@@ -109,16 +111,16 @@ def _read_pil_file(path: str) -> np.ndarray:
         with Image.open(path) as opened:
             check_image_size(*opened.size, path)
             opened.load()
-            return _from_pil(opened)
+            return _from_pil(opened, path)
     except Image.DecompressionBombError as error:
         raise ValueError(f"{path}: cannot decode the image ({error}); downscale the film first") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{path}: cannot decode the image ({error})") from error
 
 
-def _from_pil(image: Image.Image) -> np.ndarray:
+def _from_pil(image: Image.Image, where: str = "image") -> np.ndarray:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        return _window(np.asarray(image))
+        return _window(np.asarray(image), where)
     if image.mode in ("1", "L", "LA"):
         image = image.convert("L")
     elif image.mode != "RGB":
@@ -127,15 +129,18 @@ def _from_pil(image: Image.Image) -> np.ndarray:
 
 
 def _from_array(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind not in "uifb":
+        raise ValueError(f"image: expected an array of real numbers, got dtype {array.dtype}")
     if array.ndim == 3 and array.shape[-1] == 4:
         array = array[..., :3]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3)):
         raise ValueError(f"image: expected an array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}")
+    check_image_size(array.shape[1], array.shape[0], "image")
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
-    return _window(array)
+    return _window(array, "image")
 
 
 def load_xray_image(source: XrayImageSource, output: str = "float32") -> np.ndarray:
@@ -148,9 +153,9 @@ def load_xray_image(source: XrayImageSource, output: str = "float32") -> np.ndar
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file is empty or cannot be decoded, the array has an unusable shape, or a file's film is
-            smaller than `MIN_IMAGE_SIDE`, more elongated than `MAX_ASPECT_RATIO` or larger than
-            `MAX_IMAGE_PIXELS` (the message names the file and its size).
+        ValueError: the file is empty or cannot be decoded, the array has an unusable shape or dtype, the film
+            has NaN or infinite values, or it is smaller than `MIN_IMAGE_SIDE`, more elongated than
+            `MAX_ASPECT_RATIO` or larger than `MAX_IMAGE_PIXELS` (the message names the file and its size).
     """
     if output not in ("float32", "uint8"):
         raise ValueError(f"output: expected 'float32' or 'uint8', got {output!r}")
@@ -165,6 +170,7 @@ def load_xray_image(source: XrayImageSource, output: str = "float32") -> np.ndar
         else:
             image = _read_pil_file(path)
     elif isinstance(source, Image.Image):
+        check_image_size(*source.size, "image")
         image = _from_pil(source)
     elif isinstance(source, np.ndarray):
         image = _from_array(source)

@@ -140,3 +140,30 @@ def test_real_chest_films_process():
     pixels = XrayImageProcessor()(paths).pixel_values
     assert pixels.shape == (3, 3, 224, 224) and torch.isfinite(pixels).all()
     assert pixels.std() > 0.1
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((1, 1), np.uint8), "1x1 pixels"),
+        (np.zeros((0, 0), np.float32), "0x0 pixels"),
+        (np.zeros((16, 2000), np.uint8), "aspect ratio"),
+        (Image.new("L", (2, 2)), "2x2 pixels"),
+        (np.full((64, 64), np.nan, np.float32), "NaN or infinite"),
+        (np.full((64, 64), np.inf), "NaN or infinite"),
+        (Image.fromarray(np.full((64, 64), np.nan, np.float32)), "NaN or infinite"),
+        (np.ones((64, 64), complex), "real numbers, got dtype complex128"),
+        (np.array([[None] * 20] * 20), "real numbers, got dtype object"),
+    ],
+    ids=["1x1", "empty", "strip", "tiny-pil", "nan", "inf", "nan-pil", "complex", "object"],
+)
+def test_in_memory_films_get_the_checks_files_get(image, message):
+    with pytest.raises(ValueError, match=message):
+        load_xray_image(image)
+
+
+def test_a_float_file_with_nan_names_the_file(tmp_path):
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.full((64, 64), np.nan, np.float32)).save(path)
+    with pytest.raises(ValueError, match=r"float\.tif: the film has NaN"):
+        load_xray_image(path)
