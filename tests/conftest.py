@@ -80,6 +80,39 @@ def rrg_mamba_images(batch=2, views=2, seed=1):
 
 RRG_MAMBA_LABELS = torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, -100, -100]])
 
+#: The bundled demo films and annotation (read from the package folder, so that no test imports the demo command).
+DEMO_DATA = Path(__file__).resolve().parents[1] / "modeling_rrg_mamba" / "demo_data"
+#: A small RRG-Mamba for the command-line and training runs on the demo films (``--config_overrides``).
+TRAIN_CONFIG = {
+    "visual_extractor": "resnet18",
+    "backbone_kwargs": {"layers": [1, 1, 1, 1]},
+    "gdlm_preset": None,
+    "gdlm_dim": 32,
+    "gdlm_depth": 1,
+    "d_model": 32,
+    "d_ff": 64,
+    "num_attention_heads": 2,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+}
+
+
+def save_demo_model(path: Path) -> Path:
+    """A random :data:`TRAIN_CONFIG` RRG-Mamba with a processor whose vocabulary is the demo reports', saved to
+    ``path`` the way ``rrg-mamba train`` saves a model."""
+    import json
+
+    from modeling_rrg_mamba.rrg_mamba import RRGMambaImageProcessor, RRGMambaProcessor, RRGMambaTokenizer
+
+    annotation = json.loads((DEMO_DATA / "annotation.json").read_text())
+    tokenizer = RRGMambaTokenizer.from_reports([e["report"] for e in annotation["train"]], threshold=1)
+    processor = RRGMambaProcessor(RRGMambaImageProcessor(size=72, crop_size=64), tokenizer, max_length=16)
+    torch.manual_seed(0)
+    model = RRGMambaForConditionalGeneration(RRGMambaConfig(vocab_size=len(tokenizer), **TRAIN_CONFIG))
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # EMRRG: a one-layer X-ray Mamba on 32 px films and two-layer LLMs of four families

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import save_demo_model
 from PIL import Image
 from pydicom.data import get_testdata_file
 
@@ -20,11 +21,8 @@ from modeling_rrg_mamba.commands.demo import BASELINE_NAMES, DEMO_DATA, MODEL_NA
 from modeling_rrg_mamba.commands.generate import collect_images, group_studies
 from modeling_rrg_mamba.commands.heatmaps import PANEL, grid_maps, key_word_positions, word_cross_attention
 from modeling_rrg_mamba.rrg_mamba import (
-    RRGMambaConfig,
     RRGMambaForConditionalGeneration,
-    RRGMambaImageProcessor,
     RRGMambaProcessor,
-    RRGMambaTokenizer,
 )
 
 DEMO_IMAGES = sorted((DEMO_DATA / "images").glob("*.jpg"))
@@ -33,28 +31,7 @@ DEMO_IMAGES = sorted((DEMO_DATA / "images").glob("*.jpg"))
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory) -> Path:
     """A tiny random RRG-Mamba with its processor, saved the way `rrg-mamba train` saves it."""
-    annotation = json.loads((DEMO_DATA / "annotation.json").read_text())
-    tokenizer = RRGMambaTokenizer.from_reports([e["report"] for e in annotation["train"]], threshold=1)
-    processor = RRGMambaProcessor(RRGMambaImageProcessor(size=72, crop_size=64), tokenizer, max_length=16)
-    torch.manual_seed(0)
-    config = RRGMambaConfig(
-        vocab_size=len(tokenizer),
-        visual_extractor="resnet18",
-        backbone_kwargs={"layers": [1, 1, 1, 1]},
-        gdlm_preset=None,
-        gdlm_dim=32,
-        gdlm_depth=1,
-        d_model=32,
-        d_ff=64,
-        num_attention_heads=2,
-        encoder_layers=1,
-        decoder_layers=1,
-    )
-    model = RRGMambaForConditionalGeneration(config)
-    path = tmp_path_factory.mktemp("model")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    return save_demo_model(tmp_path_factory.mktemp("model"))
 
 
 def read_jsonl(path: Path) -> list[dict]:

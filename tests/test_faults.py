@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DEMO_DATA, save_demo_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -19,15 +20,6 @@ import modeling_rrg_mamba.image_processing_xray as xray_module
 from modeling_rrg_mamba.cli import main
 from modeling_rrg_mamba.data import BadEntry, ReportGenerationCollator, build_dataset_dict
 from modeling_rrg_mamba.image_processing_xray import load_xray_image
-from modeling_rrg_mamba.rrg_mamba import (
-    RRGMambaConfig,
-    RRGMambaForConditionalGeneration,
-    RRGMambaImageProcessor,
-    RRGMambaProcessor,
-    RRGMambaTokenizer,
-)
-
-DEMO_DATA = Path(__file__).resolve().parents[1] / "modeling_rrg_mamba" / "demo_data"  # no demo import
 
 DEMO_IMAGES = sorted((DEMO_DATA / "images").glob("*.jpg"))
 FAST = ["--num_beams", "1", "--max_new_tokens", "4", "--batch_size", "1"]
@@ -35,27 +27,8 @@ FAST = ["--num_beams", "1", "--max_new_tokens", "4", "--batch_size", "1"]
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory) -> Path:
-    annotation = json.loads((DEMO_DATA / "annotation.json").read_text())
-    tokenizer = RRGMambaTokenizer.from_reports([e["report"] for e in annotation["train"]], threshold=1)
-    processor = RRGMambaProcessor(RRGMambaImageProcessor(size=72, crop_size=64), tokenizer, max_length=16)
-    torch.manual_seed(0)
-    config = RRGMambaConfig(
-        vocab_size=len(tokenizer),
-        visual_extractor="resnet18",
-        backbone_kwargs={"layers": [1, 1, 1, 1]},
-        gdlm_preset=None,
-        gdlm_dim=32,
-        gdlm_depth=1,
-        d_model=32,
-        d_ff=64,
-        num_attention_heads=2,
-        encoder_layers=1,
-        decoder_layers=1,
-    )
-    path = tmp_path_factory.mktemp("model")
-    RRGMambaForConditionalGeneration(config).save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    """A tiny random RRG-Mamba with its processor, saved the way `rrg-mamba train` saves it."""
+    return save_demo_model(tmp_path_factory.mktemp("model"))
 
 
 def model_copy(saved_model: Path, tmp_path: Path) -> Path:
@@ -117,7 +90,7 @@ print("HEAVY" if {"torch", "transformers"} & set(sys.modules) else "LIGHT", "PAC
 """
 
 
-@pytest.mark.parametrize("command", ["", "train", "generate", "evaluate", "verify", "demo"])
+@pytest.mark.parametrize("command", ["", "train", "generate", "evaluate", "verify", "demo", "convert"])
 def test_help_needs_neither_torch_nor_transformers_and_marks_required_flags(command):
     argv = [command] if command else []
     result = subprocess.run([sys.executable, "-c", HELP_SCRIPT, *argv], capture_output=True, text=True, timeout=300)
@@ -125,6 +98,8 @@ def test_help_needs_neither_torch_nor_transformers_and_marks_required_flags(comm
     if command == "generate":
         assert "--model MODEL" in result.stdout and "(required) Saved model" in result.stdout
         assert "(required unless --annotation)" in result.stdout
+    if command == "convert":
+        assert "--checkpoint CHECKPOINT" in result.stdout and "(required) The authors'" in result.stdout
     if command == "train":
         for flag in ("--annotation", "--on_bad_image", "--verify_images", "--overwrite_output_dir", "--help-all"):
             assert flag in result.stdout, flag

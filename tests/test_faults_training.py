@@ -8,25 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import DEMO_DATA, TRAIN_CONFIG
 from PIL import Image
 
 from modeling_rrg_mamba.cli import main
 from modeling_rrg_mamba.training.checkpoints import checkpoint_problem, prepare_output_dir, resolve_resume_checkpoint
-
-DEMO_DATA = Path(__file__).resolve().parents[1] / "modeling_rrg_mamba" / "demo_data"  # no demo import
-
-TINY_CONFIG = {
-    "visual_extractor": "resnet18",
-    "backbone_kwargs": {"layers": [1, 1, 1, 1]},
-    "gdlm_preset": None,
-    "gdlm_dim": 32,
-    "gdlm_depth": 1,
-    "d_model": 32,
-    "d_ff": 64,
-    "num_attention_heads": 2,
-    "encoder_layers": 1,
-    "decoder_layers": 1,
-}
 
 
 def train_argv(
@@ -43,7 +29,7 @@ def train_argv(
         "--image_root",
         str(image_root or DEMO_DATA / "images"),
         "--config_overrides",
-        json.dumps(TINY_CONFIG),
+        json.dumps(TRAIN_CONFIG),
         "--vocabulary_threshold",
         "1",
         "--max_length",

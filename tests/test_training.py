@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TRAIN_CONFIG
 from safetensors.torch import load_file
 from transformers import HfArgumentParser
 
@@ -29,19 +30,6 @@ from modeling_rrg_mamba.training import (
 )
 from modeling_rrg_mamba.training.recipes import CONFIGURATION_DIR
 
-TINY_CONFIG = {
-    "visual_extractor": "resnet18",
-    "backbone_kwargs": {"layers": [1, 1, 1, 1]},
-    "gdlm_preset": None,
-    "gdlm_dim": 32,
-    "gdlm_depth": 1,
-    "d_model": 32,
-    "d_ff": 64,
-    "num_attention_heads": 2,
-    "encoder_layers": 1,
-    "decoder_layers": 1,
-}
-
 
 def tiny_train_argv(output_dir: Path, max_steps: int, save_steps: int, train_samples: int = 12) -> list[str]:
     """A few-second `rrg-mamba train` run on the bundled films (64 px, batch 4, dropout on, augmentation on)."""
@@ -51,7 +39,7 @@ def tiny_train_argv(output_dir: Path, max_steps: int, save_steps: int, train_sam
         "--image_root",
         str(DEMO_DATA / "images"),
         "--config_overrides",
-        json.dumps(TINY_CONFIG),
+        json.dumps(TRAIN_CONFIG),
         "--vocabulary_threshold",
         "1",
         "--max_length",
@@ -97,7 +85,7 @@ def run_python(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Com
 
 
 def tiny_model() -> RRGMambaForConditionalGeneration:
-    return RRGMambaForConditionalGeneration(RRGMambaConfig(vocab_size=20, **TINY_CONFIG))
+    return RRGMambaForConditionalGeneration(RRGMambaConfig(vocab_size=20, **TRAIN_CONFIG))
 
 
 # ------------------------------------------------------------------------------------------------ optimiser

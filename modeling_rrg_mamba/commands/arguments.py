@@ -159,10 +159,12 @@ class ConvertArguments:
     """``rrg-mamba convert``: an EMRRG authors' checkpoint (EMRRG-CXP.pth, MambaXrayCLIP-B.pth) -> a model folder."""
 
     checkpoint: str = field(
-        default=None, metadata={"help": "The authors' .pth file (EMRRG model or X-ray Mamba).", "required": True}
+        default=None,
+        metadata={"help": "(required) The authors' .pth file (EMRRG model or X-ray Mamba).", "required": True},
     )
     output_dir: str = field(
-        default=None, metadata={"help": "Folder to write the converted model (and processor) to.", "required": True}
+        default=None,
+        metadata={"help": "(required) Folder to write the converted model (and processor) to.", "required": True},
     )
     kind: str = field(
         default="auto",
