@@ -290,6 +290,17 @@ def test_emrrg_matches_the_authors_forward(text_model_dir):
     assert any("lora_X" in key for key in report.dropped)
 
 
+def test_emrrg_converts_into_a_lower_precision(text_model_dir):
+    model, _, _ = convert_emrrg_checkpoint(
+        authors_emrrg_state(randomized(AuthorsArm())), text_model_dir, dtype=torch.bfloat16
+    )
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.bfloat16}
+    input_ids = torch.tensor([[2, 5] + [model.config.image_token_id] * ((IMAGE // PATCH) ** 2 + 1) + [7]])
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, pixel_values=images(1).to(torch.bfloat16)).logits
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
 def test_emrrg_trained_hybrid_layer_weights_load_and_gates_start_closed(text_model_dir):
     state = authors_emrrg_state(randomized(AuthorsArm()))
     prefix = "llama_model.model.layers.0."

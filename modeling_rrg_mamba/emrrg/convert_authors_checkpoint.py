@@ -417,6 +417,8 @@ def convert_emrrg_checkpoint(
         image_seq_length=vision_config.num_tokens(),
         multi_view_fusion="mean",
     )
+    if dtype is not None:  # load the LLM in the target dtype at once (a 7B model in float32 takes 27 GB)
+        text_model_kwargs.setdefault("dtype", dtype)
     language_model = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, **text_model_kwargs)
     model = EMRRGForConditionalGeneration.from_vision_text_pretrained(
         vision_model,
