@@ -62,8 +62,10 @@ def docstring_of(name: str) -> str | None:
         return None if not doc or _generated_doc(obj, doc) else doc
     if inspect.isroutine(obj):
         return obj.__doc__ or None
-    module = modeling_rrg_mamba._NAME_TO_MODULE[name]
-    return _attribute_docs(f"modeling_rrg_mamba.{module}").get(name)
+    docs = _attribute_docs(f"modeling_rrg_mamba.{modeling_rrg_mamba._NAME_TO_MODULE[name]}")
+    if name not in docs:  # a constant the subpackage re-exports from a module outside it (hub: from ..saving)
+        docs = _attribute_docs("modeling_rrg_mamba")
+    return docs.get(name)
 
 
 def api_problems() -> list[str]:

@@ -5,7 +5,7 @@ Supported: transformers 4.57.x and 5.x (CI tests 4.57, the locked 5.x release an
 need it. Items are detected by feature, not by version number, so a release that back-ports or drops a feature is
 handled by what it actually has. Nothing else in the package looks at the installed versions.
 
-The remote-code exporter (:mod:`modeling_rrg_mamba.hub.remote_code`) follows the imports of the model files, so
+The remote-code exporter (:mod:`modeling_rrg_mamba.remote_code`) follows the imports of the model files, so
 this module travels with every exported model folder.
 """
 
@@ -34,15 +34,18 @@ __all__ = [
     "GENERATE_PASSES_PIXEL_VALUES_EVERY_STEP",
     "TOKENIZER_ENCODES_IN_BATCH_METHOD",
     "LegacyCacheNameForMambaClasses",
+    "PORTABLE_TOKENIZER_CLASSES",
     "accepts_legacy_cache_name",
     "cache_field",
     "enable_activation_checkpointing",
     "fractional_warmup_as_ratio",
     "init",
     "output_cache",
+    "portable_tokenizer_config",
     "register_auto_model",
     "register_image_processors",
     "register_peft_custom_module",
+    "saves_on_this_rank",
     "subprocessors_by_auto_class",
 ]
 
@@ -175,6 +178,50 @@ def subprocessors_by_auto_class(processor_class: T) -> T:
 # ----------------------------------------------------------------------------------------------------------------
 
 TOKENIZER_ENCODES_IN_BATCH_METHOD: bool = hasattr(PreTrainedTokenizerFast, "_batch_encode_plus")
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tokenizer files. transformers 5 saves a tokenizer that has no model-specific class (a `PreTrainedTokenizerFast`
+# built from a `tokenizers` object, as many LLM repositories ship) as `"tokenizer_class": "TokenizersBackend"`, and
+# its added special tokens as a list `"extra_special_tokens": [...]`. 4.57 has no class of that name ("Tokenizer class
+# TokenizersBackend does not exist or is not currently imported") and reads `extra_special_tokens` as a dict of named
+# tokens (a list fails). Both series read `PreTrainedTokenizerFast` (5 maps it to `TokenizersBackend`) and the list
+# `additional_special_tokens` (5 still accepts it on load).
+# ----------------------------------------------------------------------------------------------------------------
+
+#: Tokenizer class names that only transformers 5 knows, and the name every supported series loads them as.
+PORTABLE_TOKENIZER_CLASSES: dict[str, str] = {"TokenizersBackend": "PreTrainedTokenizerFast"}
+
+
+def portable_tokenizer_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the tokenizer_config.json content ``config`` that transformers 4.57 and 5.x both load.
+
+    A generic ``TokenizersBackend`` class becomes ``PreTrainedTokenizerFast``; a list of ``extra_special_tokens``
+    joins ``additional_special_tokens``. Anything else (a dict of named extra tokens, files written by 4.57) is kept.
+    """
+    portable = dict(config)
+    name = portable.get("tokenizer_class")
+    if name in PORTABLE_TOKENIZER_CLASSES:
+        portable["tokenizer_class"] = PORTABLE_TOKENIZER_CLASSES[name]
+    extra = portable.get("extra_special_tokens")
+    if isinstance(extra, list):
+        del portable["extra_special_tokens"]
+        listed = list(portable.get("additional_special_tokens") or [])
+        portable["additional_special_tokens"] = listed + [token for token in extra if token not in listed]
+    return portable
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Saving on several processes. transformers 5's `save_pretrained` writes files only where `should_save_on_this_rank`
+# says so (the main process and, once a process group is initialised, rank 0 only); 4.57 wherever
+# `is_main_process` is true.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def saves_on_this_rank(model: Any, is_main_process: bool) -> bool:
+    """Whether ``model.save_pretrained(..., is_main_process=is_main_process)`` writes files in this process."""
+    decide = getattr(model, "should_save_on_this_rank", None)
+    return bool(decide(is_main_process)) if decide is not None else is_main_process
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Training arguments. transformers 5 reads `warmup_steps` below 1 as a share of all steps; 4.57 takes that share as

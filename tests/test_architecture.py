@@ -21,6 +21,8 @@ RANKS = {
     "image_processing_xray": 1,
     "image_processing_xray_fast": 1,
     "labeler": 1,
+    "remote_code": 1,
+    "saving": 1,
     "layers": 2,
     "rrg_mamba": 3,
     "emrrg": 3,

@@ -31,6 +31,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
 import modeling_rrg_mamba.emrrg as emrrg_package
 import modeling_rrg_mamba.rrg_mamba as rrg_package
+from modeling_rrg_mamba._compat import portable_tokenizer_config
 from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration, EMRRGProcessor
 from modeling_rrg_mamba.hub import export_remote_code, load_evaluation, push_to_hub, render_model_card, save_for_hub
 from modeling_rrg_mamba.image_processing_xray import XrayImageProcessor
@@ -173,6 +174,21 @@ def saved(tmp_path_factory, image_path):
     return bundles
 
 
+@pytest.fixture(scope="module")
+def saved_plainly(tmp_path_factory, image_path):
+    """Both architectures saved with their own save_pretrained (model, then processor, into one folder), as a user or
+    the Trainer does, plus their in-process generations on the same film."""
+    bundles = {}
+    for name, build in (("rrg_mamba", tiny_rrg_mamba), ("emrrg", tiny_emrrg)):
+        model, processor = build()
+        folder = tmp_path_factory.mktemp("plain") / f"tiny-{name}"
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        expected = run_in_process(model, processor, image_path)
+        bundles[name] = {"folder": folder, "model": model, "processor": processor, "expected": expected}
+    return bundles
+
+
 FRESH_PROCESS_SCRIPT = textwrap.dedent(
     """
     import importlib.util, json, sys
@@ -225,21 +241,31 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
 )
 
 
-def fresh_process(tmp_path: Path, request: dict) -> dict:
+def site_packages(python: str) -> list[str]:
+    """The site-packages folders of the interpreter ``python``."""
+    if python == sys.executable:
+        paths = sysconfig.get_paths()
+        return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
+    code = "import json, sysconfig; p = sysconfig.get_paths(); print(json.dumps([p['purelib'], p['platlib']]))"
+    listed = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    return list(dict.fromkeys(json.loads(listed.stdout)))
+
+
+def fresh_process(tmp_path: Path, request: dict, python: str = sys.executable) -> dict:
     """Run FRESH_PROCESS_SCRIPT with ``python -S`` (no .pth files, so not the editable install of this package),
     site-packages on PYTHONPATH, a working directory outside the repository, offline, and its own module cache."""
-    site_dirs = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    site_dirs = site_packages(python)
     work = tmp_path / "cwd"
-    work.mkdir()
+    work.mkdir(exist_ok=True)
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_"))}
     env.update(
         PYTHONPATH=os.pathsep.join(site_dirs),
         HF_HUB_OFFLINE="1",
         HF_HOME=str(tmp_path / "hf_home"),
-        HF_MODULES_CACHE=str(tmp_path / "modules"),
+        HF_MODULES_CACHE=str(tmp_path / f"modules-{Path(python).parent.parent.name}"),
     )
     completed = subprocess.run(
-        [sys.executable, "-S", "-c", FRESH_PROCESS_SCRIPT, json.dumps(request)],
+        [python, "-S", "-c", FRESH_PROCESS_SCRIPT, json.dumps(request)],
         cwd=work,
         env=env,
         capture_output=True,
@@ -251,17 +277,11 @@ def fresh_process(tmp_path: Path, request: dict) -> dict:
     return json.loads(line[len("RESULTS") :])
 
 
-@pytest.mark.slow
-def test_fresh_process_loads_both_models_and_generates_the_same_ids(saved, image_path, tmp_path):
-    request = {
-        "folders": {name: str(bundle["folder"]) for name, bundle in saved.items()},
-        "image": image_path,
-        "generate": GENERATE,
-    }
-    results = fresh_process(tmp_path, request)
+def assert_same_as_in_process(results: dict, bundles: dict) -> None:
+    """What FRESH_PROCESS_SCRIPT loaded without this package matches the in-process models of ``bundles``."""
     assert results.pop("package_imported") is False
     for name, result in results.items():
-        expected = saved[name]["expected"]
+        expected = bundles[name]["expected"]
         # every class came from the copied remote code, none from an installed package of ours
         assert all(module.startswith("transformers_modules.") for module in result["classes"][:3]), result["classes"]
         assert result["weights"] == expected["weights"], f"{name}: weights differ after loading"
@@ -273,16 +293,124 @@ def test_fresh_process_loads_both_models_and_generates_the_same_ids(saved, image
     # Both run in the image-text-to-text pipeline and give the decoded new tokens of generate(): EMRRG after its
     # prompt (the pipeline strips the prompt from the full decoded text, leaving a leading space), RRG-Mamba from an
     # empty report prefix (decoder_input_ids = <bos>, where generate() starts by itself).
-    assert all("text" in results[name]["pipeline"] for name in saved), {
-        name: results[name]["pipeline"] for name in saved
+    assert all("text" in results[name]["pipeline"] for name in bundles), {
+        name: results[name]["pipeline"] for name in bundles
     }
-    emrrg = saved["emrrg"]
+    emrrg = bundles["emrrg"]
     new_tokens = [row[len(emrrg["expected"]["input_ids"][0]) :] for row in emrrg["expected"]["ids"]]
     expected_text = emrrg["processor"].batch_decode(new_tokens, skip_special_tokens=True)[0]
     assert results["emrrg"]["pipeline"]["text"].strip() == expected_text.strip() != ""
-    rrg = saved["rrg_mamba"]
+    rrg = bundles["rrg_mamba"]
     expected_report = rrg["processor"].batch_decode(rrg["expected"]["ids"], skip_special_tokens=True)[0]
     assert results["rrg_mamba"]["pipeline"]["text"].strip() == expected_report  # may be empty: an untrained model
+
+
+def fresh_request(bundles: dict, image_path: str) -> dict:
+    return {
+        "folders": {name: str(bundle["folder"]) for name, bundle in bundles.items()},
+        "image": image_path,
+        "generate": GENERATE,
+    }
+
+
+@pytest.mark.slow
+def test_fresh_process_loads_both_models_and_generates_the_same_ids(saved, image_path, tmp_path):
+    assert_same_as_in_process(fresh_process(tmp_path, fresh_request(saved, image_path)), saved)
+
+
+@pytest.mark.slow
+def test_fresh_process_loads_folders_written_by_save_pretrained(saved_plainly, image_path, tmp_path):
+    """A plain model.save_pretrained + processor.save_pretrained folder loads with trust_remote_code=True where this
+    package was never imported, as a save_for_hub folder does."""
+    assert_same_as_in_process(fresh_process(tmp_path, fresh_request(saved_plainly, image_path)), saved_plainly)
+
+
+# ----------------------------------------------------------------- saved on one transformers series, loaded on another
+
+REPO = Path(__file__).resolve().parents[1]
+OTHER_PYTHON_VARIABLE = "RRG_MAMBA_OTHER_PYTHON"
+
+OTHER_SERIES_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch, transformers
+    from PIL import Image
+    import modeling_rrg_mamba
+
+    request = json.loads(sys.argv[1])
+    results = {"version": transformers.__version__, "package": modeling_rrg_mamba.__file__}
+    for name, folder in request["folders"].items():
+        model = transformers.AutoModelForImageTextToText.from_pretrained(folder).eval()
+        processor = transformers.AutoProcessor.from_pretrained(folder)
+        inputs = processor(images=[Image.open(request["image"])])
+        with torch.no_grad():
+            ids = model.generate(**inputs, **request["generate"])
+        results[name] = {
+            "ids": ids.tolist(),
+            "input_ids": inputs["input_ids"].tolist() if "input_ids" in inputs else None,
+            "weights": {k: float(v.double().sum()) for k, v in model.state_dict().items()},
+            "tokenizer": type(processor.tokenizer).__name__,
+        }
+    print("RESULTS" + json.dumps(results))
+    """
+)
+
+
+def transformers_major(python: Path) -> str | None:
+    """The major version of the transformers installed beside the interpreter ``python`` (read from its
+    dist-info, without starting it)."""
+    found = sorted(python.parent.parent.glob("lib/python*/site-packages/transformers-*.dist-info"))
+    return found[0].name.removeprefix("transformers-").split(".")[0] if found else None
+
+
+def other_series_python() -> str | None:
+    """An interpreter with a transformers of another major series than this one: ``$RRG_MAMBA_OTHER_PYTHON``, else
+    the first of the repository's ``.venv*`` environments (scripts/bootstrap.sh) that has one."""
+    if os.environ.get(OTHER_PYTHON_VARIABLE):
+        return os.environ[OTHER_PYTHON_VARIABLE]
+    this = transformers.__version__.split(".")[0]
+    for python in sorted(REPO.glob(".venv*/bin/python")):
+        if transformers_major(python) not in (None, this):
+            return str(python)
+    return None
+
+
+@pytest.mark.slow
+def test_folders_saved_here_load_on_the_other_transformers_series(saved_plainly, image_path, tmp_path):
+    """Folders saved with save_pretrained on this series (5.x writes TokenizersBackend and a list of
+    extra_special_tokens, which 4.57 cannot read) load on the other one: with this checkout imported, and through
+    their remote code where it is not."""
+    python = other_series_python()
+    if python is None:
+        other = "4.57" if transformers.__version__.startswith("5.") else "5.x"
+        pytest.skip(
+            f"no Python with transformers {other} beside this one: set {OTHER_PYTHON_VARIABLE} or build one with "
+            f"scripts/bootstrap.sh{' --transformers 4.57' if other == '4.57' else ''}"
+        )
+    request = fresh_request(saved_plainly, image_path)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_"))}
+    env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    completed = subprocess.run(
+        [python, "-c", OTHER_SERIES_SCRIPT, json.dumps(request)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULTS"))
+    results = json.loads(line[len("RESULTS") :])
+    assert results.pop("version").split(".")[0] != transformers.__version__.split(".")[0]
+    assert Path(results.pop("package")).resolve().parent.parent == REPO  # this checkout, not another install
+    for name, result in results.items():
+        expected = saved_plainly[name]["expected"]
+        assert result["weights"] == expected["weights"], name
+        assert result["input_ids"] == expected["input_ids"], name
+        assert result["ids"] == expected["ids"], f"{name}: generated ids differ on transformers {result}"
+    assert results["emrrg"]["tokenizer"] in ("PreTrainedTokenizerFast", "TokenizersBackend")
+    fresh = fresh_process(tmp_path, request, python=python)
+    assert_same_as_in_process(fresh, saved_plainly)
 
 
 def image_processor_auto_map(folder: Path) -> dict:
@@ -425,6 +553,93 @@ def test_register_for_auto_class_does_not_break_saving(saved, tmp_path):
         "modeling_rrg_mamba.RRGMambaForConditionalGeneration"
     )
     assert type(model)._auto_class is None
+
+
+@pytest.mark.parametrize("name", ["rrg_mamba", "emrrg"])
+def test_save_pretrained_writes_the_code_and_auto_map_of_save_for_hub(saved, saved_plainly, name):
+    plain, hub = saved_plainly[name]["folder"], saved[name]["folder"]
+    assert {p.name for p in plain.glob("*.py")} == {p.name for p in hub.glob("*.py")}
+    for path in plain.glob("*.py"):
+        assert path.read_text() == (hub / path.name).read_text(), path.name
+    for file in ("config.json", "processor_config.json", "tokenizer_config.json"):
+        assert json.loads((plain / file).read_text()).get("auto_map") == json.loads((hub / file).read_text()).get(
+            "auto_map"
+        ), file
+    assert image_processor_auto_map(plain) == image_processor_auto_map(hub)
+    assert not (plain / "README.md").exists()  # the model card is save_for_hub's
+
+
+@pytest.mark.parametrize("name", ["rrg_mamba", "emrrg"])
+def test_saved_folder_loads_with_the_package_classes_where_it_is_imported(saved_plainly, image_path, name):
+    """auto_map in the folder does not change loading where the package is imported: the Auto classes use its
+    registered classes (no trust_remote_code needed), with the same weights and outputs."""
+    bundle = saved_plainly[name]
+    model = transformers.AutoModelForImageTextToText.from_pretrained(bundle["folder"]).eval()
+    processor = transformers.AutoProcessor.from_pretrained(bundle["folder"])
+    assert type(model) is type(bundle["model"]) and type(processor) is type(bundle["processor"])
+    loaded, expected = run_in_process(model, processor, image_path), bundle["expected"]
+    # transformers 5 loads the fast image processor, the in-process one is the slow one: equal to float tolerance
+    assert loaded.pop("pixel_sum") == pytest.approx(expected["pixel_sum"], rel=1e-6)
+    assert loaded == {key: value for key, value in expected.items() if key != "pixel_sum"}
+
+
+def test_plain_save_after_register_for_auto_class(saved_plainly, tmp_path):
+    model, processor = saved_plainly["emrrg"]["model"], saved_plainly["emrrg"]["processor"]
+    type(model).register_for_auto_class("AutoModelForImageTextToText")
+    type(processor).register_for_auto_class("AutoProcessor")
+    try:
+        model.save_pretrained(tmp_path)
+        processor.save_pretrained(tmp_path)
+    finally:
+        type(model)._auto_class = type(processor)._auto_class = None
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"]["AutoModelForImageTextToText"] == (
+        "modeling_emrrg.EMRRGForConditionalGeneration"
+    )
+    assert json.loads((tmp_path / "processor_config.json").read_text())["auto_map"] == {
+        "AutoProcessor": "processing_emrrg.EMRRGProcessor"
+    }
+
+
+@pytest.mark.parametrize("part", ["model", "processor"])
+def test_save_pretrained_push_to_hub_uploads_the_folder_with_its_code(saved_plainly, tmp_path, monkeypatch, part):
+    """save_pretrained(push_to_hub=True) writes the folder, code included, then calls push_to_hub (mocked: no
+    network here; the real one saves again into a temporary folder and uploads it) with the upload settings."""
+    obj, folder = saved_plainly["rrg_mamba"][part], tmp_path / "tiny-model"
+    pushes = []
+
+    def push_to_hub(repo_id, commit_message=None, private=None, token=None, create_pr=False):
+        pushes.append({"repo_id": repo_id, "commit_message": commit_message, "private": private, "token": token})
+        pushes[-1]["files"] = {path.name for path in folder.glob("*")}
+
+    monkeypatch.setattr(obj, "push_to_hub", push_to_hub)
+    obj.save_pretrained(folder, push_to_hub=True, commit_message="first", private=True, token="hf_x")
+    (push,) = pushes
+    assert push.pop("files") >= {"modeling_rrg_mamba.py" if part == "model" else "processing_rrg_mamba.py"}
+    assert push == {"repo_id": "tiny-model", "commit_message": "first", "private": True, "token": "hf_x"}
+
+
+def test_portable_tokenizer_config():
+    written_by_5 = {
+        "tokenizer_class": "TokenizersBackend",
+        "extra_special_tokens": ["<image>", "<x>"],
+        "additional_special_tokens": ["<x>"],
+        "bos_token": "[BOS]",
+    }
+    assert portable_tokenizer_config(written_by_5) == {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "additional_special_tokens": ["<x>", "<image>"],
+        "bos_token": "[BOS]",
+    }
+    assert written_by_5["tokenizer_class"] == "TokenizersBackend"  # the input is left alone
+    named = {"tokenizer_class": "LlamaTokenizer", "extra_special_tokens": {"image_token": "<image>"}}
+    assert portable_tokenizer_config(named) == named
+
+
+def test_processor_save_writes_a_portable_tokenizer_config(saved_plainly):
+    config = json.loads((saved_plainly["emrrg"]["folder"] / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert "<image>" in config["additional_special_tokens"]
+    assert not isinstance(config.get("extra_special_tokens"), list)
 
 
 def test_push_to_hub_saves_then_uploads_the_folder(saved, tmp_path, monkeypatch):
@@ -593,6 +808,20 @@ def test_exporter_refuses_imports_transformers_cannot_copy(synthetic, tmp_path, 
     synthetic(package, modeling_source)
     with pytest.raises(ValueError, match=message):
         export_remote_code([f"{package}.model.modeling_x"], tmp_path, home_package=f"{package}.model")
+
+
+def test_a_flat_copy_is_the_same_whichever_modules_were_the_entries(tmp_path):
+    """A model's and its processor's save_pretrained export into one folder one after the other, so a module can be an
+    entry of one export and only reached in the other: its flat copy must not depend on that."""
+    home = "modeling_rrg_mamba.rrg_mamba"
+    model = f"{home}.modeling_rrg_mamba"
+    for name, entries in (("reached", [model]), ("entry", [model, "modeling_rrg_mamba.layers.ss2d"])):
+        (tmp_path / name).mkdir()
+        export_remote_code(entries, tmp_path / name, home_package=home)
+    reached, entry = ({p.name: p.read_text() for p in (tmp_path / name).glob("*.py")} for name in ("reached", "entry"))
+    assert reached == entry
+    # layers_ss2d needs the kernels only through ops_selective_scan, and names them itself all the same
+    assert "ops_kernels" in get_relative_imports(tmp_path / "reached" / "layers_ss2d.py")
 
 
 def test_exporter_errors_on_real_and_missing_inputs(tmp_path):

@@ -48,6 +48,7 @@ from .._compat import (
     init,
     output_cache,
 )
+from ..saving import RemoteCodeModelMixin
 from .configuration_emrrg import EMRRGConfig, XrayMambaConfig
 from .modeling_xray_mamba import XrayMambaModel
 
@@ -352,8 +353,12 @@ def insert_hybrid_layers(language_model: PreTrainedModel, config: EMRRGConfig) -
         attention.init_hybrid(config, norm, cross_cache_index=num_layers + j)
 
 
-class EMRRGPreTrainedModel(PreTrainedModel):
-    """Base class of the EMRRG models: config class, weight initialisation, save / load hooks."""
+class EMRRGPreTrainedModel(RemoteCodeModelMixin, PreTrainedModel):
+    """Base class of the EMRRG models: config class, weight initialisation, save / load hooks.
+
+    ``save_pretrained`` also writes the code and ``auto_map`` that ``trust_remote_code`` loading needs (see
+    :mod:`modeling_rrg_mamba.saving`).
+    """
 
     config_class = EMRRGConfig
     base_model_prefix = "language_model"

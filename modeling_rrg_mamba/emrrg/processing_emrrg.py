@@ -8,12 +8,20 @@ projected X-ray Mamba tokens. The same tokens are what the hybrid layers cross-a
 With ``use_chat_template=True`` the instruction (``<Img>{image}</Img> Generate ...``) is instead rendered as one
 user turn through the tokenizer's (or the processor's) chat template, for chat-tuned LLMs.
 
+LLaVA-style ``messages`` (``content`` a list of ``{"type": "image", "image": ...}`` / ``{"type": "text", "text": ...}``
+items) go through ``processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+return_dict=True)`` and the ``image-text-to-text`` pipeline. Unless the processor has a chat template of its own,
+:meth:`EMRRGProcessor.messages_chat_template` renders them with the LLM tokenizer's chat template (Llama-2-chat,
+ChatML, ...), an image item written as in ``instruction`` (``<Img><image></Img>``), or with the paper's
+``Human: ... \\nAssistant:`` format when the tokenizer has no template either.
+
 Training batches (``reports=`` given) are ``prompt + report + eos``, right-padded, with ``labels`` = ``-100`` on
 the prompt and the padding. Generation batches (no reports) are left-padded prompts.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +29,7 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 from .._compat import subprocessors_by_auto_class
+from ..saving import RemoteCodeProcessorMixin
 
 DEFAULT_INSTRUCTION = (
     "<Img>{image}</Img> Generate a comprehensive and detailed diagnosis report for this chest xray image."
@@ -28,9 +37,47 @@ DEFAULT_INSTRUCTION = (
 DEFAULT_PROMPT_TEMPLATE = f"Human: {DEFAULT_INSTRUCTION} \nAssistant:"
 IGNORE_INDEX = -100
 
+#: Jinja lines put before an LLM's chat template: LLaVA-style messages (``content`` a list of image / text items)
+#: become plain-text messages, the first image item of the conversation written as ``__IMAGE__`` (later image items
+#: are further views of the same study, which the image placeholders already stand for), items joined by spaces.
+MESSAGES_PRELUDE = """\
+{%- set _flat = namespace(messages=[], image_seen=false) -%}
+{%- for message in messages -%}
+    {%- if message['content'] is string -%}
+        {%- set _flat.messages = _flat.messages + [message] -%}
+    {%- else -%}
+        {%- set _parts = namespace(texts=[]) -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' and not _flat.image_seen -%}
+                {%- set _parts.texts = _parts.texts + [__IMAGE__] -%}
+                {%- set _flat.image_seen = true -%}
+            {%- elif item['type'] == 'text' -%}
+                {%- set _parts.texts = _parts.texts + [item['text']] -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- set _flat.messages = _flat.messages + [dict(message, content=_parts.texts | join(' '))] -%}
+    {%- endif -%}
+{%- endfor -%}
+{%- set messages = _flat.messages -%}
+"""
+#: The paper's prompt format as a chat template (``Human: <content> \nAssistant:``), for an LLM tokenizer without
+#: a chat template of its own: one user turn with the image and the paper's instruction gives the default prompt.
+PAPER_CHAT_TEMPLATE = """\
+{%- for message in messages -%}
+    {%- if message['role'] == 'user' -%}
+        {{ 'Human: ' + message['content'] + ' \\n' }}
+    {%- elif message['role'] == 'assistant' -%}
+        {{ 'Assistant: ' + message['content'] + eos_token + '\\n' }}
+    {%- else -%}
+        {{ message['content'] + '\\n' }}
+    {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ 'Assistant:' }}{%- endif -%}
+"""
+
 
 @subprocessors_by_auto_class
-class EMRRGProcessor(ProcessorMixin):
+class EMRRGProcessor(RemoteCodeProcessorMixin, ProcessorMixin):
     r"""Builds EMRRG inputs from X-ray images, optional prompts and optional target reports.
 
     Args:
@@ -43,7 +90,8 @@ class EMRRGProcessor(ProcessorMixin):
         use_chat_template (`bool`, defaults to `False`): render the default prompt with the chat template.
         multi_view_fusion (`str`, defaults to `"mean"`): as the model's ``config.multi_view_fusion``: `"mean"` gives a
             study of any number of views ``image_seq_length`` placeholders, `"concat"` that many per view.
-        chat_template (`str`, *optional*): a Jinja chat template (the tokenizer's is used if unset).
+        chat_template (`str`, *optional*): a Jinja chat template of the processor, which must then handle LLaVA-style
+            content lists itself (if unset, :meth:`messages_chat_template` builds one on the tokenizer's).
     """
 
     attributes = ["image_processor", "tokenizer"]
@@ -101,6 +149,36 @@ class EMRRGProcessor(ProcessorMixin):
             turn, chat_template=template, tokenize=False, add_generation_prompt=True
         )
 
+    def image_markup(self) -> str:
+        """How an image item of a chat message is written: the word of ``instruction`` that holds ``{image}``
+        (``<Img>{image}</Img>`` by default), with one ``image_token``."""
+        word = next(word for word in self.instruction.split() if "{image}" in word)
+        return word.format(image=self.image_token)
+
+    def messages_chat_template(self) -> str:
+        """The chat template :meth:`apply_chat_template` renders with when the processor has none of its own.
+
+        :data:`MESSAGES_PRELUDE` (content lists to text, the image as :meth:`image_markup`) followed by the LLM
+        tokenizer's chat template, or :data:`PAPER_CHAT_TEMPLATE` when the tokenizer has none.
+        """
+        template = getattr(self.tokenizer, "chat_template", None)
+        if isinstance(template, dict):  # named templates: the default one
+            template = template.get("default")
+        prelude = MESSAGES_PRELUDE.replace("__IMAGE__", json.dumps(self.image_markup()))
+        return prelude + (template or PAPER_CHAT_TEMPLATE)
+
+    def apply_chat_template(self, conversation: Any, chat_template: str | None = None, **kwargs: Any) -> Any:
+        """transformers' ``apply_chat_template`` with :meth:`messages_chat_template` as the default template.
+
+        The processor's own ``chat_template`` is used when it has one other than the tokenizer's (transformers 5
+        reloads a tokenizer's template, saved as ``chat_template.jinja``, as the processor's too). Every image of a
+        conversation is a view of its one study; the prompt gets the study's ``image_token`` placeholders where the
+        first image item is.
+        """
+        if chat_template is None and self.chat_template in (None, getattr(self.tokenizer, "chat_template", None)):
+            chat_template = self.messages_chat_template()
+        return super().apply_chat_template(conversation, chat_template=chat_template, **kwargs)
+
     def _expand_image_token(self, prompt: str, views: int) -> str:
         count = prompt.count(self.image_token)
         if count != 1:
@@ -124,10 +202,13 @@ class EMRRGProcessor(ProcessorMixin):
         reports: str | Sequence[str] | None = None,
         do_train_augmentation: bool | None = None,
         max_report_tokens: int | None = None,
+        add_special_tokens: bool | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """``images``: one study per sample (an image, or a list of views). ``text``: prompts (the default prompt
-        for every sample if unset). ``reports``: targets for training (adds ``labels``)."""
+        for every sample if unset). ``reports``: targets for training (adds ``labels``). ``add_special_tokens``:
+        whether the tokenizer adds its special tokens (e.g. BOS) to the prompts; by default it does unless
+        ``use_chat_template`` is set (``apply_chat_template`` passes ``False`` for a template that writes BOS)."""
         if images is None:
             raise ValueError("images: EMRRG needs the X-ray image(s) of every sample")
         pixel_values = self.image_processor(images, do_train_augmentation=do_train_augmentation)["pixel_values"]
@@ -139,7 +220,7 @@ class EMRRGProcessor(ProcessorMixin):
         if len(prompts) != batch:
             raise ValueError(f"text: {len(prompts)} prompts for {batch} image sets; give one prompt per sample")
         # A chat-rendered prompt already holds the template's special tokens (e.g. BOS).
-        add_special = not self.use_chat_template
+        add_special = not self.use_chat_template if add_special_tokens is None else add_special_tokens
         prompt_ids = [
             self.tokenizer(self._expand_image_token(p, views), add_special_tokens=add_special)["input_ids"]
             for p in prompts

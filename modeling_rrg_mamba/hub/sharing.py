@@ -1,98 +1,30 @@
 """Save a model with its processor as a Hub repository that loads without this package, and push it.
 
 A folder written by :func:`save_for_hub` holds the weights, ``config.json``, ``generation_config.json``, the processor
-files, a flat copy of the model code (see :mod:`.remote_code`) with ``auto_map`` entries in every config file, and a
-model card (``README.md``). In a Python process that never imported ``modeling_rrg_mamba``::
+files, a flat copy of the model code (see :mod:`modeling_rrg_mamba.remote_code`) with ``auto_map`` entries in every
+config file, and a model card (``README.md``). In a Python process that never imported ``modeling_rrg_mamba``::
 
     model = AutoModelForImageTextToText.from_pretrained(folder_or_repo, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(folder_or_repo, trust_remote_code=True)
 
-This does what ``register_for_auto_class()`` followed by ``save_pretrained`` does for a single-file model:
-transformers' own copier (``custom_object_save``) follows only ``from .module import`` lines and would fail on the
-package's ``from ..layers import ...``, so the objects are saved with their ``_auto_class`` unset and the code and
-``auto_map`` entries are written here.
+The code and ``auto_map`` entries are what the models' and processors' own ``save_pretrained`` writes
+(:mod:`modeling_rrg_mamba.saving`); :func:`save_for_hub` adds the model card and keeps the exported files apart from
+whatever else the folder holds, so that :func:`push_to_hub` uploads only those.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..saving import is_package_object
 from .model_card import MetricsSource, render_model_card
-from .remote_code import export_remote_code, in_package
 
 PACKAGE = __name__.split(".")[0]
-#: Auto classes written into config.json for the model. "AutoModelForVision2Seq" is the name transformers 4.x
-#: (up to 4.57) uses for image-to-text generators; transformers 5 removed the class and never reads that key.
-MODEL_AUTO_CLASSES = ("AutoModel", "AutoModelForImageTextToText", "AutoModelForVision2Seq")
-
-
-def _class_reference(obj: Any, flat_names: Mapping[str, str]) -> str:
-    cls = type(obj)
-    return f"{flat_names[cls.__module__]}.{cls.__name__}"
-
-
-def _is_package_object(obj: Any) -> bool:
-    return in_package(type(obj).__module__, PACKAGE)
-
-
-def _update_auto_map(path: Path, entries: Mapping[str, Any], nested_key: str | None = None) -> None:
-    """Merge ``entries`` into the ``auto_map`` of the JSON file ``path`` (of its ``nested_key`` dict if given)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    target = data if nested_key is None else data[nested_key]
-    target["auto_map"] = {**target.get("auto_map", {}), **entries}
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-@contextlib.contextmanager
-def _auto_class_unset(objects: Sequence[Any]) -> Iterator[None]:
-    """Hide ``_auto_class`` (set by ``register_for_auto_class``) so ``save_pretrained`` does not copy code itself."""
-    saved = []
-    for obj in objects:
-        if "_auto_class" in vars(type(obj)):
-            saved.append((type(obj), type(obj)._auto_class))
-            type(obj)._auto_class = None
-    try:
-        yield
-    finally:
-        for cls, value in saved:
-            cls._auto_class = value
-
-
-def write_auto_maps(folder: Path, model: Any, processor: Any, flat_names: Mapping[str, str]) -> None:
-    """Point every config file of ``folder`` at the flat module defining its class.
-
-    config.json: ``AutoConfig`` and :data:`MODEL_AUTO_CLASSES`; processor_config.json: ``AutoProcessor`` and, in
-    its ``image_processor`` entry (transformers 5), ``AutoImageProcessor``; preprocessor_config.json (transformers
-    4): ``AutoImageProcessor``; tokenizer_config.json: ``AutoTokenizer`` (only for classes of this package; an
-    LLM tokenizer of transformers itself needs no code).
-    """
-    model_entries = {name: _class_reference(model, flat_names) for name in MODEL_AUTO_CLASSES}
-    _update_auto_map(
-        folder / "config.json", {"AutoConfig": _class_reference(model.config, flat_names), **model_entries}
-    )
-    processor_file = folder / "processor_config.json"
-    if processor_file.exists():
-        _update_auto_map(processor_file, {"AutoProcessor": _class_reference(processor, flat_names)})
-    image_processor = getattr(processor, "image_processor", None)
-    if image_processor is not None and _is_package_object(image_processor):
-        entry = {"AutoImageProcessor": _class_reference(image_processor, flat_names)}
-        if processor_file.exists() and "image_processor" in json.loads(processor_file.read_text(encoding="utf-8")):
-            _update_auto_map(processor_file, entry, nested_key="image_processor")
-        if (folder / "preprocessor_config.json").exists():
-            _update_auto_map(folder / "preprocessor_config.json", entry)
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is not None and _is_package_object(tokenizer) and (folder / "tokenizer_config.json").exists():
-        # [slow, fast] as transformers writes it for a tokenizer class whose name does not end in "Fast"
-        _update_auto_map(
-            folder / "tokenizer_config.json", {"AutoTokenizer": [_class_reference(tokenizer, flat_names), None]}
-        )
 
 
 def save_for_hub(
@@ -192,18 +124,15 @@ def _write_export(
             f"model: {type(model).__name__} carries PEFT adapters; merge them first (model.merge_and_unload()) "
             "or save the adapter with model.save_pretrained"
         )
-    if not _is_package_object(model):
+    if not is_package_object(model):
         raise ValueError(f"model: {type(model).__name__} is not a model of {PACKAGE}; nothing to export")
     if processor is None:
         raise ValueError("processor: required, so that AutoProcessor can load the repository")
-    parts = [processor, getattr(processor, "image_processor", None), getattr(processor, "tokenizer", None)]
-    with _auto_class_unset([model, model.config, *[part for part in parts if part is not None]]):
-        model.save_pretrained(folder, safe_serialization=safe_serialization)
-        processor.save_pretrained(folder)
-    entry_objects = [model, model.config, *[part for part in parts if part is not None and _is_package_object(part)]]
-    home_package = type(model).__module__.rpartition(".")[0]
-    flat_names = export_remote_code([type(obj).__module__ for obj in entry_objects], folder, home_package)
-    write_auto_maps(folder, model, processor, flat_names)
+    if not is_package_object(processor):
+        raise ValueError(f"processor: {type(processor).__name__} is not a processor of {PACKAGE}; pass the model's")
+    # both write their code and auto_map entries themselves (modeling_rrg_mamba.saving)
+    model.save_pretrained(folder, safe_serialization=safe_serialization)
+    processor.save_pretrained(folder)
     card = render_model_card(
         model,
         metrics=model_card_metrics,
@@ -260,4 +189,4 @@ def push_to_hub(
     )
 
 
-__all__ = ["MODEL_AUTO_CLASSES", "push_to_hub", "save_for_hub", "write_auto_maps"]
+__all__ = ["push_to_hub", "save_for_hub"]

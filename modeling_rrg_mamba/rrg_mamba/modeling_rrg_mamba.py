@@ -30,6 +30,7 @@ from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput
 
 from .._compat import LegacyCacheNameForMambaClasses, accepts_legacy_cache_name, cache_field, init
 from ..layers import SS2D, DynamicPositionBias, RotaryEmbedding1D, SelectiveSSM
+from ..saving import RemoteCodeModelMixin
 from .configuration_rrg_mamba import RRGMambaConfig
 
 Tensor = torch.Tensor
@@ -403,8 +404,12 @@ class RRGMambaDecoderLayer(GradientCheckpointingLayer):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class RRGMambaPreTrainedModel(PreTrainedModel):
-    """Base class of the RRG-Mamba models: config class, weight initialisation, save / load hooks."""
+class RRGMambaPreTrainedModel(RemoteCodeModelMixin, PreTrainedModel):
+    """Base class of the RRG-Mamba models: config class, weight initialisation, save / load hooks.
+
+    ``save_pretrained`` also writes the code and ``auto_map`` that ``trust_remote_code`` loading needs (see
+    :mod:`modeling_rrg_mamba.saving`).
+    """
 
     config_class = RRGMambaConfig
     config: RRGMambaConfig

@@ -9,10 +9,11 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 from .._compat import subprocessors_by_auto_class
+from ..saving import RemoteCodeProcessorMixin
 
 
 @subprocessors_by_auto_class
-class RRGMambaProcessor(ProcessorMixin):
+class RRGMambaProcessor(RemoteCodeProcessorMixin, ProcessorMixin):
     r"""
     Turns X-ray images and reports into model inputs, and generated ids back into reports.
 

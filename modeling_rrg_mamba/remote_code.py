@@ -2,15 +2,17 @@
 
 transformers loads remote code by copying the file named in ``auto_map`` and every file it imports with
 ``from .name import ...`` into one flat folder (recursively from the Hub; from a local folder, 4.57 copies only the
-entry file's own imports, see :func:`_import_indirect_dependencies`). Our model
-files live in a package and import with ``from ..layers import ...`` / ``from ..ops import ...``, which that loader
-cannot follow (it would look for a file called ``.layers.py``), so ``register_for_auto_class`` + ``save_pretrained``
-alone does not give a loadable repository.
+entry file's own imports, see :func:`_import_indirect_dependencies`). Our model files live in a package and import
+with ``from ..layers import ...`` / ``from ..ops import ...``, which that loader cannot follow (it would look for a
+file called ``.layers.py``), so ``register_for_auto_class`` + ``save_pretrained`` alone does not give a loadable
+repository.
 
 :func:`export_remote_code` walks the import graph of the entry modules (with :mod:`ast`, following every import of
 the package, re-exports of package ``__init__`` files included, down to the module that defines each name), writes
 one flat copy of each module it reaches, and rewrites those imports to flat ``from .<flat_name> import ...`` lines.
-Imports of other libraries are left as they are (transformers' ``check_imports`` checks them at load time).
+Imports of other libraries are left as they are (transformers' ``check_imports`` checks them at load time). A
+module's flat copy does not depend on which modules were the entries, so exports of different entries into one folder
+(a model's ``save_pretrained``, then its processor's) agree on every file they share.
 "Package" below is the top-level package of the entry modules (``modeling_rrg_mamba`` for the models here).
 """
 
@@ -79,6 +81,7 @@ class ModuleGraph:
         self._modules: dict[str, SourceModule] = {}
         self._trees: dict[str, ast.Module] = {}
         self._sources: dict[str, str] = {}
+        self._imports: dict[str, list[tuple[ast.ImportFrom, list[ImportedName]]]] = {}
 
     def module(self, name: str) -> SourceModule:
         if name not in self._modules:
@@ -98,6 +101,11 @@ class ModuleGraph:
 
     def internal_imports(self, name: str) -> list[tuple[ast.ImportFrom, list[ImportedName]]]:
         """Every import of a package module inside ``name`` (at any depth), with its names resolved."""
+        if name not in self._imports:
+            self._imports[name] = self._find_internal_imports(name)
+        return self._imports[name]
+
+    def _find_internal_imports(self, name: str) -> list[tuple[ast.ImportFrom, list[ImportedName]]]:
         importer = self.module(name)
         found = []
         for node in ast.walk(self.tree(name)):
@@ -222,8 +230,7 @@ def export_remote_code(entry_modules: Sequence[str], folder: str | Path, home_pa
         source = _rewrite_imports(
             graph.source(module), graph.internal_imports(module), flat_names, graph.module(module).path
         )
-        if module in entry_modules:
-            source += _import_indirect_dependencies(graph, module, flat_names)
+        source += _import_indirect_dependencies(graph, module, flat_names)
         (folder / f"{flat_names[module]}.py").write_text(source, encoding="utf-8")
     return flat_names
 
@@ -232,7 +239,9 @@ def _import_indirect_dependencies(graph: ModuleGraph, entry: str, flat_names: Ma
     """Import lines naming every module ``entry`` needs only through other modules.
 
     From a local folder, transformers 4.57 copies just the files an ``auto_map`` module imports itself (from the Hub
-    it follows imports recursively), so each entry module names all of its dependencies directly.
+    it follows imports recursively), so each module that ``auto_map`` may name imports all of its dependencies
+    directly. Every exported module gets these lines, whether or not it was an entry of this export, so that its flat
+    copy is the same in every export.
     """
     direct = {item.module for _, names in graph.internal_imports(entry) for item in names}
     reached: dict[str, str] = {}  # module reached from entry -> a name some module imports from it
