@@ -90,9 +90,11 @@ def export_code(folder: str | os.PathLike, objects: Sequence[Any]) -> dict[str, 
 
 
 def write_model_auto_map(folder: str | os.PathLike, model: Any, flat_names: Mapping[str, str]) -> None:
-    """config.json: ``AutoConfig`` and :data:`MODEL_AUTO_CLASSES` point at the flat modules of ``model``."""
+    """config.json: ``AutoConfig`` and the model's Auto classes (``remote_code_auto_classes``, by default
+    :data:`MODEL_AUTO_CLASSES`) point at the flat modules of ``model``."""
     entries = {"AutoConfig": _class_reference(model.config, flat_names)}
-    entries.update({name: _class_reference(model, flat_names) for name in MODEL_AUTO_CLASSES})
+    auto_classes = getattr(model, "remote_code_auto_classes", MODEL_AUTO_CLASSES)
+    entries.update({name: _class_reference(model, flat_names) for name in auto_classes})
     _update_auto_map(Path(folder) / "config.json", entries)
 
 

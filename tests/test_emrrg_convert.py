@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import site
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -187,6 +191,43 @@ def test_converted_backbone_round_trips_through_save_pretrained(tmp_path):
     reloaded = XrayMambaModel.from_pretrained(tmp_path / "xray-mamba")
     with torch.no_grad():
         torch.testing.assert_close(reloaded(images()).last_hidden_state, authors(images()), atol=1e-5, rtol=1e-5)
+
+
+FRESH_BACKBONE_SCRIPT = """
+import importlib.util, sys, torch
+assert importlib.util.find_spec("modeling_rrg_mamba") is None, "modeling_rrg_mamba is importable"
+from transformers import AutoModel
+model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+with torch.no_grad():
+    out = model(torch.load(sys.argv[2])).last_hidden_state
+print(type(model).__module__.startswith("transformers_modules."), float((out - torch.load(sys.argv[3])).abs().max()))
+"""
+
+
+@pytest.mark.slow
+def test_converted_backbone_folder_loads_without_the_package(tmp_path):
+    """A fresh ``python -S`` (no editable-install .pth), outside the repository, offline: AutoModel with
+    trust_remote_code builds the backbone from the folder's own code and computes the same tokens."""
+    authors = randomized(AuthorsArm())
+    model, _ = convert_xray_mamba_checkpoint(authors.state_dict())
+    model.save_pretrained(tmp_path / "xray-mamba")
+    torch.save(images(1), tmp_path / "pixels.pt")
+    with torch.no_grad():
+        torch.save(authors(images(1)), tmp_path / "expected.pt")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_"))}
+    env.update(PYTHONPATH=os.pathsep.join(site.getsitepackages()), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    argv = [str(tmp_path / name) for name in ("xray-mamba", "pixels.pt", "expected.pt")]
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", FRESH_BACKBONE_SCRIPT, *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    from_copied_code, difference = done.stdout.split()[-2:]
+    assert from_copied_code == "True" and float(difference) < 1e-5
 
 
 def test_every_unknown_key_is_named():

@@ -23,6 +23,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .._compat import init
 from ..layers import MambaMixer, SelectiveSSM
+from ..saving import RemoteCodeModelMixin
 from .configuration_emrrg import XrayMambaConfig
 
 Tensor = torch.Tensor
@@ -114,8 +115,10 @@ class XrayMambaBlock(nn.Module):
         return hidden_states + self.mlp(self.mlp_norm(hidden_states))
 
 
-class XrayMambaPreTrainedModel(PreTrainedModel):
+class XrayMambaPreTrainedModel(RemoteCodeModelMixin, PreTrainedModel):
     config_class = XrayMambaConfig
+    #: A backbone on its own loads with ``AutoModel`` (``trust_remote_code`` where the package is not installed).
+    remote_code_auto_classes = ("AutoModel",)
     base_model_prefix = "xray_mamba"
     main_input_name = "pixel_values"
     _no_split_modules = ["XrayMambaBlock"]
