@@ -9,7 +9,13 @@ import pytest
 import torch
 from conftest import make_inputs, reference_scan, relative_error
 
-from modeling_rrg_mamba.ops import _fused_scan_cpu, selective_scan, selective_scan_backend, set_selective_scan_backend
+from modeling_rrg_mamba.ops import (
+    _fused_scan_cpu,
+    causal_conv1d,
+    selective_scan,
+    selective_scan_backend,
+    set_selective_scan_backend,
+)
 
 scan_module = sys.modules["modeling_rrg_mamba.ops.selective_scan"]
 BACKENDS = ["fused", "reference"]
@@ -272,3 +278,25 @@ def test_fused_under_autocast_and_no_grad():
         assert relative_error(run("fused", inputs, delta_softplus=True), expected) < 1e-6
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert relative_error(run("fused", inputs, delta_softplus=True), expected) < 1e-6
+
+
+@needs_fused
+@pytest.mark.parametrize(
+    ("width", "length", "use_bias", "activation"),
+    [(4, 197, True, "silu"), (4, 2, False, "silu"), (3, 9, True, None), (5, 1, False, None)],
+)
+def test_fused_causal_conv1d_matches_pytorch(width, length, use_bias, activation):
+    """The C convolution (+ SiLU, its derivative fused into the backward) against PyTorch's conv1d, float64."""
+    torch.manual_seed(0)
+    leaves = [torch.randn(2, 6, length), torch.randn(6, width)] + ([torch.randn(6)] if use_bias else [])
+    leaves = [t.double().requires_grad_() for t in leaves]
+    grad = torch.randn(2, 6, length, dtype=torch.float64)
+    results = []
+    for backend in BACKENDS:
+        set_selective_scan_backend(backend)
+        y = causal_conv1d(leaves[0], leaves[1], leaves[2] if use_bias else None, activation=activation)
+        results.append([y, *torch.autograd.grad(y, leaves, grad)])
+    for fused, reference in zip(*results):
+        torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
+    set_selective_scan_backend("fused")
+    assert torch.autograd.gradcheck(lambda *t: causal_conv1d(*t, activation=activation), leaves)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import causal_conv1d
-from .scan_orders import DIRECTIONS, multi_route_scan, scan_order
+from .scan_orders import DIRECTIONS, multi_route_scan, scan_routes
 from .selective_ssm import SelectiveSSM, resolve_dt_rank
 
 Tensor = torch.Tensor
@@ -73,6 +73,6 @@ class MambaMixer(nn.Module):
             )
         length = hidden_states.shape[1]
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
-        orders = [scan_order(d, length, grid, cls_position, hidden_states.device) for d in self.directions]
-        y = multi_route_scan(self.ssm, x, orders, reduce="mean", prepare=self._convolve_routes)
+        routes = scan_routes(self.directions, length, grid, cls_position, hidden_states.device)
+        y = multi_route_scan(self.ssm, x, routes, reduce="mean", prepare=self._convolve_routes)
         return self.out_proj(y * F.silu(z))

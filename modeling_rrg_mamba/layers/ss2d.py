@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .rotary import RotaryEmbedding2D
-from .scan_orders import GRID_DIRECTIONS, multi_route_scan, scan_order
+from .scan_orders import GRID_DIRECTIONS, multi_route_scan, scan_routes
 from .selective_ssm import SelectiveSSM, resolve_dt_rank
 
 Tensor = torch.Tensor
@@ -55,8 +55,8 @@ class SS2D(nn.Module):
         """The four-route selective scan of a grid ``(batch, H, W, d_inner)``, summed back onto the grid."""
         batch, height, width, dim = x.shape
         tokens = x.reshape(batch, height * width, dim)
-        orders = [scan_order(d, height * width, (height, width), device=x.device) for d in GRID_DIRECTIONS]
-        merged = multi_route_scan(self.ssm, tokens, orders, reduce="sum")
+        routes = scan_routes(GRID_DIRECTIONS, height * width, (height, width), device=x.device)
+        merged = multi_route_scan(self.ssm, tokens, routes, reduce="sum")
         return merged.reshape(batch, height, width, dim)
 
     def forward(self, x: Tensor) -> Tensor:

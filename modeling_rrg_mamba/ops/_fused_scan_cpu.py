@@ -26,6 +26,9 @@ mamba-ssm's CUDA kernel does), and the backward recomputes the states of one cha
 * torch.compile: needs the same C++ compiler, compiles for tens of seconds per shape/process, and a recurrence
   over L is a sequential loop that inductor unrolls or leaves to the very element-wise passes we want to avoid.
 
+The same library holds the depthwise causal convolution of the Mamba mixer (``conv_f32`` / ``conv_f64``, used by
+:func:`~modeling_rrg_mamba.ops.causal_conv1d` through :class:`CausalConv1dFused`).
+
 Fallback. Without a C compiler (``CC`` or ``cc``/``gcc``/``clang`` on PATH), or when the build or load fails,
 :func:`load_library` returns ``None`` and the caller keeps the reference path, with one warning per process (an
 unwritable cache folder is not a failure: the build goes to a temp folder instead). ``RRG_MAMBA_SELECTIVE_SCAN=reference`` (or
@@ -224,6 +227,74 @@ EXPORT int scan_bwd_$S(int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t
     }
     return failed;
 }
+
+/* One row of the depthwise causal convolution: pre_t = bias + sum_k w_k x_{t-W+1+k}
+   (zeros before the row); one vectorised pass per tap. */
+static void conv_row_$S(const int64_t L, const int64_t W, const T* xp, const T* wp, const T b, T* pre) {
+    #pragma omp simd
+    for (int64_t t = 0; t < L; ++t) pre[t] = b;
+    for (int64_t k = 0; k < W; ++k) {
+        const int64_t shift = W - 1 - k;
+        const T wk = wp[k];
+        #pragma omp simd
+        for (int64_t t = shift; t < L; ++t) pre[t] += wk * xp[t - shift];
+    }
+}
+
+/* x, out, dout, dx: (rows, L) with rows = batch x channels; w: (channels, W); bias: (channels) or NULL.
+   Forward (dout NULL): out = pre (the caller applies the SiLU: vectorised here, it ran several times slower).
+   Backward, pre recomputed per row into a per-thread scratch that stays in L1: g = dout * silu'(pre) (or dout),
+   dx_s = sum_k w_k g_{s+W-1-k}, dw_part[row, k] = sum_t g_t x_{t-W+1+k}, dbias_part[row] = sum_t g_t (the
+   caller sums the parts over the batch). */
+EXPORT int conv_$S(int64_t rows, int64_t channels, int64_t L, int64_t W, const T* x, const T* w, const T* bias,
+        int silu, T* out, const T* dout, T* dx, T* dw_part, T* dbias_part, int nthreads) {
+    if (!dout) {
+        #pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t row = 0; row < rows; ++row) {
+            const int64_t c = row % channels;
+            conv_row_$S(L, W, x + row * L, w + c * W, bias ? bias[c] : (T)0, out + row * L);
+        }
+        return 0;
+    }
+    int failed = 0;
+    #pragma omp parallel num_threads(nthreads)
+    {
+        T* g = (T*)malloc(sizeof(T) * (size_t)L);
+        if (!g) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        #pragma omp for schedule(static)
+        for (int64_t row = 0; row < rows; ++row) {
+            if (!g) continue;
+            const int64_t c = row % channels;
+            const T* xp = x + row * L; const T* wp = w + c * W;
+            conv_row_$S(L, W, xp, wp, bias ? bias[c] : (T)0, g);
+            const T* dop = dout + row * L;
+            T* dxp = dx + row * L;
+            if (silu) {
+                #pragma omp simd
+                for (int64_t t = 0; t < L; ++t) { const T s = sigmoid_$S(g[t]); g[t] = dop[t] * s * ((T)1 + g[t] * ((T)1 - s)); }
+            } else {
+                memcpy(g, dop, sizeof(T) * (size_t)L);
+            }
+            T db = 0;
+            #pragma omp simd reduction(+:db)
+            for (int64_t t = 0; t < L; ++t) { db += g[t]; dxp[t] = 0; }
+            dbias_part[row] = db;
+            for (int64_t k = 0; k < W; ++k) {
+                const int64_t shift = W - 1 - k;
+                const T wk = wp[k];
+                T dw = 0;
+                #pragma omp simd reduction(+:dw)
+                for (int64_t t = shift; t < L; ++t) { dw += g[t] * xp[t - shift]; dxp[t - shift] += wk * g[t]; }
+                dw_part[row * W + k] = dw;
+            }
+        }
+        free(g);
+    }
+    return failed;
+}
 """
 
 _HEADER = r"""
@@ -342,6 +413,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         bwd = getattr(lib, f"scan_bwd_{suffix}")
         bwd.argtypes = [i64] * 6 + [ptr] * 8 + [cint] + [ptr] * 2 + [ptr] * 8 + [cint]
         bwd.restype = cint
+        conv = getattr(lib, f"conv_{suffix}")
+        conv.argtypes = [i64] * 4 + [ptr] * 3 + [cint] + [ptr] * 5 + [cint]
+        conv.restype = cint
     return lib
 
 
@@ -523,3 +597,40 @@ def _fold_groups(part: Tensor, shape: torch.Size) -> Tensor:
     if shape[1] != grad.shape[1]:  # one group given, broadcast over the other tensor's groups
         return grad.sum(1, keepdim=True)
     return grad
+
+
+def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, out, grad_out=None, grads=(None, None, None)):
+    """Call the C ``conv`` kernel: the forward (``grad_out`` None) writes ``out``, the backward ``grads``."""
+    lib, _ = load_library()
+    batch, dim, length = x.shape
+    fn = lib.conv_f32 if x.dtype == torch.float32 else lib.conv_f64
+    pointers = [_ptr(t) for t in (x, weight, bias)] + [int(silu)] + [_ptr(t) for t in (out, grad_out, *grads)]
+    if fn(batch * dim, dim, length, weight.shape[1], *pointers, torch.get_num_threads()):
+        raise MemoryError("causal conv1d: the fused kernel could not allocate its scratch")
+
+
+class CausalConv1dFused(torch.autograd.Function):
+    """Depthwise causal convolution (+ SiLU) by the C kernel: ``x`` ``(batch, dim, L)``, ``weight`` ``(dim, W)``,
+    ``bias`` ``(dim,)`` or ``None``, all contiguous in float32 or float64. Saves only its inputs; the backward
+    recomputes the pre-activation row by row, with the SiLU's derivative fused in."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
+        out = torch.empty_like(x)
+        _conv(x, weight, bias, silu, out)
+        ctx.save_for_backward(x, weight, bias)
+        ctx.silu = silu
+        return torch.nn.functional.silu(out, inplace=True) if silu else out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, weight, bias = ctx.saved_tensors
+        batch, dim, _ = x.shape
+        dx, dw_part, dbias_part = (
+            torch.empty_like(x),
+            x.new_empty(batch, dim, weight.shape[1]),
+            x.new_empty(batch, dim),
+        )
+        _conv(x, weight, bias, ctx.silu, None, grad_out.to(x.dtype).contiguous(), (dx, dw_part, dbias_part))
+        return dx, dw_part.sum(0), None if bias is None else dbias_part.sum(0), None

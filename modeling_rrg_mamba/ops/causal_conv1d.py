@@ -2,7 +2,10 @@
 
 ``y[b, d, t] = bias[d] + sum_k weight[d, k] * x[b, d, t - (W - 1) + k]`` with zeros before the sequence,
 followed by an optional SiLU. Same signatures as the causal-conv1d package, whose CUDA kernels are used when
-it is installed and the tensors live on a GPU.
+it is installed and the tensors live on a GPU. On the CPU the full-sequence form runs the C kernel of
+:mod:`._fused_scan_cpu` (one pass forward, one backward that recomputes the pre-activation with the SiLU's
+derivative fused in; PyTorch's depthwise ``conv1d`` backward cost several times more) whenever the fused selective
+scan is in use, else ``F.conv1d``.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._fused_scan_cpu import CausalConv1dFused
 from ._validation import check_floating, check_shape
 from .kernels import causal_conv1d_kernels
+from .selective_scan import selective_scan_backend
 
 Tensor = torch.Tensor
 _ACTIVATIONS = (None, "silu", "swish")
@@ -24,6 +29,18 @@ def _check_activation(activation: str | None) -> None:
 
 def _activate(x: Tensor, activation: str | None) -> Tensor:
     return x if activation is None else F.silu(x)
+
+
+def _fused_applies(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """The fused C kernel runs on CPU tensors of one float32 / float64 dtype when the CPU kernels are in use
+    (:func:`~.selective_scan.selective_scan_backend`: ``RRG_MAMBA_SELECTIVE_SCAN=reference`` keeps PyTorch's)."""
+    same_dtype = weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype)
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and same_dtype
+        and selective_scan_backend() == "fused"
+    )
 
 
 def causal_conv1d(
@@ -52,7 +69,10 @@ def causal_conv1d(
     kernels = causal_conv1d_kernels()
     if kernels is not None and x.is_cuda and not return_final_states:
         return kernels.causal_conv1d_fn(x, weight, bias, activation=activation)
-    x.shape[-1]
+    if _fused_applies(x, weight, bias) and not return_final_states:
+        return CausalConv1dFused.apply(
+            x.contiguous(), weight.contiguous(), None if bias is None else bias.contiguous(), activation is not None
+        )
     padded = F.pad(x, (width - 1, 0))
     y = F.conv1d(padded, weight.unsqueeze(1).to(x.dtype), None if bias is None else bias.to(x.dtype), groups=dim)
     y = _activate(y, activation)
