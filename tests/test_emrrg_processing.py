@@ -96,6 +96,13 @@ def test_bad_input():
         proc(text=["<image>"])
     with pytest.raises(ValueError, match="prompt_template"):
         processor(prompt_template="no placeholder")
+    with pytest.raises(ValueError, match=r"reports\[1\]: expected a string, got NoneType"):
+        proc(images=films(2), reports=["opacity .", None])
+    with pytest.raises(ValueError, match=r"text\[0\]: expected a string, got int"):
+        proc(images=films(1), text=[5])
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="max_report_tokens: expected a positive integer"):
+            proc(images=films(1), reports=["opacity ."], max_report_tokens=bad)
 
 
 # ------------------------------------------------------------------------------- chat messages (LLaVA style)

@@ -76,6 +76,13 @@ PAPER_CHAT_TEMPLATE = """\
 """
 
 
+def _check_strings(name: str, items: Sequence[Any]) -> None:
+    """Every item of the ``name`` list is a string (the error names the first that is not)."""
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ValueError(f"{name}[{index}]: expected a string, got {type(item).__name__}")
+
+
 @subprocessors_by_auto_class
 class EMRRGProcessor(RemoteCodeProcessorMixin, ProcessorMixin):
     r"""Builds EMRRG inputs from X-ray images, optional prompts and optional target reports.
@@ -211,6 +218,8 @@ class EMRRGProcessor(RemoteCodeProcessorMixin, ProcessorMixin):
         ``use_chat_template`` is set (``apply_chat_template`` passes ``False`` for a template that writes BOS)."""
         if images is None:
             raise ValueError("images: EMRRG needs the X-ray image(s) of every sample")
+        if max_report_tokens is not None and (not isinstance(max_report_tokens, int) or max_report_tokens < 1):
+            raise ValueError(f"max_report_tokens: expected a positive integer or None, got {max_report_tokens!r}")
         pixel_values = self.image_processor(images, do_train_augmentation=do_train_augmentation)["pixel_values"]
         batch = pixel_values.shape[0]
         views = pixel_values.shape[1] if pixel_values.ndim == 5 else 1
@@ -219,6 +228,7 @@ class EMRRGProcessor(RemoteCodeProcessorMixin, ProcessorMixin):
         )
         if len(prompts) != batch:
             raise ValueError(f"text: {len(prompts)} prompts for {batch} image sets; give one prompt per sample")
+        _check_strings("text", prompts)
         # A chat-rendered prompt already holds the template's special tokens (e.g. BOS).
         add_special = not self.use_chat_template if add_special_tokens is None else add_special_tokens
         prompt_ids = [
@@ -231,6 +241,7 @@ class EMRRGProcessor(RemoteCodeProcessorMixin, ProcessorMixin):
             reports = [reports] if isinstance(reports, str) else list(reports)
             if len(reports) != batch:
                 raise ValueError(f"reports: {len(reports)} reports for {batch} image sets; give one report per sample")
+            _check_strings("reports", reports)
             eos = self.tokenizer.eos_token_id
             if eos is None:
                 raise ValueError("tokenizer: needs an eos_token to end the reports")
