@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "modeling_rrg_mamba"
 # share rank 3 but may not import each other, see SIDE_BY_SIDE).
 RANKS = {
     "_compat": 0,
+    "_validation": 0,
     "ops": 1,
     "report_text": 1,
     "image_processing_xray": 1,

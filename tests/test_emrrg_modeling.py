@@ -220,3 +220,20 @@ def test_default_config_builds_and_round_trips(tmp_path):
         return {k: v for k, v in c.to_dict().items() if k != "_name_or_path"}
 
     assert isinstance(reloaded, EMRRGConfig) and without_path(reloaded) == without_path(config)
+
+
+def test_token_ids_are_checked_against_the_llm_vocabulary():
+    config = tiny_config()
+    model = EMRRGForConditionalGeneration(config).eval()
+    ids, pixels = prompt_ids(2, config.num_image_tokens), torch.randn(2, 3, 32, 32)
+    # labels = input_ids is the usual Hugging Face pattern: the <image> placeholders (id 60, outside the vocabulary
+    # of 60) are accepted there and become -100
+    assert torch.isfinite(model(input_ids=ids, pixel_values=pixels, labels=ids).loss)
+    with pytest.raises(
+        ValueError, match=r"input_ids: token ids \[1003, 1004, .*\] are outside the vocabulary \[0, 60\)"
+    ):
+        model(input_ids=ids + 1000 * (ids != IMAGE_TOKEN_ID), pixel_values=pixels)
+    with pytest.raises(ValueError, match="labels: expected integer token ids"):
+        model(input_ids=ids, pixel_values=pixels, labels=ids.float())
+    with pytest.raises(ValueError, match=r"labels: expected shape \(2, 9\)"):
+        model(input_ids=ids, pixel_values=pixels, labels=ids[:, :3])

@@ -447,3 +447,21 @@ def test_pretrained_backbone_offline_fails_at_once_naming_the_flag_and_backbone(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", "/nonexistent-rrg-mamba-cache/hub")
     with pytest.raises(OSError, match=r"pretrained_backbone=True.*'resnet18'.*HF_HUB_OFFLINE"):
         RRGMambaForConditionalGeneration(tiny_config(pretrained_backbone=True, backbone_kwargs={}))
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (LABELS[:1].float(), "labels: expected integer token ids, got dtype torch.float32"),
+        (torch.tensor([[5, 99999, 2]]), r"labels: token ids \[99999\] are outside the vocabulary \[0, 24\)"),
+        (torch.tensor([[5, -7, 2]]), r"labels: token ids \[-7\] are outside the vocabulary"),
+    ],
+    ids=["float", "too-large", "negative"],
+)
+def test_token_ids_outside_the_vocabulary_are_named(labels, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model()(pixel_values=images(batch=1), labels=labels)
+
+
+def test_padding_label_minus_100_is_accepted():
+    assert torch.isfinite(tiny_model()(pixel_values=images(), labels=LABELS).loss)

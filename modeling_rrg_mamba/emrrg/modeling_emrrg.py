@@ -48,6 +48,7 @@ from .._compat import (
     init,
     output_cache,
 )
+from .._validation import check_token_ids
 from ..saving import RemoteCodeModelMixin
 from .configuration_emrrg import EMRRGConfig, XrayMambaConfig
 from .modeling_xray_mamba import XrayMambaModel
@@ -622,6 +623,7 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("input_ids: pass exactly one of input_ids or inputs_embeds")
+        self._check_token_ids(input_ids, inputs_embeds, labels)
         visual_tokens = None
         if pixel_values is not None:
             visual_tokens = self.get_image_features(pixel_values, return_dict=True).pooler_output
@@ -671,6 +673,19 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
+
+    def _check_token_ids(self, input_ids: Tensor | None, inputs_embeds: Tensor | None, labels: Tensor | None) -> None:
+        """Integer ids inside the LLM's vocabulary (the ``<image>`` placeholder may lie outside it), and labels of the
+        prompts' shape."""
+        vocab_size = self.get_input_embeddings().num_embeddings
+        if input_ids is not None:
+            check_token_ids("input_ids", input_ids, vocab_size, ignored=(self.config.image_token_id,))
+        if labels is not None:
+            # labels=input_ids is common: the placeholders become -100 in forward.
+            check_token_ids("labels", labels, vocab_size, ignored=(-100, self.config.image_token_id))
+            expected = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:2])
+            if tuple(labels.shape) != expected:
+                raise ValueError(f"labels: expected shape {expected} (one per input token), got {tuple(labels.shape)}")
 
     def prepare_inputs_for_generation(self, input_ids: Tensor, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Images enter at prefill (and at every step without a cache); later steps read the visual keys/values from

@@ -29,6 +29,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput
 
 from .._compat import LegacyCacheNameForMambaClasses, accepts_legacy_cache_name, cache_field, init
+from .._validation import check_token_ids
 from ..layers import SS2D, DynamicPositionBias, RotaryEmbedding1D, SelectiveSSM
 from ..saving import RemoteCodeModelMixin
 from .configuration_rrg_mamba import RRGMambaConfig
@@ -818,6 +819,8 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
         elif not isinstance(encoder_outputs, RRGMambaEncoderOutput):
             encoder_outputs = self.encoder.output_from_tuple(encoder_outputs)
         memory = encoder_outputs.last_hidden_state
+        if labels is not None:
+            check_token_ids("labels", labels, self.config.vocab_size, ignored=(-100,))
         if labels is not None and decoder_input_ids is None:
             if labels.ndim != 2 or labels.shape[1] == 0:
                 raise ValueError(f"labels: expected (batch, length) with length > 0, got shape {tuple(labels.shape)}")
@@ -826,6 +829,7 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
             )
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids: required when no labels are given")
+        check_token_ids("decoder_input_ids", decoder_input_ids, self.config.vocab_size)
         if decoder_input_ids.shape[0] != memory.shape[0]:
             raise ValueError(
                 f"decoder_input_ids: batch {decoder_input_ids.shape[0]} does not match the images' batch "
