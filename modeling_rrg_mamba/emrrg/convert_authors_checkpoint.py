@@ -158,6 +158,10 @@ def xray_mamba_config_from_authors(state_dict: dict[str, Tensor], **overrides: A
         raise UnmappedKeysError(f"layers.0.mixer: unexpected set of scan routes {routes}")
     directions = {1: ["forward"], 2: ["forward", "backward"], 4: [AUTHORS_ROUTES[s] for s in routes]}[len(routes)]
     in_proj = _require(state_dict, "layers.0.mixer.in_proj.weight")
+    if in_proj.shape[0] % (2 * hidden):
+        raise UnmappedKeysError(
+            f"layers.0.mixer.in_proj.weight: {in_proj.shape[0]} outputs is not [x | z] of a multiple of {hidden}"
+        )
     settings = {
         "image_size": side * patch,
         "patch_size": patch,
@@ -395,9 +399,10 @@ def convert_emrrg_checkpoint(
     source = "state dict" if isinstance(checkpoint, dict) else os.fspath(checkpoint)
     state = checkpoint if isinstance(checkpoint, dict) else load_authors_checkpoint(checkpoint, allow_pickle)
     backbone: dict[str, Tensor] = {}
-    if backbone_checkpoint is not None:
-        base = backbone_checkpoint if isinstance(backbone_checkpoint, dict) else None
-        backbone = backbone_state_dict(base or load_authors_checkpoint(backbone_checkpoint, allow_pickle))
+    if isinstance(backbone_checkpoint, dict):
+        backbone = backbone_state_dict(backbone_checkpoint)
+    elif backbone_checkpoint is not None:
+        backbone = backbone_state_dict(load_authors_checkpoint(backbone_checkpoint, allow_pickle))
     backbone.update(_strip_prefix(state, AUTHORS_BACKBONE_PREFIX))
     if not backbone:
         raise UnmappedKeysError(
