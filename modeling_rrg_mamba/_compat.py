@@ -37,6 +37,7 @@ __all__ = [
     "PORTABLE_TOKENIZER_CLASSES",
     "accepts_legacy_cache_name",
     "cache_field",
+    "checkpointing_arguments_as_installed",
     "enable_activation_checkpointing",
     "fractional_warmup_as_ratio",
     "init",
@@ -234,6 +235,24 @@ def fractional_warmup_as_ratio(arguments: dict[str, Any], known_fields: set[str]
     steps = arguments.get("warmup_steps")
     if isinstance(steps, float) and 0 < steps < 1 and "warmup_ratio" in known_fields:
         arguments["warmup_ratio"] = arguments.pop("warmup_steps")
+
+
+#: (name from transformers 5.24 on, name before) of the TrainingArguments that switch activation checkpointing on;
+#: 5.24 still reads the old names but warns (FutureWarning, removal in v6), 4.57 knows only the old ones.
+_CHECKPOINTING_ARGUMENTS = (
+    ("activation_checkpointing", "gradient_checkpointing"),
+    ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"),
+)
+
+
+def checkpointing_arguments_as_installed(arguments: dict[str, Any], known_fields: set[str]) -> None:
+    """In place: a recipe's activation-checkpointing settings under the names the installed TrainingArguments reads
+    without a warning, whichever of the two names the recipe used."""
+    for new, old in _CHECKPOINTING_ARGUMENTS:
+        if new in known_fields and old in arguments:
+            arguments[new] = arguments.pop(old)
+        elif new not in known_fields and new in arguments:
+            arguments[old] = arguments.pop(new)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 
 ``train`` parses [`ModelArguments`], [`DataArguments`] and [`ReportGenerationTrainingArguments`] (a
 `Seq2SeqTrainingArguments` with the papers' optimiser settings added), so every `TrainingArguments` flag
-(``--bf16``, ``--gradient_checkpointing``, ``--deepspeed``, ``--report_to tensorboard``, ...) works unchanged.
+(``--bf16``, ``--activation_checkpointing`` (``--gradient_checkpointing`` before transformers 5.24), ``--deepspeed``,
+``--report_to tensorboard``, ...) works unchanged.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-from .._compat import fractional_warmup_as_ratio
+from .._compat import checkpointing_arguments_as_installed, fractional_warmup_as_ratio
 
 CONFIGURATION_DIR = Path(__file__).resolve().parents[1] / "configuration"  # the repository's configuration/, packaged
 #: Recipe entries naming a file; a relative name that exists next to the recipe is resolved against its folder.
@@ -68,6 +68,7 @@ def parse_with_recipe(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[An
     if recipe_path is not None:
         recipe = load_recipe(recipe_path)
         known = {action.dest for action in parser._actions}
+        checkpointing_arguments_as_installed(recipe, known)
         unknown = sorted(set(recipe) - known)
         if unknown:
             raise ValueError(f"{resolve_recipe_path(recipe_path)}: unknown argument(s) {unknown}")
