@@ -21,7 +21,8 @@ dependency-parse patterns (no parser, thousands of reports per second inside the
    such as "may represent") before a mention reaches it across a coordinated list ("A, B, or C") up to a
    terminator ("but", "however", "which", "there is", ...); across a comma only when the list is coordinated
    or a bare run of three or more short items ("no consolidation, effusion, pneumothorax"), the item itself
-   carrying no asserting modifier ("..., mild cardiomegaly" stays positive);
+   carrying no asserting modifier ("..., mild cardiomegaly" stays positive), or when the comma only separates
+   adjectives ("no acute, displaced rib fracture");
    an item-level hedge ("possible", "suspicious", "likely") reaches only its own list item; triggers after a
    mention ("... cannot be excluded", "... is not seen") reach back a few words. "No (significant / interval)
    change in X", "unchanged X", "stable X", "no increase in X", "partially resolved X" are neutral: X keeps
@@ -98,6 +99,10 @@ _DISJUNCTION_REACH = 3
 # at least this many commas, items of at most _LIST_ITEM_TOKENS tokens, and the item asserts nothing of its own.
 _LIST_MIN_COMMAS = 2
 _LIST_ITEM_TOKENS = 5
+# Adjectives a negation may be separated from its finding by, with a comma: "no acute, displaced rib fracture".
+_COMMA_ADJECTIVES = frozenset(
+    {"acute", "new", "definite", "focal", "obvious", "displaced", "significant", "visible", "discrete", "gross"}
+)
 _ASSERTING_MODIFIERS = frozenset(
     {"mild", "mildly", "small", "moderate", "large", "severe", "new", "increased", "increasing", "persistent"}
 )
@@ -314,6 +319,15 @@ class _Context:
         return min(hits) if hits else None
 
 
+def _adjectives_before_comma(ctx: _Context, lo: int, start: int) -> bool:
+    """Tokens [lo, start) are adjectives, one comma, and at most three words before the mention ("no acute,
+    displaced rib fracture"): the comma separates adjectives, not list items."""
+    commas = [c for c in ctx.commas if lo < c <= start]
+    if len(commas) != 1 or start - commas[0] > 3:
+        return False
+    return commas[0] > lo and all(token in _COMMA_ADJECTIVES for token in ctx.tokens[lo : commas[0]])
+
+
 def _bare_list(ctx: _Context, lo: int, start: int) -> bool:
     """The clause from ``lo`` on is an unconjoined list of short items, and the mention at ``start`` is one of them
     without an asserting modifier ("no consolidation, effusion, pneumothorax"; not "..., mild cardiomegaly")."""
@@ -344,7 +358,11 @@ def _pre_reaches(ctx: _Context, t: PhraseMatch, role: str, start: int) -> bool:
     if comma is not None:
         # Across a comma only inside a list: coordinated ("no A, B, or C") or a bare run of items ("no A, B, C").
         end = ctx.clause_end(start)
-        if not any(comma <= c < end for c in ctx.coordinators) and not _bare_list(ctx, t.end, start):
+        if not (
+            any(comma <= c < end for c in ctx.coordinators)
+            or _bare_list(ctx, t.end, start)
+            or _adjectives_before_comma(ctx, t.end, start)
+        ):
             return False
     # A clause-level trigger's scope ends at the next negation / pre-negation uncertainty.
     if role in _CLAUSE_PRE:
