@@ -6,9 +6,10 @@ Example:
     python processing/label_mesh_agreement.py --reports ecgen-radiology --show Pneumothorax --kind fp
 
 Every Open-i report carries MeSH "major" headings assigned by human indexers (``normal``, ``Cardiomegaly/mild``,
-``Catheters, Indwelling``, ...). MESH_HEADINGS maps the first part of a heading to the CheXpert observation it
-asserts; an observation counts as tagged when any of its headings is. The labeler reads FINDINGS + IMPRESSION; the
-table gives, per observation, the tagged and labeled-positive counts, the precision and recall of "positive", and
+``Catheters, Indwelling``, ...). MESH_HEADINGS lists, per CheXpert observation, the headings that assert it, as
+prefixes of the "/"-separated tag ("Density/lung" matches "Density/lung/base/left" but not "Density/thorax"); an
+observation counts as tagged when any tag of the report matches one of them. The labeler reads FINDINGS + IMPRESSION;
+the table gives, per observation, the tagged and labeled-positive counts, the precision and recall of "positive", and
 the recall of "positive or uncertain". Reports without text or tagged only "No Indexing" are skipped.
 
 The tags are not CheXpert labels: indexers tag hedged findings ("atelectasis versus scarring") as present, where
@@ -25,11 +26,11 @@ import numpy as np
 from modeling_rrg_mamba.data.sources import parse_open_i_report
 from modeling_rrg_mamba.labeler import OBSERVATIONS, POSITIVE, label_reports
 
-#: CheXpert observation -> the MeSH major headings (first part, before "/") that assert it.
+#: CheXpert observation -> the MeSH major headings (prefixes of whole "/" parts) that assert it.
 MESH_HEADINGS = {
     "No Finding": ("normal",),
     "Cardiomegaly": ("Cardiomegaly",),
-    "Lung Opacity": ("Opacity", "Infiltrate", "Airspace Disease"),
+    "Lung Opacity": ("Opacity", "Infiltrate", "Airspace Disease", "Density/lung"),
     "Lung Lesion": ("Nodule", "Mass"),
     "Edema": ("Pulmonary Edema", "Edema"),
     "Consolidation": ("Consolidation",),
@@ -50,16 +51,21 @@ MESH_HEADINGS = {
 
 
 def read_reports(folder: Path) -> tuple[list[str], list[set[str]]]:
-    """Texts (FINDINGS + IMPRESSION) and the sets of MeSH heading heads of the usable reports in ``folder``."""
-    texts, headings = [], []
+    """Texts (FINDINGS + IMPRESSION) and the sets of MeSH tags of the usable reports in ``folder``."""
+    texts, tags = [], []
     for path in sorted(folder.glob("*.xml")):
         report = parse_open_i_report(path)
         text = " ".join(part for part in (report["findings"], report["impression"]) if part)
-        heads = {tag.split("/")[0].strip() for tag in report["mesh"]}
-        if text and heads and heads != {"No Indexing"}:
+        found = {"/".join(part.strip() for part in tag.split("/")) for tag in report["mesh"]}
+        if text and found and found != {"No Indexing"}:
             texts.append(text)
-            headings.append(heads)
-    return texts, headings
+            tags.append(found)
+    return texts, tags
+
+
+def is_tagged(tags: set[str], headings: tuple[str, ...]) -> bool:
+    """Whether a tag equals one of ``headings`` or extends one by further "/" parts."""
+    return any(tag == heading or tag.startswith(heading + "/") for tag in tags for heading in headings)
 
 
 def agreement_table(labels: np.ndarray, headings: list[set[str]]) -> list[tuple[str, int, int, float, float, float]]:
@@ -67,7 +73,7 @@ def agreement_table(labels: np.ndarray, headings: list[set[str]]) -> list[tuple[
     rows = []
     for observation, heads in MESH_HEADINGS.items():
         column = labels[:, OBSERVATIONS.index(observation)]
-        tagged = np.array([bool(h & set(heads)) for h in headings])
+        tagged = np.array([is_tagged(tags, heads) for tags in headings])
         positive = column == POSITIVE
         mentioned = ~np.isnan(column) & (column != 0)
         hits = int((positive & tagged).sum())
@@ -100,10 +106,10 @@ def main(argv=None):
     for name, tagged, labeled, precision, recall, lenient in agreement_table(labels, headings):
         print(f"{name:<18} {tagged:>6} {labeled:>7} {precision:>5.2f} {recall:>6.2f} {lenient:>7.2f}")
     if args.show:
-        column, heads = labels[:, OBSERVATIONS.index(args.show)], set(MESH_HEADINGS[args.show])
+        column, heads = labels[:, OBSERVATIONS.index(args.show)], MESH_HEADINGS[args.show]
         shown = 0
         for text, value, tags in zip(texts, column, headings):
-            tagged = bool(tags & heads)
+            tagged = is_tagged(tags, heads)
             if (args.kind == "fp" and value == POSITIVE and not tagged) or (
                 args.kind == "fn" and tagged and value != POSITIVE
             ):

@@ -450,5 +450,7 @@ def test_mesh_agreement_script_counts_tags_against_labels(tmp_path, capsys):
     assert rows["Support Devices"] == (1, 1, 1.0, 1.0, 1.0)
     assert rows["Pleural Effusion"][:2] == (0, 1)  # labeled, not tagged
     assert rows["No Finding"][:3] == (2, 2, 0.5)  # studies 1 and 2 normal by the rules; studies 1 and 3 tagged
+    assert script.is_tagged({"Density/lung/base/left"}, ("Density/lung",))
+    assert not script.is_tagged({"Density/thorax/left", "Density/lungs"}, ("Density/lung",))
     assert script.main(["--reports", str(tmp_path), "--show", "Pleural Effusion"]) == 0
     assert "Small left pleural effusion" in capsys.readouterr().out
