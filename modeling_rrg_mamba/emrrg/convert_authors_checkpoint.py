@@ -30,9 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..image_processing_xray import XrayImageProcessor
 from .configuration_emrrg import XrayMambaConfig
+from .modeling_emrrg import EMRRGForConditionalGeneration
 from .modeling_xray_mamba import XrayMambaModel
+from .processing_emrrg import EMRRGProcessor
 
 Tensor = torch.Tensor
 
@@ -382,7 +386,7 @@ def convert_emrrg_checkpoint(
     allow_pickle: bool = False,
     dtype: torch.dtype | None = None,
     **text_model_kwargs: Any,
-) -> tuple[Any, Any, ConversionReport]:
+) -> tuple[EMRRGForConditionalGeneration, EMRRGProcessor, ConversionReport]:
     """An authors' EMRRG file (e.g. ``EMRRG-CXP.pth``) + the LLM it names -> (model, processor, report).
 
     ``backbone_checkpoint`` (``MambaXrayCLIP-B.pth``) supplies the backbone tensors the EMRRG file lacks (their runs
@@ -390,12 +394,6 @@ def convert_emrrg_checkpoint(
     from ``text_model_name_or_path`` (Llama-2-7B-chat by default; a local folder works offline); the processor uses
     the paper's prompt, 224 px films (their Swin image processor) and averages the views of a study, as their code.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..image_processing_xray import XrayImageProcessor
-    from .modeling_emrrg import EMRRGForConditionalGeneration
-    from .processing_emrrg import EMRRGProcessor
-
     source = "state dict" if isinstance(checkpoint, dict) else os.fspath(checkpoint)
     state = checkpoint if isinstance(checkpoint, dict) else load_authors_checkpoint(checkpoint, allow_pickle)
     backbone: dict[str, Tensor] = {}
