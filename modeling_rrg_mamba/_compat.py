@@ -30,6 +30,7 @@ except ImportError:  # transformers 4.57: _init_weights only runs on modules wit
 __all__ = [
     "ATTENTION_CACHE_KWARGS",
     "CACHE_NAME",
+    "CHECKPOINTING_ARGUMENTS",
     "FastImageProcessorBase",
     "GENERATE_PASSES_PIXEL_VALUES_EVERY_STEP",
     "TOKENIZER_ENCODES_IN_BATCH_METHOD",
@@ -239,7 +240,7 @@ def fractional_warmup_as_ratio(arguments: dict[str, Any], known_fields: set[str]
 
 #: (name from transformers 5.24 on, name before) of the TrainingArguments that switch activation checkpointing on;
 #: 5.24 still reads the old names but warns (FutureWarning, removal in v6), 4.57 knows only the old ones.
-_CHECKPOINTING_ARGUMENTS = (
+CHECKPOINTING_ARGUMENTS = (
     ("activation_checkpointing", "gradient_checkpointing"),
     ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"),
 )
@@ -248,7 +249,7 @@ _CHECKPOINTING_ARGUMENTS = (
 def checkpointing_arguments_as_installed(arguments: dict[str, Any], known_fields: set[str]) -> None:
     """In place: a recipe's activation-checkpointing settings under the names the installed TrainingArguments reads
     without a warning, whichever of the two names the recipe used."""
-    for new, old in _CHECKPOINTING_ARGUMENTS:
+    for new, old in CHECKPOINTING_ARGUMENTS:
         if new in known_fields and old in arguments:
             arguments[new] = arguments.pop(old)
         elif new not in known_fields and new in arguments:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-from .._compat import checkpointing_arguments_as_installed, fractional_warmup_as_ratio
+from .._compat import CHECKPOINTING_ARGUMENTS, checkpointing_arguments_as_installed, fractional_warmup_as_ratio
 
 CONFIGURATION_DIR = Path(__file__).resolve().parents[1] / "configuration"  # the repository's configuration/, packaged
 #: Recipe entries naming a file; a relative name that exists next to the recipe is resolved against its folder.
@@ -68,6 +68,7 @@ def parse_with_recipe(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[An
     if recipe_path is not None:
         recipe = load_recipe(recipe_path)
         known = {action.dest for action in parser._actions}
+        _drop_renamed_settings_the_command_line_sets(recipe, argv)
         checkpointing_arguments_as_installed(recipe, known)
         unknown = sorted(set(recipe) - known)
         if unknown:
@@ -77,6 +78,16 @@ def parse_with_recipe(parser: HfArgumentParser, argv: Sequence[str]) -> tuple[An
         parser.set_defaults(**recipe)
     parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     return tuple(parsed[: len(parser.dataclass_types)])  # without the namespace of extra options (--recipe)
+
+
+def _drop_renamed_settings_the_command_line_sets(recipe: dict[str, Any], argv: Sequence[str]) -> None:
+    """In place: a recipe setting the command line gives under either of its names (``--gradient_checkpointing false``
+    against a recipe's ``activation_checkpointing``) is left to the command line."""
+    flags = {item[2:].split("=", 1)[0] for item in argv if item.startswith("--")}
+    for names in CHECKPOINTING_ARGUMENTS:
+        if flags & set(names):
+            for name in names:
+                recipe.pop(name, None)
 
 
 def _pop_option(argv: list[str], option: str) -> str | None:
