@@ -80,6 +80,22 @@ def rrg_mamba_images(batch=2, views=2, seed=1):
 
 RRG_MAMBA_LABELS = torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, -100, -100]])
 
+#: The smallest RRG-Mamba (timm's test ResNet, one layer each) for saving, cards and exports: only shapes matter.
+SMALLEST_RRG_MAMBA = dict(
+    vocab_size=20,
+    visual_extractor="test_resnet",
+    gdlm_preset=None,
+    gdlm_dim=16,
+    gdlm_depth=1,
+    gdlm_d_state=4,
+    d_model=16,
+    encoder_layers=1,
+    decoder_layers=1,
+    num_attention_heads=2,
+    d_ff=32,
+    max_position_embeddings=64,
+)
+
 #: The bundled demo films and annotation (read from the package folder, so that no test imports the demo command).
 DEMO_DATA = Path(__file__).resolve().parents[1] / "modeling_rrg_mamba" / "demo_data"
 #: A small RRG-Mamba for the command-line and training runs on the demo films (``--config_overrides``).

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import SMALLEST_RRG_MAMBA
 from huggingface_hub import ModelCard
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
@@ -67,20 +68,7 @@ METRICS = {
 
 def tiny_rrg_mamba():
     torch.manual_seed(0)
-    config = RRGMambaConfig(
-        vocab_size=20,
-        visual_extractor="test_resnet",
-        gdlm_preset=None,
-        gdlm_dim=16,
-        gdlm_depth=1,
-        gdlm_d_state=4,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        num_attention_heads=2,
-        d_ff=32,
-        max_position_embeddings=64,
-    )
+    config = RRGMambaConfig(**SMALLEST_RRG_MAMBA)
     tokenizer = RRGMambaTokenizer.from_reports(
         ["The heart is normal. No effusion.", "Lungs are clear. No pneumothorax."], threshold=1
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
+from conftest import SMALLEST_RRG_MAMBA
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -41,20 +42,7 @@ def front_matter(card: str) -> dict:
 @pytest.fixture(scope="module")
 def rrg_mamba():
     torch.manual_seed(0)
-    config = RRGMambaConfig(
-        vocab_size=20,
-        visual_extractor="test_resnet",
-        gdlm_preset=None,
-        gdlm_dim=16,
-        gdlm_depth=1,
-        gdlm_d_state=4,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        num_attention_heads=2,
-        d_ff=32,
-        max_position_embeddings=64,
-    )
+    config = RRGMambaConfig(**SMALLEST_RRG_MAMBA)
     return RRGMambaForConditionalGeneration(config).eval()
 
 

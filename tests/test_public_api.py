@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import SMALLEST_RRG_MAMBA
 
 import modeling_rrg_mamba
 
@@ -122,20 +123,7 @@ def saved_rrg_mamba(tmp_path_factory) -> str:
     )
 
     torch.manual_seed(0)
-    config = RRGMambaConfig(
-        vocab_size=20,
-        visual_extractor="test_resnet",
-        gdlm_preset=None,
-        gdlm_dim=16,
-        gdlm_depth=1,
-        gdlm_d_state=4,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        num_attention_heads=2,
-        d_ff=32,
-        max_position_embeddings=64,
-    )
+    config = RRGMambaConfig(**SMALLEST_RRG_MAMBA)
     tokenizer = RRGMambaTokenizer.from_reports(["The heart is normal. No effusion."], threshold=1)
     folder = tmp_path_factory.mktemp("tiny-rrg-mamba")
     RRGMambaForConditionalGeneration(config).save_pretrained(folder)
