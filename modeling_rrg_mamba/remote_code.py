@@ -241,24 +241,29 @@ def _import_indirect_dependencies(graph: ModuleGraph, entry: str, flat_names: Ma
     From a local folder, transformers 4.57 copies just the files an ``auto_map`` module imports itself (from the Hub
     it follows imports recursively), so each module that ``auto_map`` may name imports all of its dependencies
     directly. Every exported module gets these lines, whether or not it was an entry of this export, so that its flat
-    copy is the same in every export.
+    copy is the same in every export. A module reached only through imports inside functions (an optional kernel,
+    such as the Triton ones, imported where its library is installed) is imported inside ``try``, as it is optional
+    in the package itself.
     """
     direct = {item.module for _, names in graph.internal_imports(entry) for item in names}
-    reached: dict[str, str] = {}  # module reached from entry -> a name some module imports from it
-    queue = [entry]
+    reached: dict[str, tuple[str, bool]] = {}  # module reached from entry -> (a name imported from it, required)
+    queue = [(entry, True)]
     while queue:
-        for _, names in graph.internal_imports(queue.pop(0)):
+        module, required = queue.pop(0)
+        top_level = {id(node) for node in graph.tree(module).body}
+        for node, names in graph.internal_imports(module):
+            needed = required and id(node) in top_level
             for item in names:
-                if item.module not in reached:
-                    reached[item.module] = item.name
-                    queue.append(item.module)
-    indirect = {module: name for module, name in reached.items() if module != entry and module not in direct}
+                if item.module not in reached or (needed and not reached[item.module][1]):
+                    reached[item.module] = (item.name, needed)
+                    queue.append((item.module, needed))
+    indirect = {module: found for module, found in reached.items() if module != entry and module not in direct}
     if not indirect:
         return ""
-    lines = [
-        f"from .{flat_names[m]} import {name} as _dependency_{flat_names[m]}  # noqa: E402, F401"
-        for m, name in indirect.items()
-    ]
+    lines = []
+    for module, (name, required) in indirect.items():
+        line = f"from .{flat_names[module]} import {name} as _dependency_{flat_names[module]}  # noqa: E402, F401"
+        lines.append(line if required else f"try:\n    {line}\nexcept ImportError:\n    pass")
     return (
         "\n\n# transformers 4.57 copies only the files this module imports itself from a local folder\n"
         + "\n".join(lines)

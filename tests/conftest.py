@@ -9,6 +9,7 @@ so a marker a new release adds is registered too and ``--strict-markers`` keeps 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -16,6 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if not torch.cuda.is_available():
+    # Without a GPU the package's Triton kernels run under Triton's interpreter (tests/test_ops_triton.py). Triton
+    # reads this when a kernel module is imported, so it is set before anything imports one.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 

@@ -1,23 +1,12 @@
-"""Mamba mixer (parity with transformers, directions), SS2D, RoPE, DPB, scan orders."""
+"""Mamba mixer (parity with transformers, directions), SS2D, RoPE, DPB."""
 
 import pytest
 import torch
 from transformers import MambaConfig
 from transformers.models.mamba.modeling_mamba import MambaMixer as HFMambaMixer
 
-from modeling_rrg_mamba.layers import (
-    GRID_DIRECTIONS,
-    SS2D,
-    DynamicPositionBias,
-    MambaMixer,
-    RotaryEmbedding1D,
-    RotaryEmbedding2D,
-    gather_directions,
-    merge_directions,
-    scan_order,
-)
-from modeling_rrg_mamba.layers.scan_orders import scan_routes
-from modeling_rrg_mamba.ops import selective_scan
+from modeling_rrg_mamba.layers import SS2D, DynamicPositionBias, MambaMixer, RotaryEmbedding1D, RotaryEmbedding2D
+from modeling_rrg_mamba.ops import GRID_DIRECTIONS, selective_scan
 
 
 def hf_mixer_and_ours(d_model=16, d_state=4, expand=2, d_conv=4, dt_rank=3, bias=False):
@@ -109,49 +98,6 @@ def test_four_direction_mixer_averages_its_directions():
     torch.testing.assert_close(
         multi(x, grid=grid, cls_position=cls), torch.stack(outputs).mean(0), rtol=1e-5, atol=1e-6
     )
-
-
-def test_scan_orders_are_permutations_with_the_class_token_in_the_middle():
-    for direction in GRID_DIRECTIONS:
-        order = scan_order(direction, 13, grid=(3, 4), cls_position=6)
-        assert sorted(order.tolist()) == list(range(13))
-        assert order[6].item() == 6
-    assert scan_order("col", 6, grid=(2, 3)).tolist() == [0, 3, 1, 4, 2, 5]
-    assert scan_order("row_reversed", 6, grid=(2, 3)).tolist() == [5, 4, 3, 2, 1, 0]
-    with pytest.raises(ValueError, match=r"grid: 3x4 grid \+ 1 class token needs 13 tokens, got sequence length 12"):
-        scan_order("col", 12, grid=(3, 4), cls_position=6)
-    with pytest.raises(ValueError, match="grid: direction 'col' scans a 2-D grid"):
-        scan_order("col", 12)
-    with pytest.raises(ValueError, match="direction: unknown scan direction 'diagonal'"):
-        scan_order("diagonal", 12)
-
-
-def test_scan_routes_are_cached_inverse_orders_usable_after_inference_mode():
-    with torch.inference_mode():  # first asked for while generating: later training reuses the cached tensors
-        routes = scan_routes(GRID_DIRECTIONS, 13, grid=(3, 4), cls_position=6)
-    assert scan_routes(list(GRID_DIRECTIONS), 13, grid=[3, 4], cls_position=6) is routes
-    assert not routes.order.is_inference()
-    for k, direction in enumerate(GRID_DIRECTIONS):
-        assert torch.equal(routes.order[k], scan_order(direction, 13, grid=(3, 4), cls_position=6))
-        assert torch.equal(routes.inverse[k], torch.argsort(routes.order[k]))
-    mixer = MambaMixer(8, directions=GRID_DIRECTIONS)
-    mixer(torch.randn(1, 13, 8), grid=(3, 4), cls_position=6).sum().backward()
-    assert mixer.in_proj.weight.grad is not None
-
-
-@pytest.mark.parametrize("reduce", ["sum", "mean"])
-def test_gather_and_merge_of_routes_match_indexing_and_gradcheck(reduce):
-    routes = scan_routes(("row", "col_reversed", "col"), 7, grid=(2, 3), cls_position=3)
-    tokens = torch.randn(2, 7, 5, dtype=torch.float64, requires_grad=True)
-    gathered = gather_directions(tokens, routes)
-    expected = torch.stack([tokens[:, order].transpose(1, 2) for order in routes.order], dim=1)
-    torch.testing.assert_close(gathered, expected, rtol=0, atol=0)
-    outputs = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
-    merged = sum(outputs[:, k][..., torch.argsort(order)] for k, order in enumerate(routes.order)).transpose(1, 2)
-    scale = 1 / 3 if reduce == "mean" else 1
-    torch.testing.assert_close(merge_directions(outputs, routes, reduce), merged * scale)
-    assert torch.autograd.gradcheck(lambda t: gather_directions(t, routes), (tokens,))
-    assert torch.autograd.gradcheck(lambda o: merge_directions(o, routes, reduce), (outputs,))
 
 
 def reference_ss2d_scan(layer: SS2D, x: torch.Tensor) -> torch.Tensor:

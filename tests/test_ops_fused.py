@@ -300,3 +300,29 @@ def test_fused_causal_conv1d_matches_pytorch(width, length, use_bias, activation
         torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
     set_selective_scan_backend("fused")
     assert torch.autograd.gradcheck(lambda *t: causal_conv1d(*t, activation=activation), leaves)
+
+
+def test_reference_scan_in_chunks_matches_the_sequential_recurrence(monkeypatch):
+    """The reference (the GPU fallback) walks the sequence a chunk at a time; chunk boundaries change nothing."""
+    monkeypatch.setattr(scan_module, "_REFERENCE_CHUNK_ELEMENTS", 1)  # the shortest chunks: 16 steps
+    inputs = make_inputs(length=40, groups=2)
+    leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    y, last = run("reference", leaves, delta_softplus=True, return_last_state=True)
+    y_ref, last_ref = reference_scan(**leaves, delta_softplus=True)
+    assert relative_error(y, y_ref) < 1e-10 and relative_error(last, last_ref) < 1e-10
+    grads = torch.autograd.grad((y * y_ref.detach()).sum() + last.sum(), list(leaves.values()))
+    grads_ref = torch.autograd.grad((y_ref * y_ref.detach()).sum() + last_ref.sum(), list(leaves.values()))
+    for name, grad, grad_ref in zip(leaves, grads, grads_ref):
+        assert relative_error(grad, grad_ref) < 1e-10, name
+
+
+def test_reference_scan_memory_is_a_chunk_not_the_sequence(monkeypatch):
+    """Saved for backward: the inputs and one state per chunk start, nothing of size (L, batch, dim, N)."""
+    monkeypatch.setattr(scan_module, "_REFERENCE_CHUNK_ELEMENTS", 1)
+    batch, dim, d_state, length = 2, 6, 4, 64
+    inputs = {k: v.requires_grad_() for k, v in make_inputs(batch, dim, d_state, length).items()}
+    sizes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+        run("reference", inputs, delta_softplus=True)
+    assert max(sizes) < length * batch * dim * d_state / 2
+    assert max(sizes) == batch * dim * length  # u or delta, time-major

@@ -5,8 +5,10 @@
 
 With ``directions=("forward",)`` this is exactly Mamba's block mixer, parameter for parameter the same computation
 as transformers' ``MambaMixer``. With several directions it is the Vim / EMRRG mixer: ``in_proj`` and ``out_proj``
-shared, each direction with its own convolution and S6 parameters, outputs averaged. The routes are scanned by
-:func:`~.scan_orders.multi_route_scan`, the core it shares with :class:`~.ss2d.SS2D`.
+shared, each direction with its own convolution and S6 parameters, outputs averaged. Everything between the two
+projections (route orders, convolutions, scans, average, gate) is one call of
+:func:`~modeling_rrg_mamba.ops.multi_route_selective_scan` through :class:`~.selective_ssm.SelectiveSSM`, the core
+the mixer shares with :class:`~.ss2d.SS2D`.
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..ops import causal_conv1d
-from .scan_orders import DIRECTIONS, multi_route_scan, scan_routes
+from ..ops import DIRECTIONS, scan_routes
 from .selective_ssm import SelectiveSSM, resolve_dt_rank
 
 Tensor = torch.Tensor
@@ -38,6 +38,7 @@ class MambaMixer(nn.Module):
         bias: bool = False,
         conv_bias: bool = True,
         layer_idx: int | None = None,
+        scan_backend: str | None = None,
     ) -> None:
         super().__init__()
         directions = tuple(directions)
@@ -53,14 +54,10 @@ class MambaMixer(nn.Module):
         self.conv1d = nn.Conv1d(
             k * self.d_inner, k * self.d_inner, d_conv, groups=k * self.d_inner, padding=d_conv - 1, bias=conv_bias
         )
-        self.ssm = SelectiveSSM(self.d_inner, d_state, resolve_dt_rank(dt_rank, d_model), num_directions=k)
+        self.ssm = SelectiveSSM(
+            self.d_inner, d_state, resolve_dt_rank(dt_rank, d_model), num_directions=k, scan_backend=scan_backend
+        )
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
-
-    def _convolve_routes(self, routes: Tensor) -> Tensor:
-        """Each route's own causal depthwise convolution + SiLU, on routes ``(batch, k, d_inner, length)``."""
-        batch, k, dim, length = routes.shape
-        flat = routes.reshape(batch, k * dim, length)
-        return causal_conv1d(flat, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu").view_as(routes)
 
     def forward(
         self, hidden_states: Tensor, grid: tuple[int, int] | None = None, cls_position: int | None = None
@@ -71,8 +68,10 @@ class MambaMixer(nn.Module):
             raise ValueError(
                 f"hidden_states: expected (batch, length, {self.d_model}), got shape {tuple(hidden_states.shape)}"
             )
-        length = hidden_states.shape[1]
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
-        routes = scan_routes(self.directions, length, grid, cls_position, hidden_states.device)
-        y = multi_route_scan(self.ssm, x, routes, reduce="mean", prepare=self._convolve_routes)
-        return self.out_proj(y * F.silu(z))
+        routes = scan_routes(self.directions, hidden_states.shape[1], grid, cls_position, hidden_states.device)
+        k = len(self.directions)
+        conv_weight = self.conv1d.weight.view(k, self.d_inner, self.d_conv)
+        conv_bias = None if self.conv1d.bias is None else self.conv1d.bias.view(k, self.d_inner)
+        y = self.ssm(x, routes, z=z, scale=1.0 / k, conv_weight=conv_weight, conv_bias=conv_bias)
+        return self.out_proj(y)

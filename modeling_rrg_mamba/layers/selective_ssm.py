@@ -3,7 +3,8 @@
 For direction ``k`` and input ``x`` (after the convolution) the layer computes the input-dependent
 ``(Delta, B, C) = split(x_proj_k(x))``, ``Delta = softplus(dt_proj_k(Delta) + bias_k)`` and runs the
 selective scan with ``A_k = -exp(A_log_k)`` and skip ``D_k`` (RRG-Mamba Eq. 10, the SSM inside SS2D).
-All directions are scanned by one grouped call of :func:`~modeling_rrg_mamba.ops.selective_scan`.
+All directions are scanned together by :func:`~modeling_rrg_mamba.ops.multi_route_selective_scan` (one Triton
+launch on a GPU, one grouped scan elsewhere).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from ..ops import selective_scan
+from ..ops import Routes, multi_route_selective_scan
 
 Tensor = torch.Tensor
 
@@ -33,7 +34,8 @@ def resolve_dt_rank(dt_rank: int | str, d_model: int) -> int:
 
 
 class SelectiveSSM(nn.Module):
-    """Per-direction ``x_proj``, ``dt_proj``, ``A_log`` and ``D``, stacked on a leading direction axis."""
+    """Per-direction ``x_proj``, ``dt_proj``, ``A_log`` and ``D``, stacked on a leading direction axis, and the
+    multi-route scan that uses them."""
 
     def __init__(
         self,
@@ -44,8 +46,12 @@ class SelectiveSSM(nn.Module):
         dt_min: float = 1e-3,
         dt_max: float = 0.1,
         dt_init_floor: float = 1e-4,
+        scan_backend: str | None = None,
     ) -> None:
         super().__init__()
+        #: The scan path (:func:`~modeling_rrg_mamba.ops.selective_scan_backend`'s ``requested``); ``None``: the
+        #: process setting.
+        self.scan_backend = scan_backend
         self.d_inner, self.d_state, self.dt_rank, self.num_directions = d_inner, d_state, dt_rank, num_directions
         self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
         k = num_directions
@@ -69,32 +75,34 @@ class SelectiveSSM(nn.Module):
         self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand_as(self.A_log))
         self.D.fill_(1.0)
 
-    def _split(self, projected: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``x_proj`` output -> (Delta before dt_proj, B, C) along ``dim``."""
-        return projected.split([self.dt_rank, self.d_state, self.d_state], dim=dim)
-
-    def forward(self, xs: Tensor, return_last_state: bool = False):
-        """Scan ``xs`` ``(batch, directions, d_inner, length)``; returns the same shape (and the last state
-        ``(batch, directions * d_inner, d_state)`` when asked)."""
-        batch, k, dim, length = xs.shape
-        if k != self.num_directions or dim != self.d_inner:
+    def forward(
+        self,
+        x: Tensor,
+        routes: Routes,
+        z: Tensor | None = None,
+        scale: float = 1.0,
+        conv_weight: Tensor | None = None,
+        conv_bias: Tensor | None = None,
+    ) -> Tensor:
+        """Scan the tokens ``x`` ``(batch, length, d_inner)`` along every route (after each route's causal
+        convolution ``conv_weight`` ``(directions, d_inner, width)``, if given) and merge them back into token
+        order, ``scale`` times their sum, gated by ``SiLU(z)`` if given; returns ``(batch, length, d_inner)``."""
+        if x.ndim != 3 or x.shape[-1] != self.d_inner or len(routes.directions) != self.num_directions:
             raise ValueError(
-                f"xs: expected (batch, {self.num_directions}, {self.d_inner}, length), got shape {tuple(xs.shape)}"
+                f"x: expected (batch, length, {self.d_inner}) scanned along {self.num_directions} routes, got shape "
+                f"{tuple(x.shape)} and {len(routes.directions)} routes"
             )
-        projected = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
-        dt, B, C = self._split(projected, dim=-2)
-        dt = torch.einsum("bkrl,kdr->bkdl", dt, self.dt_proj_weight.to(xs.dtype))
-        out = selective_scan(
-            xs.reshape(batch, k * dim, length),
-            dt.reshape(batch, k * dim, length),
-            -torch.exp(_at_least_float32(self.A_log)).reshape(k * dim, self.d_state),
-            B.contiguous(),
-            C.contiguous(),
-            D=_at_least_float32(self.D).reshape(-1),
-            delta_bias=_at_least_float32(self.dt_proj_bias).reshape(-1),
-            delta_softplus=True,
-            return_last_state=return_last_state,
+        return multi_route_selective_scan(
+            x,
+            routes,
+            self.x_proj_weight,
+            self.dt_proj_weight,
+            _at_least_float32(self.dt_proj_bias),
+            -torch.exp(_at_least_float32(self.A_log)),
+            D=_at_least_float32(self.D),
+            conv_weight=conv_weight,
+            conv_bias=conv_bias,
+            z=z,
+            scale=scale,
+            backend=self.scan_backend,
         )
-        if return_last_state:
-            return out[0].view(batch, k, dim, length), out[1]
-        return out.view(batch, k, dim, length)

@@ -5,7 +5,8 @@
     out = out_proj( y * SiLU(z) )                            (gate branch, Eq. 10-11)
 
 Each of the four routes over the (H, W) grid has its own ``x_proj`` / ``dt_proj`` / ``A`` / ``D``; the four
-scans run as one grouped selective scan and their outputs are summed back onto the grid.
+scans run together (:func:`~modeling_rrg_mamba.ops.multi_route_selective_scan`: on a GPU one Triton launch that reads
+the grid through the routes' index maps, no gathered copy) and their outputs are summed back onto the grid.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops import GRID_DIRECTIONS, scan_routes
 from .rotary import RotaryEmbedding2D
-from .scan_orders import GRID_DIRECTIONS, multi_route_scan, scan_routes
 from .selective_ssm import SelectiveSSM, resolve_dt_rank
 
 Tensor = torch.Tensor
@@ -35,6 +36,7 @@ class SS2D(nn.Module):
         bias: bool = False,
         conv_bias: bool = True,
         rope_base: float = 10000.0,
+        scan_backend: str | None = None,
     ) -> None:
         super().__init__()
         if d_conv % 2 == 0:
@@ -46,7 +48,11 @@ class SS2D(nn.Module):
         )
         self.rope = RotaryEmbedding2D(self.d_inner, rope_base) if use_rope else None
         self.ssm = SelectiveSSM(
-            self.d_inner, d_state, resolve_dt_rank(dt_rank, d_model), num_directions=len(GRID_DIRECTIONS)
+            self.d_inner,
+            d_state,
+            resolve_dt_rank(dt_rank, d_model),
+            num_directions=len(GRID_DIRECTIONS),
+            scan_backend=scan_backend,
         )
         self.out_norm = nn.LayerNorm(self.d_inner)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
@@ -56,8 +62,7 @@ class SS2D(nn.Module):
         batch, height, width, dim = x.shape
         tokens = x.reshape(batch, height * width, dim)
         routes = scan_routes(GRID_DIRECTIONS, height * width, (height, width), device=x.device)
-        merged = multi_route_scan(self.ssm, tokens, routes, reduce="sum")
-        return merged.reshape(batch, height, width, dim)
+        return self.ssm(tokens, routes).reshape(batch, height, width, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[-1] != self.d_model:

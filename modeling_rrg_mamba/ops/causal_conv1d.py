@@ -5,7 +5,8 @@ followed by an optional SiLU. Same signatures as the causal-conv1d package, whos
 it is installed and the tensors live on a GPU. On the CPU the full-sequence form runs the C kernel of
 :mod:`._fused_scan_cpu` (one pass forward, one backward that recomputes the pre-activation with the SiLU's
 derivative fused in; PyTorch's depthwise ``conv1d`` backward cost several times more) whenever the fused selective
-scan is in use, else ``F.conv1d``.
+scan is in use, else ``F.conv1d``. (The multi-route mixer's convolution on a GPU is
+:func:`~.triton.causal_conv1d_routes.route_causal_conv1d`, which reads the routes' orders itself.)
 """
 
 from __future__ import annotations
@@ -32,15 +33,9 @@ def _activate(x: Tensor, activation: str | None) -> Tensor:
 
 
 def _fused_applies(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    """The fused C kernel runs on CPU tensors of one float32 / float64 dtype when the CPU kernels are in use
-    (:func:`~.selective_scan.selective_scan_backend`: ``RRG_MAMBA_SELECTIVE_SCAN=reference`` keeps PyTorch's)."""
+    """The fused C kernel runs on CPU tensors of one float32 / float64 dtype."""
     same_dtype = weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype)
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and same_dtype
-        and selective_scan_backend() == "fused"
-    )
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and same_dtype
 
 
 def causal_conv1d(
@@ -49,11 +44,13 @@ def causal_conv1d(
     bias: Tensor | None = None,
     activation: str | None = None,
     return_final_states: bool = False,
+    backend: str | None = None,
 ):
     """Depthwise causal convolution of ``x`` ``(batch, dim, length)`` with ``weight`` ``(dim, width)``.
 
     With ``return_final_states`` also returns the last ``width - 1`` inputs ``(batch, dim, width - 1)``
     (zero-padded on the left for short inputs): the state :func:`causal_conv1d_update` continues from.
+    ``backend`` follows :func:`~.selective_scan.selective_scan_backend` (``reference`` keeps PyTorch's ``conv1d``).
     """
     check_floating(x=x, weight=weight, bias=bias)
     _check_activation(activation)
@@ -66,10 +63,11 @@ def causal_conv1d(
         )
     if bias is not None:
         check_shape("bias", bias, expected=(dim,), names="(dim,)")
+    path = selective_scan_backend(x.device, backend)
     kernels = causal_conv1d_kernels()
-    if kernels is not None and x.is_cuda and not return_final_states:
+    if kernels is not None and x.is_cuda and path != "reference" and not return_final_states:
         return kernels.causal_conv1d_fn(x, weight, bias, activation=activation)
-    if _fused_applies(x, weight, bias) and not return_final_states:
+    if path == "fused" and _fused_applies(x, weight, bias) and not return_final_states:
         return CausalConv1dFused.apply(
             x.contiguous(), weight.contiguous(), None if bias is None else bias.contiguous(), activation is not None
         )

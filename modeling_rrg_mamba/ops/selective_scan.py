@@ -6,14 +6,21 @@ For every channel ``d`` and state index ``n`` the scan runs the discretised line
 
 and gates the result with ``silu(z)`` when ``z`` is given (Gu & Dao 2023, Alg. 2; RRG-Mamba Eq. 10).
 
-``selective_scan`` has the signature and shapes of mamba-ssm's ``selective_scan_fn``. It runs mamba-ssm's
-CUDA kernel when that package is importable and the tensors live on a GPU. On the CPU it runs the fused C kernel
-of :mod:`._fused_scan_cpu` (states kept in registers, backward by recomputation, no ``(L, B, D, N)`` buffer; built
-with the system C compiler at first use, see that module for why this means) when it can be built, else
-:class:`_SelectiveScanCPU`, the reference pure-PyTorch scan whose backward pass is written by hand: the recurrence
-runs once forward and once in reverse over a time-major ``(L, B, D, N)`` buffer and everything else is vectorised.
-The fallback is automatic, with one warning per process; :func:`set_selective_scan_backend` or the environment
-variable ``RRG_MAMBA_SELECTIVE_SCAN`` (``auto``, ``fused``, ``reference``) chooses the CPU path by hand.
+``selective_scan`` has the signature and shapes of mamba-ssm's ``selective_scan_fn``. Paths
+(:func:`selective_scan_backend`):
+
+* GPU, ``triton`` (the default wherever Triton imports; it ships with PyTorch's CUDA wheels): this package's
+  Triton kernels (:mod:`.triton.selective_scan_routes`), no build step;
+* GPU, ``mamba_ssm``: mamba-ssm's CUDA kernel (the ``cuda`` extra);
+* CPU, ``fused``: the fused C kernel of :mod:`._fused_scan_cpu` (states kept in registers, backward by
+  recomputation; built with the system C compiler at first use, see that module for why this means);
+* anywhere, ``reference``: :class:`_SelectiveScanChunked`, the pure-PyTorch scan with a hand-written backward,
+  a chunk of steps at a time so that its memory is ``O(chunk B D N)`` (the GPU fallback when neither kernel is
+  installed: a full ``(L, B, D, N)`` buffer took 77 GiB for X-ray Mamba-B at batch 64).
+
+The fallback is automatic (one warning per process when the C kernel cannot be built);
+:func:`set_selective_scan_backend`, the environment variable ``RRG_MAMBA_SELECTIVE_SCAN`` or a model config's
+``selective_scan_backend`` names a path.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ import torch.nn.functional as F
 
 from ._fused_scan_cpu import SelectiveScanFused, load_library
 from ._validation import check_floating, check_shape
-from .kernels import mamba_ssm_kernels
+from .kernels import mamba_ssm_kernels, triton_kernels
+from .routes import scan_routes
 
 Tensor = torch.Tensor
 
@@ -60,53 +68,83 @@ def _rowwise(states: Tensor, vector: Tensor, transpose: bool) -> Tensor:
     return out.view(*lead, -1)
 
 
-class _SelectiveScanCPU(torch.autograd.Function):
-    """Core recurrence on time-major float32 (or float64) tensors.
+def _chunk_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+    """Decays ``exp(delta_t A)`` and states ``h_t`` of one chunk of steps (time on dim 0), from the state ``h0``
+    before it."""
+    decay = (delta.unsqueeze(-1) * A).exp_()
+    states = (delta * u).unsqueeze(-1) * B.unsqueeze(-2)  # the drive terms b_t = delta_t B_t u_t
+    states[0].addcmul_(decay[0], h0)
+    return decay, _linear_recurrence_(decay, states)
+
+
+class _SelectiveScanChunked(torch.autograd.Function):
+    """Core recurrence on time-major float32 (or float64) tensors, ``chunk`` steps at a time.
 
     Inputs: u, delta ``(L, B, G, K)`` with ``K = D / G``; A ``(G, K, N)``; B, C ``(L, B, G, N)``.
     Outputs: ``y = C . h`` as ``(L, B, G, K)`` and the last state ``(B, G, K, N)``.
-    The ``(L, B, G, K, N)`` buffers are few and updated in place: on CPU, fresh large allocations (page
-    faults) cost more than the arithmetic.
+    Memory is ``O(chunk B D N)``, not ``O(L B D N)``: the forward keeps only the state at each chunk start, the
+    backward walks the chunks in reverse and recomputes each chunk's states from it. Within a chunk the
+    ``(chunk, B, G, K, N)`` buffers are few and updated in place (on CPU, fresh large allocations cost more than the
+    arithmetic).
     """
 
     @staticmethod
-    def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor):
+    def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int):
         with torch.autocast(u.device.type, enabled=False):  # the scan runs in float32 by design
-            return _SelectiveScanCPU._forward(ctx, u, delta, A, B, C)
+            h = u.new_zeros(*u.shape[1:], A.shape[-1])
+            starts, ys = [], []
+            for start in range(0, u.shape[0], chunk):
+                steps = slice(start, start + chunk)
+                starts.append(h)
+                _, states = _chunk_states(u[steps], delta[steps], A, B[steps], h)
+                ys.append(_rowwise(states, C[steps], transpose=False))  # C_t . h_t
+                h = states[-1].clone()  # not a view of the chunk buffer: callers may update it in place
+            ctx.save_for_backward(u, delta, A, B, C, torch.stack(starts))
+            ctx.chunk = chunk
+            return torch.cat(ys), h
 
     @staticmethod
     def backward(ctx, grad_y: Tensor, grad_last: Tensor | None):
         with torch.autocast(grad_y.device.type, enabled=False):
-            return _SelectiveScanCPU._backward(ctx, grad_y, grad_last)
+            u, delta, A, B, C, starts = ctx.saved_tensors
+            grad_y = grad_y.contiguous()  # gradients arrive in the caller's layout
+            grad_u, grad_delta = torch.empty_like(u), torch.empty_like(delta)
+            grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
+            grad_A = torch.zeros_like(A)
+            carry = torch.zeros_like(starts[0]) if grad_last is None else grad_last
+            for index in range(starts.shape[0] - 1, -1, -1):
+                steps = slice(index * ctx.chunk, (index + 1) * ctx.chunk)
+                carry = _chunk_backward(
+                    (u[steps], delta[steps], A, B[steps], C[steps], starts[index]),
+                    (grad_u[steps], grad_delta[steps], grad_A, grad_B[steps], grad_C[steps]),
+                    grad_y[steps],
+                    carry,
+                )
+            return grad_u, grad_delta, grad_A, grad_B, grad_C, None
 
-    @staticmethod
-    def _forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor):
-        decay = (delta.unsqueeze(-1) * A).exp_()  # exp(delta_t A)
-        states = _linear_recurrence_(decay, (delta * u).unsqueeze(-1) * B.unsqueeze(-2))  # from b_t = delta_t B_t u_t
-        y = _rowwise(states, C, transpose=False)  # C_t . h_t
-        ctx.save_for_backward(u, delta, A, B, C, states, decay)
-        return y, states[-1].clone()  # not a view of a saved buffer: callers may update it in place
 
-    @staticmethod
-    def _backward(ctx, grad_y: Tensor, grad_last: Tensor | None):
-        u, delta, A, B, C, states, decay = ctx.saved_tensors
-        grad_y = grad_y.contiguous()  # gradients arrive in the caller's layout
-        delta_u = delta * u
-        grad_C = _rowwise(states, grad_y, transpose=True)
-        grad_states = grad_y.unsqueeze(-1) * C.unsqueeze(-2)
-        if grad_last is not None:
-            grad_states[-1] += grad_last
-        _reverse_recurrence_(decay, grad_states)
-        grad_B_dot = _rowwise(grad_states, B, transpose=False)
-        grad_B = _rowwise(grad_states, delta_u, transpose=True)
-        # d loss / d decay_t = g_t * h_{t-1}; the buffer is reused below for grad_A.
-        work = torch.empty_like(states)
-        work[0].zero_()
-        torch.mul(decay[1:], states[:-1], out=work[1:])
-        through_decay = grad_states.mul_(work)  # g_t * decay_t * h_{t-1}; grad_states is not needed any more
-        grad_A = torch.mul(through_decay, delta.unsqueeze(-1), out=work).sum((0, 1))
-        grad_delta = through_decay.mul_(A).sum(-1).add_(u * grad_B_dot)
-        return delta * grad_B_dot, grad_delta, grad_A, grad_B, grad_C
+def _chunk_backward(inputs: tuple, grads: tuple, grad_y: Tensor, carry: Tensor) -> Tensor:
+    """Gradients of one chunk, written into ``grads`` (``grad_A`` accumulated), given the gradient ``carry`` of its
+    last state; returns the gradient of the state before the chunk."""
+    u, delta, A, B, C, h0 = inputs
+    grad_u, grad_delta, grad_A, grad_B, grad_C = grads
+    decay, states = _chunk_states(u, delta, A, B, h0)
+    grad_C.copy_(_rowwise(states, grad_y, transpose=True))
+    grad_states = grad_y.unsqueeze(-1) * C.unsqueeze(-2)
+    grad_states[-1] += carry
+    _reverse_recurrence_(decay, grad_states)
+    grad_B_dot = _rowwise(grad_states, B, transpose=False)
+    grad_B.copy_(_rowwise(grad_states, delta * u, transpose=True))
+    carry = decay[0] * grad_states[0]  # d loss / d h0
+    # d loss / d decay_t = g_t * h_{t-1}; the buffer is reused below for grad_A.
+    work = torch.empty_like(states)
+    torch.mul(decay[0], h0, out=work[0])
+    torch.mul(decay[1:], states[:-1], out=work[1:])
+    through_decay = grad_states.mul_(work)  # g_t * decay_t * h_{t-1}; grad_states is not needed any more
+    grad_A.add_(torch.mul(through_decay, delta.unsqueeze(-1), out=work).sum((0, 1)))
+    grad_delta.copy_(through_decay.mul_(A).sum(-1).add_(u * grad_B_dot))
+    grad_u.copy_(delta * grad_B_dot)
+    return carry
 
 
 def _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
@@ -151,36 +189,64 @@ def _num_groups(B: Tensor, C: Tensor) -> int:
     return max(B.shape[1] if B.ndim == 4 else 1, C.shape[1] if C.ndim == 4 else 1)
 
 
-_BACKENDS = ("auto", "fused", "reference")
+#: The scan paths a process or a model config can ask for (``RRG_MAMBA_SELECTIVE_SCAN``, a config's
+#: ``selective_scan_backend``): ``auto`` picks per device, the others name a path (see :func:`selective_scan_backend`).
+SELECTIVE_SCAN_BACKENDS = ("auto", "triton", "mamba_ssm", "fused", "reference")
 _backend_override: str | None = None
 _warned_fallback = False
+#: Elements of one ``(chunk, batch, dim, N)`` buffer of the reference scan: the chunk length follows from it.
+_REFERENCE_CHUNK_ELEMENTS = 1 << 24
 
 
 def set_selective_scan_backend(backend: str | None) -> None:
-    """Choose the CPU scan for this process: ``"auto"`` (fused when it can be built, else the reference),
-    ``"fused"`` (an error if it cannot be built), ``"reference"`` (the pure-PyTorch scan), or ``None`` to follow
-    ``RRG_MAMBA_SELECTIVE_SCAN`` again (default ``auto``). The GPU path (mamba-ssm) is not affected."""
+    """Choose the scan path for this process (one of :data:`SELECTIVE_SCAN_BACKENDS`), or ``None`` to follow
+    ``RRG_MAMBA_SELECTIVE_SCAN`` again (default ``auto``). A model whose config names a backend uses that one."""
     global _backend_override
-    if backend is not None and backend not in _BACKENDS:
-        raise ValueError(f"backend: expected one of {_BACKENDS} or None, got {backend!r}")
+    if backend is not None and backend not in SELECTIVE_SCAN_BACKENDS:
+        raise ValueError(f"backend: expected one of {SELECTIVE_SCAN_BACKENDS} or None, got {backend!r}")
     _backend_override = backend
 
 
-def _requested_backend() -> str:
+def _requested_backend(requested: str | None) -> str:
+    if requested is not None and requested != "auto":
+        if requested not in SELECTIVE_SCAN_BACKENDS:
+            raise ValueError(f"selective_scan_backend: expected one of {SELECTIVE_SCAN_BACKENDS}, got {requested!r}")
+        return requested
     if _backend_override is not None:
         return _backend_override
     value = os.environ.get("RRG_MAMBA_SELECTIVE_SCAN", "auto").strip().lower() or "auto"
-    if value not in _BACKENDS:
-        raise ValueError(f"RRG_MAMBA_SELECTIVE_SCAN: expected one of {_BACKENDS}, got {value!r}")
+    if value not in SELECTIVE_SCAN_BACKENDS:
+        raise ValueError(f"RRG_MAMBA_SELECTIVE_SCAN: expected one of {SELECTIVE_SCAN_BACKENDS}, got {value!r}")
     return value
 
 
-def selective_scan_backend() -> str:
-    """The CPU scan that :func:`selective_scan` runs now: ``"fused"`` or ``"reference"`` (builds the fused
-    kernel if that is needed to know)."""
-    requested = _requested_backend()
+def _cuda_backend(requested: str) -> str:
+    """GPU: Triton's kernels, else mamba-ssm's, else the chunked PyTorch scan; a named path that is not installed
+    is an error (``fused``, a CPU kernel, means ``auto`` here)."""
     if requested == "reference":
         return "reference"
+    missing = {
+        "triton": ("triton", triton_kernels, "Triton does not import (it ships with PyTorch's CUDA wheels)"),
+        "mamba_ssm": ("mamba_ssm", mamba_ssm_kernels, 'mamba-ssm does not import (pip install -e ".[cuda]")'),
+    }
+    if requested in missing:
+        name, available, reason = missing[requested]
+        if available() is None:
+            raise RuntimeError(f"selective scan: the {name} path was requested but is unavailable: {reason}")
+        return name
+    if triton_kernels() is not None:
+        return "triton"
+    return "mamba_ssm" if mamba_ssm_kernels() is not None else "reference"
+
+
+def _cpu_backend(requested: str) -> str:
+    """CPU: the fused C kernel, else the PyTorch scan (one warning); ``triton`` runs the kernels under Triton's
+    interpreter where ``TRITON_INTERPRET=1`` (slow: for tests), ``mamba_ssm`` means ``auto`` here."""
+    if requested == "reference":
+        return "reference"
+    kernels = triton_kernels()
+    if requested == "triton" and kernels is not None and kernels.interpreted:
+        return "triton"
     lib, reason = load_library()
     if lib is not None:
         return "fused"
@@ -193,9 +259,63 @@ def selective_scan_backend() -> str:
             f"modeling_rrg_mamba: {reason}; the CPU selective scan falls back to the slower pure-PyTorch "
             "path (set RRG_MAMBA_SELECTIVE_SCAN=reference to choose it and silence this).",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return "reference"
+
+
+def selective_scan_backend(device: torch.device | str = "cpu", requested: str | None = None) -> str:
+    """The scan path for tensors on ``device``: ``"triton"``, ``"mamba_ssm"``, ``"fused"`` or ``"reference"``.
+
+    ``requested`` (a model config's choice) wins over the process setting (:func:`set_selective_scan_backend`,
+    else ``RRG_MAMBA_SELECTIVE_SCAN``) unless it is ``None`` or ``"auto"``. ``auto`` takes, on a GPU, the Triton
+    kernels (the default wherever Triton imports), else mamba-ssm's, else the chunked PyTorch scan; on the CPU, the
+    fused C kernel (built at first use), else the PyTorch scan. A path named for a device it does not run on
+    (``fused`` on a GPU, ``mamba_ssm`` or ``triton`` on the CPU) falls back to that device's ``auto``; one named for a
+    device it runs on but not installed is an error.
+    """
+    requested = _requested_backend(requested)
+    if torch.device(device).type == "cuda":
+        return _cuda_backend(requested)
+    return _cpu_backend(requested)
+
+
+def _reference_chunk(length: int, batch: int, dim: int, d_state: int) -> int:
+    """Steps per chunk of the reference scan: its buffers stay near :data:`_REFERENCE_CHUNK_ELEMENTS` elements."""
+    return max(16, min(length, _REFERENCE_CHUNK_ELEMENTS // max(1, batch * dim * d_state)))
+
+
+def _triton_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, groups) -> tuple[Tensor, Tensor]:
+    """:func:`selective_scan` by the Triton route kernel: each group of channels a "forward" route of its own,
+    routes not merged (layouts moved to the kernel's channels-last form and back)."""
+    batch, dim, length = u.shape
+    per_group = dim // groups
+
+    def channels_last(t: Tensor) -> Tensor:  # (batch, dim, L) -> (groups, batch, L, dim / groups)
+        return t.reshape(batch, groups, per_group, length).permute(1, 0, 3, 2)
+
+    def state_rows(t: Tensor) -> Tensor:  # (batch, [groups,] N, L) -> (groups, batch, L, N)
+        t = t.unsqueeze(1) if t.ndim == 3 else t
+        return t.expand(batch, groups, *t.shape[2:]).permute(1, 0, 3, 2)
+
+    def per_route(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.reshape(groups, per_group, *t.shape[1:])
+
+    routes = scan_routes(("forward",) * groups, length, device=u.device)
+    out, last = triton_kernels().route_selective_scan(
+        channels_last(u),
+        channels_last(delta),
+        per_route(A),
+        state_rows(B),
+        state_rows(C),
+        routes,
+        D=per_route(D),
+        delta_bias=per_route(delta_bias),
+        z=None if z is None else channels_last(z),
+        merge=False,
+        delta_softplus=delta_softplus,
+    )
+    return out.permute(1, 0, 3, 2).reshape(batch, dim, length), last.transpose(0, 1).reshape(batch, dim, -1)
 
 
 def selective_scan(
@@ -209,6 +329,7 @@ def selective_scan(
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
+    backend: str | None = None,
 ):
     """Selective scan with mamba-ssm's ``selective_scan_fn`` signature.
 
@@ -224,20 +345,27 @@ def selective_scan(
         delta_softplus: apply softplus to ``delta`` (after the bias).
         return_last_state: also return the final state ``(batch, dim, d_state)`` in float32 (float64
             for float64 inputs).
+        backend: the path to take (:func:`selective_scan_backend`'s ``requested``); ``None`` follows the process
+            setting.
 
     Returns:
         ``y`` ``(batch, dim, length)`` in the dtype of ``u``, and the last state if asked for.
     """
     _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    kernels = mamba_ssm_kernels()
-    if kernels is not None and u.is_cuda:
-        return kernels.selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    backend = selective_scan_backend(u.device, backend)
+    if backend == "mamba_ssm":
+        return mamba_ssm_kernels().selective_scan_fn(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
+        )
 
     batch, dim, length = u.shape
     groups = _num_groups(B, C)
     per_group = dim // groups
     compute = torch.promote_types(u.dtype, torch.float32)  # float32, or float64 when given float64
-    if u.device.type == "cpu" and compute in (torch.float32, torch.float64) and selective_scan_backend() == "fused":
+    if backend == "triton":
+        y, last = _triton_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, groups)
+        return (y, last) if return_last_state else y
+    if backend == "fused" and compute in (torch.float32, torch.float64):
 
         def prepared(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(compute).contiguous()
@@ -262,13 +390,14 @@ def selective_scan(
     if delta_softplus:
         delta = F.softplus(delta)
     u_c = u.to(compute)
-    # Contiguous time-major inputs: every (L, B, G, K, N) buffer computed from them is then contiguous too.
-    y, last = _SelectiveScanCPU.apply(
+    # Contiguous time-major inputs: every (chunk, B, G, K, N) buffer computed from them is then contiguous too.
+    y, last = _SelectiveScanChunked.apply(
         u_c.permute(2, 0, 1).reshape(length, batch, groups, per_group).contiguous(),
         delta.permute(2, 0, 1).reshape(length, batch, groups, per_group).contiguous(),
         A.to(compute).reshape(groups, per_group, -1),
         _time_major_groups(B, groups, compute),
         _time_major_groups(C, groups, compute),
+        _reference_chunk(length, batch, dim, A.shape[1]),
     )
     y = y.reshape(length, batch, dim).permute(1, 2, 0)
     if D is not None:

@@ -1,15 +1,19 @@
-"""Token orders for multi-direction scans over a sequence or an (H, W) grid.
+"""Scan routes: the token orders of multi-direction selective scans over a sequence or an (H, W) grid.
 
-A scan direction is a permutation of the token positions: ``"forward"`` / ``"row"`` is the natural
-(row-major) order, ``"backward"`` / ``"row_reversed"`` its reverse, ``"col"`` the column-major order of a grid
-and ``"col_reversed"`` its reverse (VMamba's four SS2D routes, Vim's bidirectional scan). A token outside the
-grid (Vim's middle class token, ``cls_position``) keeps its place in the middle of every order.
+A scan direction is a permutation of the token positions: ``"forward"`` / ``"row"`` is the natural (row-major)
+order, ``"backward"`` / ``"row_reversed"`` its reverse, ``"col"`` the column-major order of a grid and
+``"col_reversed"`` its reverse (VMamba's four SS2D routes, Vim's bidirectional scan). A token outside the grid (Vim's
+middle class token, ``cls_position``) keeps its place in the middle of every grid order.
+
+Every order is a closed-form index map (:meth:`Routes.flags` gives the three bits per route that define it), so a
+kernel can compute it instead of reading a gathered copy of the sequence (the Triton kernels in :mod:`.triton`); the
+PyTorch paths use the same maps as index tensors (:class:`Routes`) and move data with one ``gather`` each way.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +37,13 @@ def _grid_tokens(length: int, grid: tuple[int, int] | None, cls_position: int | 
     return grid[0] * grid[1]
 
 
+def _check_direction(direction: str, grid: tuple[int, int] | None) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction: unknown scan direction {direction!r}; choose from {DIRECTIONS}")
+    if direction in GRID_DIRECTIONS and grid is None:
+        raise ValueError(f"grid: direction {direction!r} scans a 2-D grid; pass grid=(height, width)")
+
+
 def scan_order(
     direction: str,
     length: int,
@@ -41,13 +52,10 @@ def scan_order(
     device: torch.device | None = None,
 ) -> Tensor:
     """Positions visited by ``direction``: ``sequence[:, order]`` is the sequence in scan order."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction: unknown scan direction {direction!r}; choose from {DIRECTIONS}")
+    _check_direction(direction, grid)
     if direction in ONE_D_DIRECTIONS:
         order = torch.arange(length, device=device)
         return order if direction == "forward" else order.flip(0)
-    if grid is None:
-        raise ValueError(f"grid: direction {direction!r} scans a 2-D grid; pass grid=(height, width)")
     patches = _grid_tokens(length, grid, cls_position)
     order = torch.arange(patches, device=device)
     if direction.startswith("col"):
@@ -63,10 +71,28 @@ def scan_order(
 @dataclass(frozen=True)
 class Routes:
     """The token orders of ``k`` scan routes over ``L`` tokens, both ``(k, L)`` int64: route ``r`` visits position
-    ``order[r, t]`` at step ``t``, and position ``l`` at step ``inverse[r, l]`` (``inverse[r, order[r, t]] = t``)."""
+    ``order[r, t]`` at step ``t``, and position ``l`` at step ``inverse[r, l]`` (``inverse[r, order[r, t]] = t``);
+    with the routes' description (directions, grid, class token) from which a kernel computes the same maps."""
 
     order: Tensor
     inverse: Tensor
+    directions: tuple[str, ...]
+    grid: tuple[int, int] | None
+    cls_position: int | None
+
+    @property
+    def length(self) -> int:
+        return self.order.shape[1]
+
+    def flags(self) -> tuple[int, int, int]:
+        """Bit masks over the routes (bit ``r`` for route ``r``): column-major, reversed, and "the class token sits
+        in the middle of this route" (grid routes of a sequence with a class token)."""
+        transpose = reverse = middle_cls = 0
+        for r, direction in enumerate(self.directions):
+            transpose |= direction.startswith("col") << r
+            reverse |= (direction == "backward" or direction.endswith("reversed")) << r
+            middle_cls |= (direction in GRID_DIRECTIONS and self.cls_position is not None) << r
+        return transpose, reverse, middle_cls
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,7 +107,7 @@ def _cached_routes(
     with torch.inference_mode(False):
         order = torch.stack([scan_order(d, length, grid, cls_position, device) for d in directions])
         inverse = torch.empty_like(order).scatter_(1, order, torch.arange(length, device=device).expand_as(order))
-    return Routes(order, inverse)
+    return Routes(order, inverse, directions, grid, cls_position)
 
 
 def scan_routes(
@@ -93,8 +119,13 @@ def scan_routes(
 ) -> Routes:
     """The :class:`Routes` of ``directions`` (see :func:`scan_order`), built once per (directions, length, grid,
     class token, device) and cached: the returned tensors are shared, never modify them."""
+    directions = tuple(directions)
+    if not directions:
+        raise ValueError("directions: give at least one scan direction")
     grid = None if grid is None else (int(grid[0]), int(grid[1]))
-    return _cached_routes(tuple(directions), length, grid, cls_position, torch.device(device or "cpu"))
+    for direction in directions:
+        _check_direction(direction, grid)
+    return _cached_routes(directions, length, grid, cls_position, torch.device(device or "cpu"))
 
 
 def _to_routes(tokens: Tensor, order: Tensor) -> Tensor:
@@ -144,27 +175,9 @@ def gather_directions(tokens: Tensor, routes: Routes) -> Tensor:
     return _GatherRoutes.apply(tokens, routes)
 
 
-def merge_directions(outputs: Tensor, routes: Routes, reduce: str = "sum") -> Tensor:
-    """Inverse of :func:`gather_directions`: put every direction back in token order and sum (or average).
+def merge_directions(outputs: Tensor, routes: Routes, scale: float = 1.0) -> Tensor:
+    """Inverse of :func:`gather_directions`: put every direction back in token order and sum, times ``scale``.
 
     ``outputs`` ``(batch, directions, dim, length)`` -> ``(batch, length, dim)``.
     """
-    if reduce not in ("sum", "mean"):
-        raise ValueError(f"reduce: expected 'sum' or 'mean', got {reduce!r}")
-    return _MergeRoutes.apply(outputs, routes, 1.0 / outputs.shape[1] if reduce == "mean" else 1.0)
-
-
-def multi_route_scan(
-    scan: Callable[[Tensor], Tensor],
-    tokens: Tensor,
-    routes: Routes,
-    reduce: str,
-    prepare: Callable[[Tensor], Tensor] | None = None,
-) -> Tensor:
-    """The multi-route selective scan that the Mamba mixer and SS2D share: gather ``tokens`` ``(batch, length, dim)``
-    into every route's order, optionally ``prepare`` the routes (per-route convolution), run ``scan`` (a
-    :class:`~.selective_ssm.SelectiveSSM`, one parameter set per route) and merge back into token order."""
-    gathered = gather_directions(tokens, routes)
-    if prepare is not None:
-        gathered = prepare(gathered)
-    return merge_directions(scan(gathered), routes, reduce=reduce)
+    return _MergeRoutes.apply(outputs, routes, float(scale))
