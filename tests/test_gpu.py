@@ -1,8 +1,8 @@
-"""CUDA path: the mamba-ssm / causal-conv1d kernels against the CPU path, and both tiny models on a GPU.
+"""CUDA paths: the Triton kernels (the default), mamba-ssm / causal-conv1d when installed, and the chunked PyTorch
+scan, against the CPU path; both tiny models on a GPU.
 
-Skipped without a GPU (CI has none); ``scripts/gpu_check.sh`` installs the ``cuda`` extra on a GPU machine and runs
-this file. With the kernels installed, ``selective_scan`` and friends dispatch to them for CUDA tensors; without
-them the same tests check the PyTorch path on the GPU.
+Skipped without a GPU (CI has none); ``scripts/gpu_check.sh`` runs this file (and tests/test_ops_triton.py, whose
+kernel tests then run compiled on the GPU) and, with ``--with-mamba-ssm``, builds the ``cuda`` extra first.
 """
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ import os
 import pytest
 import torch
 
+from modeling_rrg_mamba.layers import MambaMixer
 from modeling_rrg_mamba.ops import (
+    GRID_DIRECTIONS,
     causal_conv1d,
     causal_conv1d_kernels,
     causal_conv1d_update,
     mamba_ssm_kernels,
+    scan_routes,
     selective_scan,
     selective_state_update,
+    set_selective_scan_backend,
+    triton_kernels,
 )
 
 pytestmark = [
@@ -155,3 +160,57 @@ def test_emrrg_bf16_training_step_and_generate_on_gpu():
         input_ids=ids.cuda(), pixel_values=pixels.cuda(), max_new_tokens=5, do_sample=False, pad_token_id=0
     )
     assert torch.equal(gpu_ids.cpu(), cpu_ids)
+
+
+def test_triton_route_scan_at_x_ray_mamba_size_matches_float64():
+    """X-ray Mamba's four routes over 14x14 patches + the middle class token, bf16 inputs, many chunks and channel
+    blocks: the compiled kernel against the float64 reference on the CPU, values and every gradient."""
+    from modeling_rrg_mamba.ops.triton.selective_scan_routes import route_selective_scan, route_selective_scan_ref
+
+    assert triton_kernels() is not None, "Triton does not import on this GPU machine"
+    generator = torch.Generator().manual_seed(3)
+    routes, length, batch, dim, state = scan_routes(GRID_DIRECTIONS, 197, (14, 14), 98), 197, 3, 96, 16
+    cpu = dict(
+        u=torch.randn(4, batch, length, dim, generator=generator),
+        delta=torch.randn(4, batch, length, dim, generator=generator) * 0.5,
+        A=-torch.rand(4, dim, state, generator=generator) * 4 - 0.1,
+        B=torch.randn(4, batch, length, state, generator=generator),
+        C=torch.randn(4, batch, length, state, generator=generator),
+        D=torch.randn(4, dim, generator=generator),
+        delta_bias=torch.randn(4, dim, generator=generator) * 0.1,
+        z=torch.randn(batch, length, dim, generator=generator),
+    )
+    low = {k: (v if k in ("A", "D", "delta_bias") else v.bfloat16()) for k, v in cpu.items()}
+    gpu = {k: v.cuda().requires_grad_() for k, v in low.items()}
+    ref = {k: v.double().requires_grad_() for k, v in low.items()}
+    out, last = route_selective_scan(**gpu, routes=scan_routes(GRID_DIRECTIONS, 197, (14, 14), 98, "cuda"), scale=0.25)
+    out_ref, last_ref = route_selective_scan_ref(**ref, routes=routes, scale=0.25)
+    torch.testing.assert_close(out.double().cpu(), out_ref, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(last.double().cpu(), last_ref, rtol=1e-4, atol=1e-4)
+    weight = torch.randn(out_ref.shape, generator=generator, dtype=torch.float64)
+    grads = torch.autograd.grad((out.double() * weight.cuda()).sum(), list(gpu.values()))
+    grads_ref = torch.autograd.grad((out_ref * weight).sum(), list(ref.values()))
+    for name, grad, grad_ref in zip(gpu, grads, grads_ref):
+        scale = grad_ref.abs().max().item()
+        assert (grad.double().cpu() - grad_ref).abs().max().item() <= 2e-2 * scale, name
+
+
+def test_pytorch_fallback_on_the_gpu_keeps_memory_to_a_chunk():
+    """Without Triton and mamba-ssm the GPU runs the chunked PyTorch scan: an X-ray-Mamba-size mixer at batch 32
+    peaks far below one (L, batch, routes x dim, N) float32 buffer, which the old path allocated several times."""
+    torch.manual_seed(0)
+    mixer = MambaMixer(384, d_state=16, expand=1, directions=GRID_DIRECTIONS).cuda()
+    x = torch.randn(32, 197, 384, device="cuda")
+    full_buffer = 197 * 32 * 4 * 384 * 16 * 4
+    set_selective_scan_backend("reference")
+    try:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            mixer(x, grid=(14, 14), cls_position=98)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - start
+    finally:
+        set_selective_scan_backend(None)
+    assert peak < full_buffer / 2, f"peak {peak / 2**20:.0f} MiB vs one full buffer {full_buffer / 2**20:.0f} MiB"

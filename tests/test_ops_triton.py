@@ -373,6 +373,24 @@ def test_xray_mamba_backbone_on_the_triton_path_matches_the_cpu_path():
     assert relative_error(results["triton"][1], results["reference"][1]) < 1e-4
 
 
+def test_a_model_config_chooses_the_path_over_the_process_setting(monkeypatch):
+    from modeling_rrg_mamba.emrrg import XrayMambaConfig, XrayMambaModel
+
+    def no_triton(*args, **kwargs):
+        raise AssertionError("the Triton path ran")
+
+    monkeypatch.setattr(sys.modules["modeling_rrg_mamba.ops.multi_route_scan"], "_triton_scan", no_triton)
+    set_selective_scan_backend("triton")
+    tiny = dict(hidden_size=8, num_hidden_layers=1, intermediate_size=16, image_size=32, patch_size=16, d_state=2)
+    pixels = torch.randn(1, 3, 32, 32, device=DEVICE)
+    chosen = XrayMambaModel(XrayMambaConfig(**tiny, selective_scan_backend="reference")).to(DEVICE)
+    assert chosen(pixels).last_hidden_state.shape == (1, 5, 8)
+    with pytest.raises(AssertionError, match="the Triton path ran"):
+        XrayMambaModel(XrayMambaConfig(**tiny)).to(DEVICE)(pixels)
+    with pytest.raises(ValueError, match="selective_scan_backend: expected one of"):
+        XrayMambaModel(XrayMambaConfig(**tiny, selective_scan_backend="cuda"))
+
+
 def test_multi_route_scan_checks_its_inputs():
     routes = scan_routes(GRID_DIRECTIONS, 12, (3, 4))
     x = torch.randn(2, 12, 6)

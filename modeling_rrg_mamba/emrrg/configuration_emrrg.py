@@ -48,6 +48,11 @@ class XrayMambaConfig(PretrainedConfig):
         mlp_bias (`bool`, defaults to `False`): biases on the SwiGLU projections (`True` in the authors' backbone).
         rms_norm_eps (`float`, defaults to 1e-5): epsilon of the pre-norms and the final norm (either ``norm_type``).
         initializer_range (`float`, defaults to 0.02): std of the normal initialisation of linear layers.
+        selective_scan_backend (`str`, *optional*): the scan path of the mixers: `"triton"` (this package's kernels,
+            the GPU default), `"mamba_ssm"` (mamba-ssm's CUDA kernels, the `cuda` extra), `"fused"` (the C kernel,
+            the CPU default), `"reference"` (plain PyTorch) or `"auto"`; unset, the process setting decides
+            (``RRG_MAMBA_SELECTIVE_SCAN``, :func:`set_selective_scan_backend`). A path named for another device
+            than the model's falls back to that device's default (see :func:`selective_scan_backend`).
     """
 
     model_type = "xray_mamba"
@@ -69,6 +74,7 @@ class XrayMambaConfig(PretrainedConfig):
         mlp_bias: bool = False,
         rms_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
+        selective_scan_backend: str | None = None,
         **kwargs: Any,
     ) -> None:
         if norm_type not in XRAY_MAMBA_NORM_TYPES:
@@ -90,6 +96,7 @@ class XrayMambaConfig(PretrainedConfig):
         self.mlp_bias = mlp_bias
         self.rms_norm_eps = rms_norm_eps
         self.initializer_range = initializer_range
+        self.selective_scan_backend = selective_scan_backend
         super().__init__(**kwargs)
 
     @classmethod

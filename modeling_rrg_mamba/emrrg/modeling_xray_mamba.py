@@ -104,6 +104,7 @@ class XrayMambaBlock(nn.Module):
             dt_rank=config.dt_rank,
             directions=tuple(config.scan_directions),
             layer_idx=layer_idx,
+            scan_backend=config.selective_scan_backend,
         )
         self.mlp_norm = xray_mamba_norm(config)
         self.mlp = XrayMambaSwiGLU(config)

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from ..ops import Routes, multi_route_selective_scan
+from ..ops import SELECTIVE_SCAN_BACKENDS, Routes, multi_route_selective_scan
 
 Tensor = torch.Tensor
 
@@ -49,6 +49,10 @@ class SelectiveSSM(nn.Module):
         scan_backend: str | None = None,
     ) -> None:
         super().__init__()
+        if scan_backend is not None and scan_backend not in SELECTIVE_SCAN_BACKENDS:
+            raise ValueError(
+                f"selective_scan_backend: expected one of {SELECTIVE_SCAN_BACKENDS} or None, got {scan_backend!r}"
+            )
         #: The scan path (:func:`~modeling_rrg_mamba.ops.selective_scan_backend`'s ``requested``); ``None``: the
         #: process setting.
         self.scan_backend = scan_backend
