@@ -230,15 +230,16 @@ def test_route_scan_unmerged_routes_with_their_own_gates():
     assert_matches_reference(route_selective_scan, route_selective_scan_ref, tensors, 2e-5, routes=routes, merge=False)
 
 
-def test_route_scan_bfloat16_inputs_fp32_state():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_route_scan_half_precision_inputs_fp32_state(dtype):
     routes, length = routes_of("grid+middle_cls")
-    tensors = scan_tensors(routes, length, dtype=torch.bfloat16)
+    tensors = scan_tensors(routes, length, dtype=dtype)
     for key in ("A", "D", "delta_bias"):
         tensors[key] = tensors[key].float()
-    tensors["z"] = torch.randn(2, length, 6, device=DEVICE).bfloat16()
+    tensors["z"] = torch.randn(2, length, 6, device=DEVICE).to(dtype)
     out, last = route_selective_scan(**tensors, routes=routes, scale=0.25)
-    assert out.dtype == torch.bfloat16 and last.dtype == torch.float32
-    # The reference in float64 on the same bf16-rounded values: only the output's rounding to bf16 differs.
+    assert out.dtype == dtype and last.dtype == torch.float32
+    # The reference in float64 on the same rounded values: only the output's rounding to half precision differs.
     ref, ref_last = route_selective_scan_ref(**{k: v.double() for k, v in tensors.items()}, routes=routes, scale=0.25)
     assert relative_error(out.double(), ref) < 1e-2
     assert relative_error(last.double(), ref_last) < 1e-5
