@@ -170,6 +170,7 @@ def _route_scan_fwd_kernel(
     mask_dn = mask_d[:, None] & (offs_n[None, :] < d_state)
     steps = tl.arange(0, BLOCK_T)
     for k in tl.static_range(K):
+        route = b * 0 + k  # int64, so that route * stride cannot overflow int32 on large batches
         A = tl.load(A_ptr + (k * dim + offs_d[:, None]) * d_state + offs_n[None, :], mask=mask_dn, other=0.0)
         A = A.to(tl.float32)
         skip = tl.zeros((BLOCK_D,), tl.float32)
@@ -186,12 +187,16 @@ def _route_scan_fwd_kernel(
             mask_tn = mask_t[:, None] & (offs_n[None, :] < d_state)
             pos, row = _rows(t, length, height, width, cls_position, k, TRANSPOSE, REVERSE, MIDDLE_CLS, TOKEN_ORDER)
             delta, _ = _chunk_delta(
-                dt_ptr + k * sdt_k + b * sdt_b, row * sdt_l, offs_d, mask, bias, HAS_BIAS, SOFTPLUS
+                dt_ptr + route * sdt_k + b * sdt_b, row * sdt_l, offs_d, mask, bias, HAS_BIAS, SOFTPLUS
             )
-            u = tl.load(u_ptr + k * su_k + b * su_b + row[:, None] * su_l + offs_d[None, :], mask=mask, other=0.0)
+            u = tl.load(u_ptr + route * su_k + b * su_b + row[:, None] * su_l + offs_d[None, :], mask=mask, other=0.0)
             u = u.to(tl.float32)
-            Bt = tl.load(B_ptr + k * sB_k + b * sB_b + row[:, None] * sB_l + offs_n[None, :], mask=mask_tn, other=0.0)
-            Ct = tl.load(C_ptr + k * sC_k + b * sC_b + row[:, None] * sC_l + offs_n[None, :], mask=mask_tn, other=0.0)
+            Bt = tl.load(
+                B_ptr + route * sB_k + b * sB_b + row[:, None] * sB_l + offs_n[None, :], mask=mask_tn, other=0.0
+            )
+            Ct = tl.load(
+                C_ptr + route * sC_k + b * sC_b + row[:, None] * sC_l + offs_n[None, :], mask=mask_tn, other=0.0
+            )
             states, _ = _chunk_states(u, delta, A, Bt.to(tl.float32), h)
             h = _last_row(states, steps, BLOCK_T - 1)
             y = tl.sum(states * Ct.to(tl.float32)[:, None, :], axis=2) + u * skip[None, :]
@@ -211,10 +216,10 @@ def _route_scan_fwd_kernel(
             else:
                 if HAS_Z:
                     z = tl.load(
-                        z_ptr + k * sz_k + b * sz_b + row[:, None] * sz_l + offs_d[None, :], mask=mask, other=0.0
+                        z_ptr + route * sz_k + b * sz_b + row[:, None] * sz_l + offs_d[None, :], mask=mask, other=0.0
                     ).to(tl.float32)
                     y = y * z * tl.sigmoid(z)
-                offsets = k * so_k + b * so_b + row[:, None] * so_l + offs_d[None, :]
+                offsets = route * so_k + b * so_b + row[:, None] * so_l + offs_d[None, :]
                 tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
         last_offsets = ((k * batch + b) * dim + offs_d[:, None]) * d_state + offs_n[None, :]
         tl.store(last_ptr + last_offsets, h, mask=mask_dn)
@@ -302,6 +307,7 @@ def _route_scan_bwd_kernel(
     tile = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]  # a (BLOCK_D, BLOCK_N) state in the scratch
     chunk_base = chunk_ptr + (b * num_blocks + pid_d) * num_chunks * BLOCK_D * BLOCK_N
     for k in tl.static_range(K):
+        route = b * 0 + k  # int64, so that route * stride cannot overflow int32 on large batches
         A = tl.load(A_ptr + (k * dim + offs_d[:, None]) * d_state + offs_n[None, :], mask=mask_dn, other=0.0)
         A = A.to(tl.float32)
         skip = tl.zeros((BLOCK_D,), tl.float32)
@@ -310,10 +316,10 @@ def _route_scan_bwd_kernel(
         bias = tl.zeros((BLOCK_D,), tl.float32)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + k * dim + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        u_base = u_ptr + k * su_k + b * su_b
-        dt_base = dt_ptr + k * sdt_k + b * sdt_b
-        B_base = B_ptr + k * sB_k + b * sB_b
-        C_base = C_ptr + k * sC_k + b * sC_b
+        u_base = u_ptr + route * su_k + b * su_b
+        dt_base = dt_ptr + route * sdt_k + b * sdt_b
+        B_base = B_ptr + route * sB_k + b * sB_b
+        C_base = C_ptr + route * sC_k + b * sC_b
         # Pass 1: the forward again, keeping the state at each chunk start (and the routes' sum for dz).
         h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
         for c in range(0, num_chunks):
@@ -363,21 +369,21 @@ def _route_scan_bwd_kernel(
                 grad = grad.to(tl.float32) * scale
             else:
                 grad = tl.load(
-                    gout_ptr + k * so_k + b * so_b + row[:, None] * so_l + offs_d[None, :], mask=mask, other=0.0
+                    gout_ptr + route * so_k + b * so_b + row[:, None] * so_l + offs_d[None, :], mask=mask, other=0.0
                 ).to(tl.float32)
             if HAS_Z:
                 if MERGE:
                     z = tl.load(z_ptr + b * sz_b + pos[:, None] * sz_l + offs_d[None, :], mask=mask, other=0.0)
                 else:
                     z = tl.load(
-                        z_ptr + k * sz_k + b * sz_b + row[:, None] * sz_l + offs_d[None, :], mask=mask, other=0.0
+                        z_ptr + route * sz_k + b * sz_b + row[:, None] * sz_l + offs_d[None, :], mask=mask, other=0.0
                     )
                 z = z.to(tl.float32)
                 sig = tl.sigmoid(z)
                 if not MERGE:
                     y = tl.sum(states * Ct[:, None, :], axis=2) + u * skip[None, :]
                     dz = grad * y * sig * (1.0 + z * (1.0 - sig))
-                    dz_offsets = k * so_k + b * so_b + row[:, None] * so_l + offs_d[None, :]
+                    dz_offsets = route * so_k + b * so_b + row[:, None] * so_l + offs_d[None, :]
                     tl.store(dz_ptr + dz_offsets, dz.to(dz_ptr.dtype.element_ty), mask=mask)
                 grad = grad * z * sig
             # exp(Delta_{t+1} A): the decay that carries g_{t+1} back to step t (1 past the end).
