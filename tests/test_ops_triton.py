@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_inputs, reference_scan, relative_error
+from conftest import (
+    RRG_MAMBA_LABELS,
+    make_inputs,
+    reference_scan,
+    relative_error,
+    rrg_mamba_images,
+    tiny_rrg_mamba,
+)
 
 from modeling_rrg_mamba.layers import SS2D, MambaMixer
 from modeling_rrg_mamba.ops import (
@@ -374,22 +381,54 @@ def test_xray_mamba_backbone_on_the_triton_path_matches_the_cpu_path():
     assert relative_error(results["triton"][1], results["reference"][1]) < 1e-4
 
 
-def test_a_model_config_chooses_the_path_over_the_process_setting(monkeypatch):
+def test_rrg_mamba_gdlm_on_the_triton_path_matches_the_cpu_path():
+    """SS2D inside GDLM (four grid routes, token order, z gate) through the kernels: loss and extractor gradient."""
+    results = {}
+    for backend in ("triton", "reference"):
+        model = tiny_rrg_mamba(gdlm_depth=2, selective_scan_backend=backend).train().to(DEVICE)
+        randomize_gdlm_branches(model)
+        loss = model(pixel_values=rrg_mamba_images().to(DEVICE), labels=RRG_MAMBA_LABELS.to(DEVICE)).loss
+        loss.backward()
+        stem = next(p for p in model.parameters() if p.grad is not None)
+        results[backend] = loss.detach(), stem.grad.clone()
+    assert relative_error(results["triton"][0], results["reference"][0]) < 1e-5
+    assert relative_error(results["triton"][1], results["reference"][1]) < 1e-4
+
+
+def randomize_gdlm_branches(model: torch.nn.Module) -> None:
+    """GDLM's residual branches start at zero (the identity); give them weights so the scan shapes the output."""
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".gdlm." in f".{name}" and not parameter.any():
+                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+
+
+def xray_mamba(**overrides):
     from modeling_rrg_mamba.emrrg import XrayMambaConfig, XrayMambaModel
 
+    tiny = dict(hidden_size=8, num_hidden_layers=1, intermediate_size=16, image_size=32, patch_size=16, d_state=2)
+    model = XrayMambaModel(XrayMambaConfig(**tiny, **overrides)).to(DEVICE)
+    return lambda: model(torch.randn(1, 3, 32, 32, device=DEVICE)).last_hidden_state
+
+
+def rrg_mamba(**overrides):
+    model = tiny_rrg_mamba(**overrides).to(DEVICE)
+    return lambda: model(pixel_values=rrg_mamba_images().to(DEVICE), labels=RRG_MAMBA_LABELS.to(DEVICE)).logits
+
+
+@pytest.mark.parametrize("build", [xray_mamba, rrg_mamba], ids=["xray_mamba", "rrg_mamba"])
+def test_a_model_config_chooses_the_path_over_the_process_setting(monkeypatch, build):
     def no_triton(*args, **kwargs):
         raise AssertionError("the Triton path ran")
 
     monkeypatch.setattr(sys.modules["modeling_rrg_mamba.ops.multi_route_scan"], "_triton_scan", no_triton)
     set_selective_scan_backend("triton")
-    tiny = dict(hidden_size=8, num_hidden_layers=1, intermediate_size=16, image_size=32, patch_size=16, d_state=2)
-    pixels = torch.randn(1, 3, 32, 32, device=DEVICE)
-    chosen = XrayMambaModel(XrayMambaConfig(**tiny, selective_scan_backend="reference")).to(DEVICE)
-    assert chosen(pixels).last_hidden_state.shape == (1, 5, 8)
+    assert torch.isfinite(build(selective_scan_backend="reference")()).all()
     with pytest.raises(AssertionError, match="the Triton path ran"):
-        XrayMambaModel(XrayMambaConfig(**tiny)).to(DEVICE)(pixels)
+        build()()
     with pytest.raises(ValueError, match="selective_scan_backend: expected one of"):
-        XrayMambaModel(XrayMambaConfig(**tiny, selective_scan_backend="cuda"))
+        build(selective_scan_backend="cuda")
 
 
 def test_multi_route_scan_checks_its_inputs():

@@ -58,6 +58,9 @@ class RRGMambaConfig(PretrainedConfig):
             convolution.
         gdlm_mlp_ratio (`float`, *optional*): hidden-width factor of the MLP after each GDLM block (0 drops it);
             the preset's value (3.0), or 4.0 (MLLA's) without a preset.
+        selective_scan_backend (`str`, *optional*): the scan path of SS2D: `"triton"` (this package's kernels, the
+            GPU default), `"mamba_ssm"`, `"fused"` (the CPU default), `"reference"` or `"auto"`; unset, the process
+            setting decides (``RRG_MAMBA_SELECTIVE_SCAN``). As `XrayMambaConfig.selective_scan_backend`.
         dpb_window (`int`, defaults to 7): largest relative offset the dynamic position bias is defined for.
         use_gdlm (`bool`, defaults to `True`): run the GDLM (ablation: off feeds v_S straight to the encoder).
         use_rope (`bool`, defaults to `True`): 2-D rotary embedding inside SS2D.
@@ -109,6 +112,7 @@ class RRGMambaConfig(PretrainedConfig):
         gdlm_expand: int = 2,
         gdlm_d_conv: int = 3,
         gdlm_mlp_ratio: float | None = None,
+        selective_scan_backend: str | None = None,
         dpb_window: int = 7,
         use_gdlm: bool = True,
         use_rope: bool = True,
@@ -169,6 +173,7 @@ class RRGMambaConfig(PretrainedConfig):
         self.gdlm_expand = gdlm_expand
         self.gdlm_d_conv = gdlm_d_conv
         self.gdlm_mlp_ratio = gdlm_mlp_ratio
+        self.selective_scan_backend = selective_scan_backend
         self.dpb_window = dpb_window
         self.use_gdlm = use_gdlm
         self.use_rope = use_rope

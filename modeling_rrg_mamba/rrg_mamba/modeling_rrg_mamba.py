@@ -185,6 +185,7 @@ class RRGMambaGDLMBlock(GradientCheckpointingLayer):
             expand=config.gdlm_expand,
             d_conv=config.gdlm_d_conv,
             use_rope=config.use_rope,
+            scan_backend=config.selective_scan_backend,
         )
         hidden = int(dim * config.gdlm_mlp_ratio)
         self.mlp = None
