@@ -109,6 +109,62 @@ def _last_row(tile, steps, LAST: tl.constexpr):
 
 
 @triton.jit
+def _load_rows(base, rows, row_stride, cols, mask):
+    """The fp32 tile ``base[rows, cols]`` (a contiguous last axis), 0 outside ``mask``."""
+    return tl.load(base + rows[:, None] * row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _route_parameters(
+    A_ptr, D_ptr, bias_ptr, k, dim, d_state, offs_d, offs_n, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr
+):
+    """Route ``k``'s ``A`` ``(BLOCK_D, N)``, D skip and Delta bias ``(BLOCK_D,)`` in fp32 (zeros where absent)."""
+    mask_d = offs_d < dim
+    mask_dn = mask_d[:, None] & (offs_n[None, :] < d_state)
+    A = tl.load(A_ptr + (k * dim + offs_d[:, None]) * d_state + offs_n[None, :], mask=mask_dn, other=0.0)
+    skip = tl.zeros_like(offs_d).to(tl.float32)
+    if HAS_D:
+        skip = tl.load(D_ptr + k * dim + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.zeros_like(offs_d).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + k * dim + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    return A.to(tl.float32), skip, bias
+
+
+@triton.jit
+def _chunk_layout(
+    t,
+    length,
+    height,
+    width,
+    cls_position,
+    d_state,
+    offs_n,
+    mask_d,
+    k: tl.constexpr,
+    TRANSPOSE: tl.constexpr,
+    REVERSE: tl.constexpr,
+    MIDDLE_CLS: tl.constexpr,
+    TOKEN_ORDER: tl.constexpr,
+):
+    """Steps ``t`` of route ``k``: (token positions, input rows, ``(BLOCK_T, BLOCK_D)`` and ``(BLOCK_T, N)`` masks)."""
+    mask_t = t < length
+    pos, row = _rows(t, length, height, width, cls_position, k, TRANSPOSE, REVERSE, MIDDLE_CLS, TOKEN_ORDER)
+    return pos, row, mask_t[:, None] & mask_d[None, :], mask_t[:, None] & (offs_n[None, :] < d_state)
+
+
+@triton.jit
+def _routed_offsets(route, b, pos, row, s_k, s_b, s_l, offs_d, MERGE: tl.constexpr):
+    """Offsets of a ``(BLOCK_T, BLOCK_D)`` tile of a routed tensor (``out``, its gradient, ``z``): merged, one
+    tensor in token order (``pos``); unmerged, the route's own rows (``row``)."""
+    if MERGE:
+        offsets = b * s_b + pos[:, None] * s_l + offs_d[None, :]
+    else:
+        offsets = route * s_k + b * s_b + row[:, None] * s_l + offs_d[None, :]
+    return offsets
+
+
+@triton.jit
 def _route_scan_fwd_kernel(
     u_ptr,
     dt_ptr,
@@ -171,55 +227,46 @@ def _route_scan_fwd_kernel(
     steps = tl.arange(0, BLOCK_T)
     for k in tl.static_range(K):
         route = b * 0 + k  # int64, so that route * stride cannot overflow int32 on large batches
-        A = tl.load(A_ptr + (k * dim + offs_d[:, None]) * d_state + offs_n[None, :], mask=mask_dn, other=0.0)
-        A = A.to(tl.float32)
-        skip = tl.zeros((BLOCK_D,), tl.float32)
-        if HAS_D:
-            skip = tl.load(D_ptr + k * dim + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        bias = tl.zeros((BLOCK_D,), tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + k * dim + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        A, skip, bias = _route_parameters(A_ptr, D_ptr, bias_ptr, k, dim, d_state, offs_d, offs_n, HAS_D, HAS_BIAS)
+        u_base = u_ptr + route * su_k + b * su_b
+        dt_base = dt_ptr + route * sdt_k + b * sdt_b
+        B_base = B_ptr + route * sB_k + b * sB_b
+        C_base = C_ptr + route * sC_k + b * sC_b
         h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
         for start in range(0, length, BLOCK_T):
-            t = start + steps
-            mask_t = t < length
-            mask = mask_t[:, None] & mask_d[None, :]
-            mask_tn = mask_t[:, None] & (offs_n[None, :] < d_state)
-            pos, row = _rows(t, length, height, width, cls_position, k, TRANSPOSE, REVERSE, MIDDLE_CLS, TOKEN_ORDER)
-            delta, _ = _chunk_delta(
-                dt_ptr + route * sdt_k + b * sdt_b, row * sdt_l, offs_d, mask, bias, HAS_BIAS, SOFTPLUS
+            pos, row, mask, mask_tn = _chunk_layout(
+                start + steps,
+                length,
+                height,
+                width,
+                cls_position,
+                d_state,
+                offs_n,
+                mask_d,
+                k,
+                TRANSPOSE,
+                REVERSE,
+                MIDDLE_CLS,
+                TOKEN_ORDER,
             )
-            u = tl.load(u_ptr + route * su_k + b * su_b + row[:, None] * su_l + offs_d[None, :], mask=mask, other=0.0)
-            u = u.to(tl.float32)
-            Bt = tl.load(
-                B_ptr + route * sB_k + b * sB_b + row[:, None] * sB_l + offs_n[None, :], mask=mask_tn, other=0.0
-            )
-            Ct = tl.load(
-                C_ptr + route * sC_k + b * sC_b + row[:, None] * sC_l + offs_n[None, :], mask=mask_tn, other=0.0
-            )
-            states, _ = _chunk_states(u, delta, A, Bt.to(tl.float32), h)
+            delta, _ = _chunk_delta(dt_base, row * sdt_l, offs_d, mask, bias, HAS_BIAS, SOFTPLUS)
+            u = _load_rows(u_base, row, su_l, offs_d, mask)
+            states, _ = _chunk_states(u, delta, A, _load_rows(B_base, row, sB_l, offs_n, mask_tn), h)
             h = _last_row(states, steps, BLOCK_T - 1)
-            y = tl.sum(states * Ct.to(tl.float32)[:, None, :], axis=2) + u * skip[None, :]
+            y = tl.sum(states * _load_rows(C_base, row, sC_l, offs_n, mask_tn)[:, None, :], axis=2)
+            y += u * skip[None, :]
+            offsets = _routed_offsets(route, b, pos, row, so_k, so_b, so_l, offs_d, MERGE)
             if MERGE:
-                offsets = b * so_b + pos[:, None] * so_l + offs_d[None, :]
                 y = y * scale
                 if k > 0:
                     y += tl.load(acc_ptr + offsets, mask=mask, other=0.0)
-                if k < K - 1:
-                    tl.store(acc_ptr + offsets, y, mask=mask)
-                else:
-                    if HAS_Z:
-                        z = tl.load(z_ptr + b * sz_b + pos[:, None] * sz_l + offs_d[None, :], mask=mask, other=0.0)
-                        z = z.to(tl.float32)
-                        y = y * z * tl.sigmoid(z)
-                    tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
-            else:
+            if MERGE and k < K - 1:
+                tl.store(acc_ptr + offsets, y, mask=mask)
+            else:  # the last route of a merge, or any unmerged route: gate and write out
                 if HAS_Z:
-                    z = tl.load(
-                        z_ptr + route * sz_k + b * sz_b + row[:, None] * sz_l + offs_d[None, :], mask=mask, other=0.0
-                    ).to(tl.float32)
+                    z_offsets = _routed_offsets(route, b, pos, row, sz_k, sz_b, sz_l, offs_d, MERGE)
+                    z = tl.load(z_ptr + z_offsets, mask=mask, other=0.0).to(tl.float32)
                     y = y * z * tl.sigmoid(z)
-                offsets = route * so_k + b * so_b + row[:, None] * so_l + offs_d[None, :]
                 tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
         last_offsets = ((k * batch + b) * dim + offs_d[:, None]) * d_state + offs_n[None, :]
         tl.store(last_ptr + last_offsets, h, mask=mask_dn)
@@ -308,14 +355,7 @@ def _route_scan_bwd_kernel(
     chunk_base = chunk_ptr + (b * num_blocks + pid_d) * num_chunks * BLOCK_D * BLOCK_N
     for k in tl.static_range(K):
         route = b * 0 + k  # int64, so that route * stride cannot overflow int32 on large batches
-        A = tl.load(A_ptr + (k * dim + offs_d[:, None]) * d_state + offs_n[None, :], mask=mask_dn, other=0.0)
-        A = A.to(tl.float32)
-        skip = tl.zeros((BLOCK_D,), tl.float32)
-        if HAS_D:
-            skip = tl.load(D_ptr + k * dim + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        bias = tl.zeros((BLOCK_D,), tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + k * dim + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        A, skip, bias = _route_parameters(A_ptr, D_ptr, bias_ptr, k, dim, d_state, offs_d, offs_n, HAS_D, HAS_BIAS)
         u_base = u_ptr + route * su_k + b * su_b
         dt_base = dt_ptr + route * sdt_k + b * sdt_b
         B_base = B_ptr + route * sB_k + b * sB_b
@@ -324,19 +364,28 @@ def _route_scan_bwd_kernel(
         h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
         for c in range(0, num_chunks):
             tl.store(chunk_base + c * BLOCK_D * BLOCK_N + tile, h)
-            t = c * BLOCK_T + steps
-            mask_t = t < length
-            mask = mask_t[:, None] & mask_d[None, :]
-            mask_tn = mask_t[:, None] & (offs_n[None, :] < d_state)
-            pos, row = _rows(t, length, height, width, cls_position, k, TRANSPOSE, REVERSE, MIDDLE_CLS, TOKEN_ORDER)
+            pos, row, mask, mask_tn = _chunk_layout(
+                c * BLOCK_T + steps,
+                length,
+                height,
+                width,
+                cls_position,
+                d_state,
+                offs_n,
+                mask_d,
+                k,
+                TRANSPOSE,
+                REVERSE,
+                MIDDLE_CLS,
+                TOKEN_ORDER,
+            )
             delta, _ = _chunk_delta(dt_base, row * sdt_l, offs_d, mask, bias, HAS_BIAS, SOFTPLUS)
-            u = tl.load(u_base + row[:, None] * su_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-            Bt = tl.load(B_base + row[:, None] * sB_l + offs_n[None, :], mask=mask_tn, other=0.0).to(tl.float32)
-            states, _ = _chunk_states(u, delta, A, Bt, h)
+            u = _load_rows(u_base, row, su_l, offs_d, mask)
+            states, _ = _chunk_states(u, delta, A, _load_rows(B_base, row, sB_l, offs_n, mask_tn), h)
             h = _last_row(states, steps, BLOCK_T - 1)
             if MERGE and HAS_Z:
-                Ct = tl.load(C_base + row[:, None] * sC_l + offs_n[None, :], mask=mask_tn, other=0.0)
-                y = tl.sum(states * Ct.to(tl.float32)[:, None, :], axis=2) + u * skip[None, :]
+                y = tl.sum(states * _load_rows(C_base, row, sC_l, offs_n, mask_tn)[:, None, :], axis=2)
+                y += u * skip[None, :]
                 offsets = b * so_b + pos[:, None] * so_l + offs_d[None, :]
                 if k > 0:
                     y += tl.load(ysum_ptr + offsets, mask=mask, other=0.0)
@@ -353,38 +402,40 @@ def _route_scan_bwd_kernel(
         for i in range(0, num_chunks):
             c = num_chunks - 1 - i
             t = c * BLOCK_T + steps
-            mask_t = t < length
-            mask = mask_t[:, None] & mask_d[None, :]
-            mask_tn = mask_t[:, None] & (offs_n[None, :] < d_state)
-            pos, row = _rows(t, length, height, width, cls_position, k, TRANSPOSE, REVERSE, MIDDLE_CLS, TOKEN_ORDER)
+            pos, row, mask, mask_tn = _chunk_layout(
+                t,
+                length,
+                height,
+                width,
+                cls_position,
+                d_state,
+                offs_n,
+                mask_d,
+                k,
+                TRANSPOSE,
+                REVERSE,
+                MIDDLE_CLS,
+                TOKEN_ORDER,
+            )
             delta, raw = _chunk_delta(dt_base, row * sdt_l, offs_d, mask, bias, HAS_BIAS, SOFTPLUS)
-            u = tl.load(u_base + row[:, None] * su_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-            Bt = tl.load(B_base + row[:, None] * sB_l + offs_n[None, :], mask=mask_tn, other=0.0).to(tl.float32)
-            Ct = tl.load(C_base + row[:, None] * sC_l + offs_n[None, :], mask=mask_tn, other=0.0).to(tl.float32)
+            u = _load_rows(u_base, row, su_l, offs_d, mask)
+            Bt = _load_rows(B_base, row, sB_l, offs_n, mask_tn)
+            Ct = _load_rows(C_base, row, sC_l, offs_n, mask_tn)
             h0 = tl.load(chunk_base + c * BLOCK_D * BLOCK_N + tile)
             states, drive = _chunk_states(u, delta, A, Bt, h0)
             # Gradient reaching y_t, and the gate's own gradient where the routes are not merged.
+            grad_offsets = _routed_offsets(route, b, pos, row, so_k, so_b, so_l, offs_d, MERGE)
+            grad = tl.load(gout_ptr + grad_offsets, mask=mask, other=0.0).to(tl.float32)
             if MERGE:
-                grad = tl.load(gout_ptr + b * so_b + pos[:, None] * so_l + offs_d[None, :], mask=mask, other=0.0)
-                grad = grad.to(tl.float32) * scale
-            else:
-                grad = tl.load(
-                    gout_ptr + route * so_k + b * so_b + row[:, None] * so_l + offs_d[None, :], mask=mask, other=0.0
-                ).to(tl.float32)
+                grad = grad * scale
             if HAS_Z:
-                if MERGE:
-                    z = tl.load(z_ptr + b * sz_b + pos[:, None] * sz_l + offs_d[None, :], mask=mask, other=0.0)
-                else:
-                    z = tl.load(
-                        z_ptr + route * sz_k + b * sz_b + row[:, None] * sz_l + offs_d[None, :], mask=mask, other=0.0
-                    )
-                z = z.to(tl.float32)
+                z_offsets = _routed_offsets(route, b, pos, row, sz_k, sz_b, sz_l, offs_d, MERGE)
+                z = tl.load(z_ptr + z_offsets, mask=mask, other=0.0).to(tl.float32)
                 sig = tl.sigmoid(z)
                 if not MERGE:
                     y = tl.sum(states * Ct[:, None, :], axis=2) + u * skip[None, :]
                     dz = grad * y * sig * (1.0 + z * (1.0 - sig))
-                    dz_offsets = route * so_k + b * so_b + row[:, None] * so_l + offs_d[None, :]
-                    tl.store(dz_ptr + dz_offsets, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+                    tl.store(dz_ptr + grad_offsets, dz.to(dz_ptr.dtype.element_ty), mask=mask)
                 grad = grad * z * sig
             # exp(Delta_{t+1} A): the decay that carries g_{t+1} back to step t (1 past the end).
             t_next = t + 1
@@ -407,9 +458,9 @@ def _route_scan_bwd_kernel(
                 ddelta = ddelta * tl.sigmoid(raw)
             ddelta = tl.where(mask, ddelta, 0.0)
             dbias_acc += tl.sum(ddelta, axis=0)
-            grad_offsets = ((k * batch + b) * length + row[:, None]) * dim + offs_d[None, :]
-            tl.store(du_ptr + grad_offsets, du.to(du_ptr.dtype.element_ty), mask=mask)
-            tl.store(ddt_ptr + grad_offsets, ddelta.to(ddt_ptr.dtype.element_ty), mask=mask)
+            input_offsets = ((k * batch + b) * length + row[:, None]) * dim + offs_d[None, :]
+            tl.store(du_ptr + input_offsets, du.to(du_ptr.dtype.element_ty), mask=mask)
+            tl.store(ddt_ptr + input_offsets, ddelta.to(ddt_ptr.dtype.element_ty), mask=mask)
             dB = tl.sum(adjoint * (delta * u)[:, :, None], axis=1)
             dC = tl.sum(grad[:, :, None] * states, axis=1)
             part_offsets = (((pid_d * K + k) * batch + b) * length + row[:, None]) * d_state + offs_n[None, :]
@@ -421,16 +472,16 @@ def _route_scan_bwd_kernel(
         tl.debug_barrier()  # the next route overwrites the chunk-start states
     if MERGE and HAS_Z:  # dz = scale * grad_out * (sum of the routes) * SiLU'(z), in token order
         for start in range(0, length, BLOCK_T):
-            t = start + steps
+            t = (start + steps).to(tl.int64)
             mask = (t < length)[:, None] & mask_d[None, :]
-            offsets = b * so_b + t[:, None].to(tl.int64) * so_l + offs_d[None, :]
-            z_offsets = b * sz_b + t[:, None].to(tl.int64) * sz_l + offs_d[None, :]
-            grad = tl.load(gout_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-            z = tl.load(z_ptr + z_offsets, mask=mask, other=0.0).to(tl.float32)
+            grad = _load_rows(gout_ptr + b * so_b, t, so_l, offs_d, mask)
+            z = _load_rows(z_ptr + b * sz_b, t, sz_l, offs_d, mask)
             sig = tl.sigmoid(z)
-            y = tl.load(ysum_ptr + offsets, mask=mask, other=0.0)
+            y = _load_rows(ysum_ptr + b * so_b, t, so_l, offs_d, mask)
             dz = grad * scale * y * sig * (1.0 + z * (1.0 - sig))
-            tl.store(dz_ptr + offsets, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+            tl.store(
+                dz_ptr + b * so_b + t[:, None] * so_l + offs_d[None, :], dz.to(dz_ptr.dtype.element_ty), mask=mask
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------------
