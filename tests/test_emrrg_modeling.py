@@ -237,3 +237,23 @@ def test_token_ids_are_checked_against_the_llm_vocabulary():
         model(input_ids=ids, pixel_values=pixels, labels=ids.float())
     with pytest.raises(ValueError, match=r"labels: expected shape \(2, 9\)"):
         model(input_ids=ids, pixel_values=pixels, labels=ids[:, :3])
+
+
+@pytest.mark.parametrize("family", sorted(TEXT_CONFIGS))
+def test_shift_labels_give_the_loss_of_labels_and_change_it(family):
+    """Pre-shifted targets (sequence/context parallelism) are read: same loss as ``labels``, other targets differ."""
+    torch.manual_seed(0)
+    config = tiny_config(family)
+    model = EMRRGForConditionalGeneration(config).eval()
+    ids, pixels = prompt_ids(2, config.num_image_tokens), torch.randn(2, 3, 32, 32)
+    shifted = torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -100)], dim=1)
+    with torch.no_grad():
+        from_labels = model(input_ids=ids, pixel_values=pixels, labels=ids).loss
+        from_shifted = model(input_ids=ids, pixel_values=pixels, shift_labels=shifted).loss
+        other = model(
+            input_ids=ids,
+            pixel_values=pixels,
+            shift_labels=shifted.masked_fill(shifted == IMAGE_TOKEN_ID, -100).roll(1, dims=1),
+        ).loss
+    torch.testing.assert_close(from_shifted, from_labels)
+    assert not torch.allclose(other, from_labels)

@@ -618,19 +618,26 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
                 (`generate()` passes it; also accepted as ``past_key_values``, its name before transformers 5.24).
             labels (`(batch, length)`): next-token targets; ``-100`` (prompt, image placeholders, padding) is
                 ignored.
+            shift_labels (`(batch, length)`): the targets already shifted (position ``i`` holds the token after ``i``),
+                as sequence/context parallelism passes them; used instead of shifting ``labels`` when given.
             inputs_embeds: already-merged embeddings; the visual tokens of ``pixel_values`` then reach the model
                 only through the hybrid layers (nothing is written into ``inputs_embeds``).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("input_ids: pass exactly one of input_ids or inputs_embeds")
+        shift_labels = kwargs.pop("shift_labels", None)
         self._check_token_ids(input_ids, inputs_embeds, labels)
+        self._check_token_ids(input_ids, inputs_embeds, shift_labels, name="shift_labels")
         visual_tokens = None
         if pixel_values is not None:
             visual_tokens = self.get_image_features(pixel_values, return_dict=True).pooler_output
         if inputs_embeds is None:
             inputs_embeds = self._merge_visual_tokens(input_ids, visual_tokens)
-            if labels is not None:  # the placeholders carry images, never targets
-                labels = labels.masked_fill(input_ids == self.config.image_token_id, -100)
+            is_image = input_ids == self.config.image_token_id  # the placeholders carry images, never targets
+            if labels is not None:
+                labels = labels.masked_fill(is_image, -100)
+            if shift_labels is not None:
+                shift_labels = shift_labels.masked_fill(torch.roll(is_image, -1, dims=1), -100)
         elif visual_tokens is not None and visual_tokens.shape[0] != inputs_embeds.shape[0]:
             raise ValueError(
                 f"pixel_values: {visual_tokens.shape[0]} image sets for {inputs_embeds.shape[0]} prompts; give one "
@@ -659,9 +666,13 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         if softcap is not None:
             logits = torch.tanh(logits / softcap) * softcap
         loss = None
-        if labels is not None:
+        if labels is not None or shift_labels is not None:
             loss = self.language_model.loss_function(
-                logits=logits, labels=labels, vocab_size=logits.shape[-1], num_items_in_batch=num_items_in_batch
+                logits=logits,
+                labels=labels,
+                vocab_size=logits.shape[-1],
+                num_items_in_batch=num_items_in_batch,
+                shift_labels=shift_labels,
             )
         output = EMRRGCausalLMOutputWithPast(
             loss=loss,
@@ -674,18 +685,20 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
 
-    def _check_token_ids(self, input_ids: Tensor | None, inputs_embeds: Tensor | None, labels: Tensor | None) -> None:
-        """Integer ids inside the LLM's vocabulary (the ``<image>`` placeholder may lie outside it), and labels of the
-        prompts' shape."""
+    def _check_token_ids(
+        self, input_ids: Tensor | None, inputs_embeds: Tensor | None, labels: Tensor | None, name: str = "labels"
+    ) -> None:
+        """Integer ids inside the LLM's vocabulary (the ``<image>`` placeholder may lie outside it), and labels (or
+        ``shift_labels``, named by ``name``) of the prompts' shape."""
         vocab_size = self.get_input_embeddings().num_embeddings
         if input_ids is not None:
             check_token_ids("input_ids", input_ids, vocab_size, ignored=(self.config.image_token_id,))
         if labels is not None:
             # labels=input_ids is common: the placeholders become -100 in forward.
-            check_token_ids("labels", labels, vocab_size, ignored=(-100, self.config.image_token_id))
+            check_token_ids(name, labels, vocab_size, ignored=(-100, self.config.image_token_id))
             expected = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:2])
             if tuple(labels.shape) != expected:
-                raise ValueError(f"labels: expected shape {expected} (one per input token), got {tuple(labels.shape)}")
+                raise ValueError(f"{name}: expected shape {expected} (one per input token), got {tuple(labels.shape)}")
 
     def prepare_inputs_for_generation(self, input_ids: Tensor, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Images enter at prefill (and at every step without a cache); later steps read the visual keys/values from
