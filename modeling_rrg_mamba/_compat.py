@@ -47,6 +47,7 @@ __all__ = [
     "register_auto_model",
     "register_image_processors",
     "register_peft_custom_module",
+    "register_peft_lora_config_class",
     "saves_on_this_rank",
     "subprocessors_by_auto_class",
 ]
@@ -291,6 +292,27 @@ def register_peft_custom_module(lora_config: Any, mapping: dict[type, type]) -> 
         )
     register(mapping)
     return lora_config
+
+
+def register_peft_lora_config_class(config_cls: type) -> None:
+    """Make PEFT build ``config_cls`` (a ``LoraConfig`` subclass) for every saved LoRA adapter it loads.
+
+    PEFT (0.14-0.21) picks the config class of ``adapter_config.json`` from ``PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]``;
+    a subclass registered there reads (and writes) the fields it adds. Idempotent; a subclass already registered
+    by another package stays in place (``config_cls`` must then derive from it) so that neither drops the other's
+    fields."""
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from peft.utils import PeftType
+
+    current = PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.LORA]
+    if issubclass(current, config_cls):
+        return
+    if not issubclass(config_cls, current):
+        raise RuntimeError(
+            f"peft: LoRA configs already load as {current.__module__}.{current.__qualname__}, which "
+            f"{config_cls.__qualname__} does not extend; Partial LoRA adapters would reload as plain LoRA"
+        )
+    PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.LORA] = config_cls
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -220,3 +220,44 @@ def test_peft_private_custom_module_api_is_there_and_only_compat_calls_it():
         str(f.relative_to(package)) for f in package.rglob("*.py") if "_register_custom_module" in f.read_text()
     ]
     assert callers == ["_compat.py"], callers
+
+
+FRESH_PROCESS_RELOAD = """
+import sys, torch
+from peft import PeftModel
+from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration, load_emrrg_adapter
+base_dir, adapter_dir, inputs_path, out_path = sys.argv[1:]
+inputs = torch.load(inputs_path)
+def logits(model):
+    with torch.no_grad():
+        return model.eval()(**inputs).logits
+plain = PeftModel.from_pretrained(EMRRGForConditionalGeneration.from_pretrained(base_dir), adapter_dir)
+results = {"plain": logits(plain), "merged": logits(plain.merge_and_unload())}
+results["loader"] = logits(load_emrrg_adapter(EMRRGForConditionalGeneration.from_pretrained(base_dir), adapter_dir))
+torch.save(results, out_path)
+"""
+
+
+def test_fresh_process_plain_peft_reload_keeps_partial_lora(trained, tmp_path):
+    """The adapter folder carries the variant: a new process that never builds the recipe reloads it with plain
+    ``PeftModel.from_pretrained`` (and merges, and uses ``load_emrrg_adapter``) to the training-time logits."""
+    import json
+    import subprocess
+    import sys
+
+    frozen, peft_model, _ = trained
+    frozen.save_pretrained(tmp_path / "base")
+    peft_model.save_pretrained(tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["peft_type"] == "LORA" and "in_proj" in saved["partial_lora_modules"]
+    ids, pixels = prompt_ids(2, peft_model.config.num_image_tokens), torch.randn(2, 3, 32, 32)
+    torch.save({"input_ids": ids, "pixel_values": pixels}, tmp_path / "inputs.pt")
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids, pixel_values=pixels).logits
+        without_adapter = frozen(input_ids=ids, pixel_values=pixels).logits
+    assert not torch.allclose(expected, without_adapter, atol=1e-4)  # the adapter matters
+    args = [str(tmp_path / name) for name in ("base", "adapter", "inputs.pt", "out.pt")]
+    subprocess.run([sys.executable, "-c", FRESH_PROCESS_RELOAD, *args], check=True, timeout=600)
+    results = torch.load(tmp_path / "out.pt")
+    for name, logits in results.items():
+        torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")

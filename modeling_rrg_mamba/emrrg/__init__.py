@@ -25,6 +25,7 @@ from .processing_emrrg import EMRRGProcessor
 # Partial LoRA needs peft, loaded on first use: the Auto registration that imports this package can run while peft
 # itself is being imported (peft -> transformers -> an Auto mapping look-up), when peft's names do not exist yet.
 _PARTIAL_LORA_NAMES = (
+    "PartialLoraConfig",
     "PartialLoraLinear",
     "PartialLoraVariant",
     "apply_emrrg_recipe",
@@ -64,6 +65,7 @@ __all__ = [
     "EMRRGProcessor",
     "HybridAttention",
     "HybridAttentionMixin",
+    "PartialLoraConfig",
     "PartialLoraLinear",
     "PartialLoraVariant",
     "XrayMambaConfig",

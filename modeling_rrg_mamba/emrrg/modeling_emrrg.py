@@ -26,6 +26,7 @@ hybrid layers skip the cross-attention.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import sys
 from dataclasses import dataclass
@@ -79,6 +80,14 @@ class EMRRGMultiModalProjector(nn.Module):
 
     def forward(self, visual_tokens: Tensor) -> Tensor:
         return self.layer_norm(self.linear(visual_tokens))
+
+
+def register_partial_lora_with_peft() -> None:
+    """Let plain ``PeftModel.from_pretrained`` reload EMRRG's Partial-LoRA adapters as Partial LoRA (EMRRG §3.2)."""
+    if importlib.util.find_spec("peft") is not None:
+        from .partial_lora import register_partial_lora_config
+
+        register_partial_lora_config()
 
 
 class DynamicGate(nn.Module):
@@ -449,6 +458,7 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         insert_hybrid_layers(self.language_model, config)
         self.post_init()
         self.suppress_image_token()
+        register_partial_lora_with_peft()
 
     def suppress_image_token(self) -> None:
         """Never generate ``<image>``: a generated placeholder would ask for visual tokens in mid-report."""

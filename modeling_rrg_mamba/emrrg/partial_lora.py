@@ -6,21 +6,23 @@ scan's output. Partial LoRA adds the low-rank update to the ``x`` rows only:
     [x | z] = W h + (alpha / r) [B_x ; 0] A h,      B_x in R^{d_inner x r}, A in R^{r x d_model}
 
 ``lora_B`` keeps PEFT's ordinary shape ``(out_features, r)`` with its ``z`` rows zero: they are zeroed at creation and
-never read (the forward and the merge use ``B_x`` only), so they get no gradient and stay zero. Hence a saved
-Partial-LoRA adapter is an ordinary LoRA adapter file: plain ``PeftModel.from_pretrained(base, path)`` loads it and
-computes exactly the same outputs, and ``merge_and_unload`` gives the same weights. To keep *training* it as Partial
-LoRA (so that the ``z`` rows stay zero), reload with :func:`load_emrrg_adapter` (``is_trainable=True``), which also
-dispatches :class:`PartialLoraLinear`. It is a ``peft`` LoRA layer through a :class:`LoraVariant`:
+never read (the forward and the merge use ``B_x`` only), so they get no gradient and stay zero.
+
+The adapter folder carries the variant: :class:`PartialLoraConfig` adds ``partial_lora_modules`` (a regex over module
+names) to ``adapter_config.json``, and it is registered as the config class PEFT builds for LoRA adapters whenever
+this module is imported or an EMRRG model is built. So plain ``PeftModel.from_pretrained(EMRRG..., path)`` in a fresh
+process, :func:`load_emrrg_adapter` and ``merge_and_unload`` all compute the training-time outputs.
+It is a ``peft`` LoRA layer through a :class:`LoraVariant`:
 ``get_peft_model``, ``save_pretrained``, ``merge_and_unload``, ``disable_adapter`` and multiple adapters all work.
-Within a config made by :func:`partial_lora_config`, every targeted ``nn.Linear`` named ``in_proj`` gets Partial
-LoRA; every other targeted layer gets ordinary LoRA.
+Within a :class:`PartialLoraConfig`, every targeted ``nn.Linear`` whose name matches ``partial_lora_modules`` gets
+Partial LoRA; every other targeted layer gets ordinary LoRA.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,7 +32,7 @@ from peft.tuners.lora.layer import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraVariant
 from torch import nn
 
-from .._compat import register_peft_custom_module
+from .._compat import register_peft_custom_module, register_peft_lora_config_class
 
 Tensor = torch.Tensor
 
@@ -83,7 +85,8 @@ class PartialLoraLinear(LoraLinear):
 
     def update_layer(self, adapter_name: str, r: int, lora_alpha: int, config: LoraConfig, **kwargs: Any) -> None:
         target = kwargs.get("target_name") or ""
-        self.partial_target = target.rsplit(".", 1)[-1] == PARTIAL_LORA_MODULE_NAME
+        pattern = getattr(config, "partial_lora_modules", None)
+        self.partial_target = pattern is not None and re.fullmatch(pattern, target) is not None
         if self.partial_target:
             out_features = self.get_base_layer().out_features
             if out_features % 2:
@@ -112,22 +115,50 @@ class PartialLoraLinear(LoraLinear):
 
 PARTIAL_LORA_MODULES: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: PartialLoraLinear}
 
-
-def register_partial_lora(config: LoraConfig) -> LoraConfig:
-    """Make ``config`` dispatch targeted ``nn.Linear`` layers to :class:`PartialLoraLinear` (in place)."""
-    register_peft_custom_module(config, PARTIAL_LORA_MODULES)
-    return config
+DEFAULT_PARTIAL_LORA_MODULES = rf".*\.{PARTIAL_LORA_MODULE_NAME}"
 
 
-def partial_lora_config(**lora_kwargs: Any) -> LoraConfig:
-    """A ``LoraConfig`` (same arguments) whose ``in_proj`` targets get Partial LoRA."""
-    return register_partial_lora(LoraConfig(**lora_kwargs))
+@dataclass
+class PartialLoraConfig(LoraConfig):
+    """``LoraConfig`` whose targets matching ``partial_lora_modules`` get Partial LoRA (EMRRG's LoRAP).
+
+    The field is saved in ``adapter_config.json``, so the folder itself says which layers are partial.
+    """
+
+    partial_lora_modules: str | None = field(
+        default=None,
+        metadata={"help": "Regex (full match) over module names: targeted nn.Linear layers that get Partial LoRA."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.partial_lora_modules is not None:
+            try:
+                re.compile(self.partial_lora_modules)
+            except re.error as error:
+                raise ValueError(
+                    f"partial_lora_modules: not a regex ({error}): {self.partial_lora_modules!r}"
+                ) from None
+            register_peft_custom_module(self, PARTIAL_LORA_MODULES)
+
+
+def register_partial_lora_config() -> None:
+    """Make PEFT load every LoRA ``adapter_config.json`` as a :class:`PartialLoraConfig` (idempotent)."""
+    register_peft_lora_config_class(PartialLoraConfig)
+
+
+register_partial_lora_config()
+
+
+def partial_lora_config(partial_lora_modules: str = DEFAULT_PARTIAL_LORA_MODULES, **lora_kwargs: Any) -> LoraConfig:
+    """A :class:`PartialLoraConfig` (``LoraConfig``'s arguments) whose ``in_proj`` targets get Partial LoRA."""
+    return PartialLoraConfig(partial_lora_modules=partial_lora_modules, **lora_kwargs)
 
 
 def load_emrrg_adapter(model: nn.Module, adapter_path: str, is_trainable: bool = False, **kwargs: Any) -> PeftModel:
-    """``PeftModel.from_pretrained`` for adapters saved with Partial LoRA (re-registers the custom layer)."""
-    config = register_partial_lora(LoraConfig.from_pretrained(adapter_path))
-    return PeftModel.from_pretrained(model, adapter_path, config=config, is_trainable=is_trainable, **kwargs)
+    """``PeftModel.from_pretrained`` for EMRRG adapters: Partial LoRA comes from ``adapter_config.json``."""
+    register_partial_lora_config()
+    return PeftModel.from_pretrained(model, adapter_path, is_trainable=is_trainable, **kwargs)
 
 
 @dataclass
@@ -198,15 +229,19 @@ def emrrg_lora_config(
     modules_to_save = (["multi_modal_projector"] if train_projector else []) + (
         ["gated_cross_attn"] if train_hybrid_layers else []
     )
-    config = LoraConfig(
+    config_cls = PartialLoraConfig if in_proj_lora == "partial" else LoraConfig
+    partial = (
+        {"partial_lora_modules": rf"vision_model\..*\.{PARTIAL_LORA_MODULE_NAME}"} if in_proj_lora == "partial" else {}
+    )
+    return config_cls(
         r=r,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
         target_modules=rf"^({'|'.join(patterns)})$",
         modules_to_save=modules_to_save or None,
+        **partial,
         **lora_kwargs,
     )
-    return register_partial_lora(config) if in_proj_lora == "partial" else config
 
 
 def apply_emrrg_recipe(
