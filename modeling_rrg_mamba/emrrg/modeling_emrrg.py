@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -406,16 +407,20 @@ class EMRRGPreTrainedModel(RemoteCodeModelMixin, PreTrainedModel):
         self, gradient_checkpointing_kwargs: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
         """Non-reentrant checkpointing (transformers 4.57 defaults to reentrant): the visual tokens reach the hybrid
-        layers as a keyword argument, which reentrant checkpointing neither differentiates nor can replay.
+        layers as a keyword argument, which reentrant checkpointing neither differentiates nor can replay, so
+        ``use_reentrant=True`` (older recipes pass it) switches to non-reentrant with one warning.
 
         transformers 5 routes ``activation_checkpointing_enable`` (what its Trainer calls) through this override too.
         """
         gradient_checkpointing_kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
         if gradient_checkpointing_kwargs["use_reentrant"]:
-            raise ValueError(
-                "gradient_checkpointing_kwargs: use_reentrant=True cannot carry the visual tokens to the "
-                "hybrid layers; leave it unset or False"
+            warnings.warn(
+                "gradient_checkpointing_kwargs: use_reentrant=True cannot carry the visual tokens to EMRRG's hybrid "
+                "layers; using non-reentrant checkpointing (same gradients)",
+                UserWarning,
+                stacklevel=2,
             )
+            gradient_checkpointing_kwargs["use_reentrant"] = False
         enable_activation_checkpointing(super(), gradient_checkpointing_kwargs, **kwargs)
 
 

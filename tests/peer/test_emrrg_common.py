@@ -110,16 +110,6 @@ class EMRRGModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCase)
     def test_multimodal_outputs_are_returned(self):
         pass
 
-    @unittest.skip(
-        "EMRRG needs non-reentrant activation checkpointing (it refuses use_reentrant=True): the visual tokens reach "
-        "the hybrid layers as a keyword argument, which reentrant checkpointing neither differentiates nor replays"
-    )
-    def test_training_gradient_checkpointing_use_reentrant_true(self):
-        pass
-
-    # the same test's name in transformers 4.57
-    test_training_gradient_checkpointing_use_reentrant = test_training_gradient_checkpointing_use_reentrant_true
-
 
 SDPA_SKIP = (
     "the common test pads the batch with random input_ids rows that hold no <image> placeholders while pixel_values "
