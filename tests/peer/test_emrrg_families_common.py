@@ -1,0 +1,121 @@
+"""transformers' common model tests on EMRRG with other LLM families and sizes than ``test_emrrg_common.py``: a GPT-2
+(fused ``c_attn``, learned positions) and a wider Llama with every second layer hybrid, two-view films."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+import test_emrrg_common
+import torch
+from peer_suite import ConfigTester, ModelTesterMixin, floats_tensor, ids_tensor
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+from modeling_rrg_mamba.emrrg import EMRRGConfig
+
+pytestmark = pytest.mark.peer
+
+IMAGE_TOKEN_ID = 3  # low: the resize tests clamp input_ids to a shrunk vocabulary
+
+TEXT_CONFIGS = {
+    "gpt2": dict(
+        model_type="gpt2",
+        n_embd=24,
+        n_layer=2,
+        n_head=3,
+        n_positions=64,
+        vocab_size=53,
+        bos_token_id=1,
+        eos_token_id=2,
+    ),
+    "llama": dict(
+        model_type="llama",
+        hidden_size=48,
+        intermediate_size=40,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=3,
+        vocab_size=71,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    ),
+}
+
+
+class EMRRGFamilyTester:
+    """EMRRG on 48 px films (3x3 patches + class token = 10 visual tokens per view) and the ``family`` LLM."""
+
+    def __init__(self, parent, family: str, batch_size: int = 3, text_length: int = 4, hybrid_layer_interval: int = 1):
+        self.parent, self.family, self.batch_size, self.text_length = parent, family, batch_size, text_length
+        self.hybrid_layer_interval = hybrid_layer_interval
+        self.image_size = 48
+        self.vision_config = dict(hidden_size=12, num_hidden_layers=2, image_size=48, patch_size=16, d_state=3)
+        text = TEXT_CONFIGS[family]
+        self.vocab_size = text["vocab_size"]
+        self.num_hidden_layers = text.get("n_layer", text.get("num_hidden_layers"))
+        self.hidden_size = text.get("n_embd", text.get("hidden_size"))
+        self.num_attention_heads = text.get("n_head", text.get("num_attention_heads"))
+        self.is_training = True
+
+    def get_config(self) -> EMRRGConfig:
+        return EMRRGConfig(
+            text_config=dict(TEXT_CONFIGS[self.family]),
+            vision_config=self.vision_config,
+            image_token_id=IMAGE_TOKEN_ID,
+            hybrid_layer_interval=self.hybrid_layer_interval,
+        )
+
+    @property
+    def seq_length(self) -> int:
+        return 1 + self.get_config().num_image_tokens + self.text_length
+
+    def prepare_config_and_inputs_for_common(self):
+        config = self.get_config()
+        text = ids_tensor([self.batch_size, self.text_length], self.vocab_size - 4) + 4
+        input_ids = torch.cat(
+            [
+                torch.full((self.batch_size, 1), 1),
+                torch.full((self.batch_size, config.num_image_tokens), IMAGE_TOKEN_ID),
+                text,
+            ],
+            dim=1,
+        )
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "pixel_values": floats_tensor([self.batch_size, 3, self.image_size, self.image_size]),
+        }
+        return config, inputs
+
+
+class EMRRGFamilyTestMixin(test_emrrg_common.EMRRGModelTest):
+    """``test_emrrg_common.py``'s test case (its documented opt-outs) on :class:`EMRRGFamilyTester`."""
+
+    __test__ = False  # run through the concrete classes below
+    family = "llama"
+    hybrid_layer_interval = 1
+
+    def setUp(self):
+        self.model_tester = EMRRGFamilyTester(self, self.family, hybrid_layer_interval=self.hybrid_layer_interval)
+        self.config_tester = ConfigTester(self, config_class=EMRRGConfig, has_text_modality=False)
+
+    if hasattr(ModelTesterMixin, "test_causal_lm_loss_honors_shift_labels"):
+
+        def test_causal_lm_loss_honors_shift_labels(self):
+            """transformers picks the heads to check from its own name mappings; EMRRG's is image-text-to-text."""
+            with mock.patch.dict(
+                MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, {"emrrg": "EMRRGForConditionalGeneration"}
+            ):
+                super().test_causal_lm_loss_honors_shift_labels()
+
+
+class EMRRGGPT2ModelTest(EMRRGFamilyTestMixin):
+    __test__ = True
+    family = "gpt2"
+
+
+class EMRRGLlamaModelTest(EMRRGFamilyTestMixin):
+    __test__ = True
+    family = "llama"
+    hybrid_layer_interval = 2
