@@ -139,13 +139,13 @@ class RRGMambaVisualExtractor(nn.Module):
         super().__init__()
         self.backbone = create_backbone(config)
         self.num_features = self.backbone.num_features
-        # timm initialised (or loaded) a backbone built on a real device: PreTrainedModel's weight initialisation
-        # must leave it alone. `from_pretrained` builds on the meta device: there `_init_weights` initialises the
-        # backbone weights the checkpoint lacks (timm's scheme, see `RRGMambaPreTrainedModel._init_weights`).
+        # ImageNet weights timm loaded must survive PreTrainedModel's weight initialisation. A random backbone is
+        # initialised by `_init_weights` (timm's scheme, see `RRGMambaPreTrainedModel._init_weights`) whether it is
+        # built here or on the meta device by `from_pretrained` (weights a checkpoint lacks): the same weights.
         built_on_meta = any(parameter.is_meta for parameter in self.backbone.parameters())
         for module in self.backbone.modules():
             module._rrg_mamba_backbone = True
-            if not built_on_meta:
+            if config.pretrained_backbone and not built_on_meta:
                 module._is_hf_initialized = True
 
     def forward(self, images: Tensor) -> Tensor:
