@@ -3,9 +3,12 @@ a DenseNet (the paper's extractor family) on single-view 96 px films and a narro
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import test_rrg_mamba_common
-from peer_suite import ConfigTester, floats_tensor, ids_tensor
+from peer_suite import ConfigTester, ModelTesterMixin, floats_tensor, ids_tensor
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from modeling_rrg_mamba.rrg_mamba import RRGMambaConfig
 
@@ -71,6 +74,14 @@ class RRGMambaExtractorTestMixin(test_rrg_mamba_common.RRGMambaModelTest):
     def setUp(self):
         self.model_tester = RRGMambaExtractorTester(self, self.extractor, views=self.views, layers=self.layers)
         self.config_tester = ConfigTester(self, config_class=RRGMambaConfig, has_text_modality=True)
+
+    if hasattr(ModelTesterMixin, "test_encoder_decoder_loss_no_double_shift"):
+
+        def test_encoder_decoder_loss_no_double_shift(self):
+            """transformers picks the heads to check from its own name mappings; RRG-Mamba's is image-text-to-text."""
+            names = {"rrg_mamba": "RRGMambaForConditionalGeneration"}
+            with mock.patch.dict(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, names):
+                super().test_encoder_decoder_loss_no_double_shift()
 
 
 class RRGMambaDenseNetModelTest(RRGMambaExtractorTestMixin):
