@@ -32,6 +32,7 @@ from typing import Any
 import datasets
 
 from ..image_processing_xray import load_xray_image
+from .jsonl import reject_duplicate_keys
 
 logger = logging.getLogger(__name__)
 
@@ -311,9 +312,11 @@ def read_annotation(annotation_path: PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"annotation: file {path} does not exist")
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+            return json.load(handle, object_pairs_hook=reject_duplicate_keys)
     except json.JSONDecodeError as error:
         raise BadEntry(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    except ValueError as error:
+        raise BadEntry(f"{path}: {error}") from None
     except UnicodeDecodeError as error:
         raise BadEntry(
             f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from .jsonl import reject_duplicate_keys
+
 
 class OutputPathError(ValueError):
     """An output file or folder that cannot be written (a directory, a file in the way, no permission, ...)."""
@@ -65,11 +67,16 @@ def read_jsonl_records(path: str | os.PathLike, repair: bool = False) -> list[di
     records, good_bytes = [], 0
     for number, raw in enumerate(raw_lines, start=1):
         try:
-            record = json.loads(raw.decode("utf-8")) if raw.strip() else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = json.loads(raw.decode("utf-8"), object_pairs_hook=reject_duplicate_keys) if raw.strip() else None
+        except (UnicodeDecodeError, ValueError):
             if number == len(raw_lines) and not raw.endswith(b"\n"):
                 break  # cut short by a kill: the study is generated again
             raise OutputPathError(f"{path}: line {number} is not a JSON record; fix or remove it") from None
+        if record is not None and not isinstance(record, dict):
+            raise OutputPathError(
+                f"{path}: line {number} is a JSON {type(record).__name__}, not a record (object); "
+                "this file was not written by rrg-mamba: choose another output or remove it"
+            )
         if record is not None:
             records.append(record)
         good_bytes += len(raw)
@@ -85,12 +92,24 @@ class JsonlWriter:
     def __init__(self, path: str | os.PathLike, append: bool = False) -> None:
         self.path = Path(path)
         self.append = append
+        self.lock = self.path.with_name(self.path.name + ".lock")
         self.handle: TextIO | None = None
         self.count = 0
 
     def __enter__(self) -> Callable[[dict[str, Any]], None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a" if self.append else "w", encoding="utf-8")
+        try:
+            os.close(os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise OutputPathError(
+                f"{self.path}: another run is writing it ({self.lock} exists); wait for it, "
+                "or remove the lock file if no run is left"
+            ) from None
+        try:
+            self.handle = open(self.path, "a" if self.append else "w", encoding="utf-8")
+        except OSError:
+            self.lock.unlink(missing_ok=True)
+            raise
         return self.write
 
     def write(self, record: dict[str, Any]) -> None:
@@ -102,6 +121,7 @@ class JsonlWriter:
     def __exit__(self, *exc_info: Any) -> None:
         if self.handle is not None:
             self.handle.close()
+            self.lock.unlink(missing_ok=True)
 
 
 __all__ = ["JsonlWriter", "OutputPathError", "check_output_dir", "check_output_file", "read_jsonl_records"]
