@@ -315,13 +315,13 @@ def read_annotation(annotation_path: PathLike) -> dict[str, Any]:
             return json.load(handle, object_pairs_hook=reject_duplicate_keys)
     except json.JSONDecodeError as error:
         raise BadEntry(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
-    except ValueError as error:
-        raise BadEntry(f"{path}: {error}") from None
     except UnicodeDecodeError as error:
         raise BadEntry(
             f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
             "save the annotation as UTF-8"
         ) from None
+    except ValueError as error:  # a key given twice (reject_duplicate_keys)
+        raise BadEntry(f"{path}: {error}") from None
 
 
 def load_r2gen_annotation(
