@@ -146,7 +146,7 @@ def generate(argv: Sequence[str]) -> None:
     if done:
         print(f"{output}: {done} studies already written, {len(todo)} to go")
     skipped: list[dict[str, Any]] = []
-    writer = JsonlWriter(output, append=bool(done))
+    writer = JsonlWriter(output, append=args.resume and not args.overwrite)  # resume never drops earlier records
     try:
         with writer as write:
             command.generate_reports(

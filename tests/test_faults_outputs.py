@@ -1,11 +1,17 @@
 """Issue 26: output files are never mixed or misread; annotations with a key given twice are refused."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
+from conftest import DEMO_DATA, save_demo_model
 
+from modeling_rrg_mamba.cli import main
 from modeling_rrg_mamba.data import JsonlWriter, OutputPathError, read_jsonl_records
 from modeling_rrg_mamba.data.annotation import BadEntry, read_annotation
+
+DEMO_IMAGES = sorted((DEMO_DATA / "images").glob("*.jpg"))
 
 
 @pytest.mark.parametrize("line", ["[1, 2]", '"text"', "3"])
@@ -42,3 +48,38 @@ def test_annotation_with_a_split_given_twice_is_refused(tmp_path, key):
     path.write_text(f'{{"{key}": {entry}, "val": [], "{key}": {entry}}}', encoding="utf-8")
     with pytest.raises(BadEntry, match=f'"{key}" appears twice'):
         read_annotation(path)
+
+
+# ------------------------------------------------------------------------------------------- generate --resume
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    return save_demo_model(tmp_path_factory.mktemp("model"))
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _generate(model, images, output, *extra):
+    argv = ["generate", "--model", str(model), "--images", *map(str, images), "--output", str(output)]
+    return main([*argv, "--num_beams", "1", "--max_new_tokens", "4", "--batch_size", "1", *extra])
+
+
+def test_resume_with_other_images_keeps_the_earlier_records(saved_model, tmp_path):
+    output = tmp_path / "reports.jsonl"
+    assert _generate(saved_model, DEMO_IMAGES[:1], output) == 0
+    assert _generate(saved_model, DEMO_IMAGES[1:2], output, "--resume") == 0
+    assert [Path(r["images"][0]).name for r in _records(output)] == [p.name for p in DEMO_IMAGES[:2]]
+
+
+def test_resume_compares_resolved_paths(saved_model, tmp_path, monkeypatch):
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(DEMO_IMAGES[0], films / DEMO_IMAGES[0].name)
+    output = tmp_path / "reports.jsonl"
+    monkeypatch.chdir(tmp_path)
+    assert _generate(saved_model, [Path("films")], output) == 0
+    assert _generate(saved_model, [films.resolve()], output, "--resume") == 0
+    assert len(_records(output)) == 1  # the same film given by another path is not generated twice

@@ -215,6 +215,11 @@ def annotation_studies(
     return studies, [{"id": i, "reference": r} for i, r in zip(rows["id"], rows["report"])]
 
 
+def _resolved(images: Sequence[str | os.PathLike]) -> tuple[str, ...]:
+    """A study's images as resolved paths: ``films/a.png`` and ``/abs/films/a.png`` are the same study on resume."""
+    return tuple(str(Path(image).resolve()) for image in images)
+
+
 def pending_studies(
     output: Path,
     studies: Sequence[Sequence[Path]],
@@ -235,8 +240,8 @@ def pending_studies(
             f"--output: {output} already holds reports; pass --resume to generate only the studies it "
             "lacks, or --overwrite to start again"
         )
-    done = {tuple(record.get("images") or ()) for record in read_jsonl_records(output, repair=True)}
-    todo = [i for i in everything if tuple(str(p) for p in studies[i]) not in done]
+    done = {_resolved(record.get("images") or ()) for record in read_jsonl_records(output, repair=True)}
+    todo = [i for i in everything if _resolved(studies[i]) not in done]
     return todo, len(everything) - len(todo)
 
 
