@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DEMO_DATA, save_demo_model
+from safetensors.torch import load_file, save_file
 
 from modeling_rrg_mamba.cli import main
 from modeling_rrg_mamba.data import JsonlWriter, OutputPathError, read_jsonl_records
@@ -83,3 +84,36 @@ def test_resume_compares_resolved_paths(saved_model, tmp_path, monkeypatch):
     assert _generate(saved_model, [Path("films")], output) == 0
     assert _generate(saved_model, [films.resolve()], output, "--resume") == 0
     assert len(_records(output)) == 1  # the same film given by another path is not generated twice
+
+
+@pytest.mark.parametrize("change", ["settings", "weights"])
+def test_resume_refuses_a_file_of_another_model_or_settings(saved_model, tmp_path, capsys, change):
+    output = tmp_path / "reports.jsonl"
+    assert _generate(saved_model, DEMO_IMAGES[:1], output) == 0
+    before = output.read_bytes()
+    model = saved_model
+    extra = ["--num_beams", "2"] if change == "settings" else []
+    if change == "weights":
+        model = tmp_path / "other"
+        shutil.copytree(saved_model, model)
+        save_file({k: v + 1 for k, v in load_file(model / "model.safetensors").items()}, model / "model.safetensors")
+    assert _generate(model, DEMO_IMAGES[1:2], output, "--resume", *extra) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "record 1" in error and ("num_beams" in error if change == "settings" else "weights" in error)
+    assert output.read_bytes() == before  # nothing written
+
+
+def test_every_record_names_its_model_and_settings(saved_model, tmp_path):
+    output = tmp_path / "reports.jsonl"
+    assert _generate(saved_model, DEMO_IMAGES[:2], output) == 0
+    producers = [r["producer"] for r in _records(output)]
+    assert producers[0] == producers[1]
+    assert producers[0]["model"] == str(saved_model.resolve()) and len(producers[0]["weights"]) == 12
+    assert producers[0]["num_beams"] == 1 and producers[0]["max_new_tokens"] == 4
+
+
+def test_resume_refuses_records_that_do_not_name_their_model(saved_model, tmp_path, capsys):
+    output = tmp_path / "reports.jsonl"
+    output.write_text(json.dumps({"id": "x", "images": [str(DEMO_IMAGES[0])], "prediction": "a"}) + "\n")
+    assert _generate(saved_model, DEMO_IMAGES[:2], output, "--resume") == 2
+    assert "producer" in capsys.readouterr().err

@@ -226,11 +226,13 @@ def pending_studies(
     metadata: Sequence[dict[str, Any]] | None,
     resume: bool,
     overwrite: bool,
+    producer: dict[str, Any] | None = None,
 ) -> tuple[list[int], int]:
     """(positions of the studies still to generate, number already in ``output``). An ``output`` that holds records
-    is resumed (``resume``: studies whose images are already written are skipped), replaced (``overwrite``) or
-    refused."""
+    is resumed (``resume``: studies whose images are already written are skipped; every record must come from the
+    same ``producer`` when one is given), replaced (``overwrite``) or refused."""
     from ..data import read_jsonl_records
+    from ..data.outputs import check_same_producer
 
     everything = list(range(len(studies)))
     if not output.is_file() or output.stat().st_size == 0 or overwrite:
@@ -240,7 +242,10 @@ def pending_studies(
             f"--output: {output} already holds reports; pass --resume to generate only the studies it "
             "lacks, or --overwrite to start again"
         )
-    done = {_resolved(record.get("images") or ()) for record in read_jsonl_records(output, repair=True)}
+    records = read_jsonl_records(output, repair=True)
+    if producer is not None:
+        check_same_producer(output, records, producer)
+    done = {_resolved(record.get("images") or ()) for record in records}
     todo = [i for i in everything if _resolved(studies[i]) not in done]
     return todo, len(everything) - len(todo)
 

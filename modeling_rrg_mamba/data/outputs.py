@@ -5,6 +5,7 @@ Errors raise `OutputPathError` (a ``ValueError``) naming the flag and the path a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -86,6 +87,44 @@ def read_jsonl_records(path: str | os.PathLike, repair: bool = False) -> list[di
     return records
 
 
+_FINGERPRINT_FILES = ("*.safetensors", "pytorch_model.bin", "config.json", "generation_config.json")
+_SAMPLE_BYTES, _SAMPLES = 1 << 20, 16
+
+
+def model_fingerprint(model_dir: str | os.PathLike) -> str:
+    """A short (12 hex) hash of a saved model's weights and configs: sizes plus 16 evenly spaced 1 MiB samples of each
+    file (a retrained or different model changes it; hashing every byte of a 7B model would cost a minute)."""
+    digest = hashlib.sha256()
+    folder = Path(model_dir)
+    for path in sorted(p for pattern in _FINGERPRINT_FILES for p in folder.glob(pattern) if p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with open(path, "rb") as handle:
+            for sample in range(_SAMPLES):
+                handle.seek(size * sample // _SAMPLES)
+                digest.update(handle.read(_SAMPLE_BYTES))
+    return digest.hexdigest()[:12]
+
+
+def check_same_producer(path: Path, records: list[dict[str, Any]], producer: dict[str, Any]) -> None:
+    """Resume only a file written by the same model and decoding settings (its records' ``"producer"``)."""
+    for number, record in enumerate(records, start=1):
+        found = record.get("producer")
+        if found is None:
+            raise OutputPathError(
+                f'{path}: record {number} does not say which model wrote it (no "producer"); '
+                "--resume continues only files written by this version: choose another --output or --overwrite"
+            )
+        if found != producer:
+            differ = sorted(k for k in {*found, *producer} if found.get(k) != producer.get(k))
+            raise OutputPathError(
+                f"{path}: record {number} was written with another {', '.join(differ)} "
+                f"({', '.join(f'{k}={found.get(k)!r}' for k in differ)}; now "
+                f"{', '.join(f'{k}={producer.get(k)!r}' for k in differ)}); resuming would mix two runs: "
+                "choose another --output, or --overwrite"
+            )
+
+
 class JsonlWriter:
     """Append one JSON record per line, flushed at once (``with JsonlWriter(path) as write: write(record)``)."""
 
@@ -124,4 +163,12 @@ class JsonlWriter:
             self.lock.unlink(missing_ok=True)
 
 
-__all__ = ["JsonlWriter", "OutputPathError", "check_output_dir", "check_output_file", "read_jsonl_records"]
+__all__ = [
+    "JsonlWriter",
+    "OutputPathError",
+    "check_same_producer",
+    "model_fingerprint",
+    "check_output_dir",
+    "check_output_file",
+    "read_jsonl_records",
+]
