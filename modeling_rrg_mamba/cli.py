@@ -134,7 +134,8 @@ def generate(argv: Sequence[str]) -> None:
     from .data import JsonlWriter, check_output_dir, check_output_file
     from .data.outputs import model_fingerprint
 
-    output = check_output_file(args.output, "--output")  # every output checked before any work
+    inputs = [args.model, args.annotation, *(args.images or ())]
+    output = check_output_file(args.output, "--output", inputs)  # every output checked before any work
     if args.heatmaps:
         check_output_dir(args.heatmaps, "--heatmaps")
     if args.annotation is not None:

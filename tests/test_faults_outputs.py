@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from modeling_rrg_mamba.cli import main
 from modeling_rrg_mamba.data import JsonlWriter, OutputPathError, read_jsonl_records
 from modeling_rrg_mamba.data.annotation import BadEntry, read_annotation
+from modeling_rrg_mamba.data.outputs import check_new_output_dir, replaced_dir
 
 DEMO_IMAGES = sorted((DEMO_DATA / "images").glob("*.jpg"))
 
@@ -117,3 +118,86 @@ def test_resume_refuses_records_that_do_not_name_their_model(saved_model, tmp_pa
     output.write_text(json.dumps({"id": "x", "images": [str(DEMO_IMAGES[0])], "prediction": "a"}) + "\n")
     assert _generate(saved_model, DEMO_IMAGES[:2], output, "--resume") == 2
     assert "producer" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- outputs never over inputs or over a model
+
+
+def _trained_folder(path):
+    path.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (path / name).write_text(name)
+    return {name: (path / name).read_text() for name in ("config.json", "model.safetensors", "tokenizer.json")}
+
+
+def test_convert_refuses_an_existing_model_folder(tmp_path, capsys):
+    before = _trained_folder(tmp_path / "model")
+    argv = ["convert", "--checkpoint", str(tmp_path / "x.pth"), "--output_dir", str(tmp_path / "model")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "already holds a saved model" in error and "--overwrite" in error
+    assert {name: (tmp_path / "model" / name).read_text() for name in before} == before
+
+
+@pytest.mark.parametrize("where", ["same", "parent"])
+def test_convert_refuses_an_output_that_is_or_holds_its_input(tmp_path, capsys, where):
+    checkpoint = tmp_path / "in" / "x.pth"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"weights")
+    out = checkpoint if where == "same" else checkpoint.parent
+    assert main(["convert", "--checkpoint", str(checkpoint), "--output_dir", str(out), "--overwrite"]) == 2
+    assert "the input" in capsys.readouterr().err and checkpoint.read_bytes() == b"weights"
+
+
+def test_a_failed_convert_leaves_no_folder_behind(tmp_path):
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    out = tmp_path / "new" / "nested" / "model"
+    assert main(["convert", "--checkpoint", str(tmp_path / "bad.pth"), "--output_dir", str(out)]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth"]
+
+
+def test_convert_overwrite_replaces_the_folder_whole(tmp_path):
+    import torch
+    from test_emrrg_convert import AuthorsArm, randomized
+
+    torch.save(randomized(AuthorsArm()).state_dict(), tmp_path / "backbone.pth")
+    out = tmp_path / "model"
+    _trained_folder(out)
+    argv = ["convert", "--checkpoint", str(tmp_path / "backbone.pth"), "--output_dir", str(out), "--kind"]
+    assert main([*argv, "xray_mamba", "--overwrite"]) == 0
+    assert not (out / "tokenizer.json").exists()  # nothing of the old model is left beside the new weights
+    assert json.loads((out / "config.json").read_text())["model_type"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone.pth", "model"]
+
+
+def test_replaced_dir_keeps_the_old_folder_when_writing_fails(tmp_path):
+    before = _trained_folder(tmp_path / "model")
+    with pytest.raises(RuntimeError), replaced_dir(tmp_path / "model") as staging:
+        (staging / "config.json").write_text("new")
+        raise RuntimeError("disk full")
+    assert {name: (tmp_path / "model" / name).read_text() for name in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_new_output_dir_accepts_an_empty_folder_and_creates_nothing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert check_new_output_dir(tmp_path / "empty", "--output_dir") == tmp_path / "empty"
+    check_new_output_dir(tmp_path / "a" / "b", "--output_dir")
+    assert not (tmp_path / "a").exists()
+
+
+def test_evaluate_refuses_to_write_its_metrics_over_the_predictions(tmp_path, capsys):
+    predictions = tmp_path / "reports.jsonl"
+    predictions.write_text(json.dumps({"prediction": "a", "reference": "a"}) + "\n")
+    before = predictions.read_bytes()
+    argv = ["evaluate", "--predictions", str(predictions), "--output", str(predictions), "--no_meteor"]
+    assert main(argv) == 2
+    assert "the input" in capsys.readouterr().err and predictions.read_bytes() == before
+
+
+def test_generate_refuses_to_write_over_an_input_image(saved_model, tmp_path, capsys):
+    image = tmp_path / DEMO_IMAGES[0].name
+    shutil.copy(DEMO_IMAGES[0], image)
+    before = image.read_bytes()
+    assert _generate(saved_model, [image], image, "--overwrite") == 2
+    assert "the input" in capsys.readouterr().err and image.read_bytes() == before

@@ -5,11 +5,13 @@ Errors raise `OutputPathError` (a ``ValueError``) naming the flag and the path a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,9 +38,25 @@ def _probe_folder(folder: Path, flag: str) -> None:
         ) from None
 
 
-def check_output_file(path: str | os.PathLike, flag: str) -> Path:
-    """``path`` can be written as a file: not a folder, its folder exists or can be created and is writable."""
+def check_not_an_input(path: Path, flag: str, inputs: Iterable[str | os.PathLike | None]) -> None:
+    """An output is never one of the command's inputs, nor a folder holding one (paths compared resolved)."""
+    target = path.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source or target in source.parents:
+            raise OutputPathError(
+                f"{flag}: {path} is {'' if target == source else 'a folder holding '}the input {given}; "
+                "writing there would destroy it: choose another output"
+            )
+
+
+def check_output_file(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """``path`` can be written as a file: not a folder, not one of ``inputs``, its folder exists or can be created
+    and is writable."""
     path = Path(path)
+    check_not_an_input(path, flag, inputs)
     if path.is_dir():
         raise OutputPathError(f"{flag}: {path} is a folder; give a file name (e.g. {path / 'reports.jsonl'})")
     _probe_folder(path.parent if str(path.parent) else Path("."), flag)
@@ -58,6 +76,58 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
         raise OutputPathError(f"{flag}: {path} is a file, not a folder; choose another output folder")
     _probe_folder(path, flag)
     return path
+
+
+def check_new_output_dir(
+    path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike | None] = (), overwrite: bool = False
+) -> Path:
+    """``path`` may receive a command's whole output folder: not one of ``inputs``, and empty or absent unless
+    ``overwrite``. Nothing is created here (see `replaced_dir`), so a refused command leaves no folder behind."""
+    path = Path(path)
+    check_not_an_input(path, flag, inputs)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{flag}: {path} is a file, not a folder; choose another output folder")
+    entries = sorted(entry.name for entry in path.iterdir()) if path.is_dir() else []
+    if entries and not overwrite:
+        what = "a saved model" if "config.json" in entries else f"{len(entries)} entries"
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise OutputPathError(
+            f"{flag}: {path} already holds {what} ({shown}); choose a new or empty folder, or pass --overwrite "
+            "to replace it whole"
+        )
+    existing = next(
+        folder for folder in [path.parent, *path.parent.parents] if folder.exists() or folder == folder.parent
+    )
+    _probe_folder(existing, flag)
+    return path
+
+
+@contextlib.contextmanager
+def replaced_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a folder beside its final place and move it there whole when the block succeeds: an earlier folder is
+    replaced (no stale file of it is left beside the new ones), a failure leaves neither a partial nor an empty
+    folder behind (``with replaced_dir(out) as staging: model.save_pretrained(staging)``)."""
+    path = Path(path)
+    created = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    previous = path.with_name(f".{path.name}.replaced-{os.getpid()}") if path.exists() else None
+    if previous is not None:
+        path.rename(previous)
+    staging.rename(path)
+    if previous is not None:
+        shutil.rmtree(previous)
 
 
 def read_jsonl_records(path: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
@@ -168,7 +238,10 @@ __all__ = [
     "OutputPathError",
     "check_same_producer",
     "model_fingerprint",
+    "check_new_output_dir",
+    "check_not_an_input",
     "check_output_dir",
     "check_output_file",
     "read_jsonl_records",
+    "replaced_dir",
 ]
