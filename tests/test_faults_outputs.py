@@ -201,3 +201,14 @@ def test_generate_refuses_to_write_over_an_input_image(saved_model, tmp_path, ca
     before = image.read_bytes()
     assert _generate(saved_model, [image], image, "--overwrite") == 2
     assert "the input" in capsys.readouterr().err and image.read_bytes() == before
+
+
+def test_a_dangling_link_in_an_images_folder_is_named_or_listed_as_skipped(saved_model, tmp_path, capsys):
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(DEMO_IMAGES[0], films / "a.jpg")
+    (films / "b.jpg").symlink_to(tmp_path / "gone.jpg")
+    assert _generate(saved_model, [films], tmp_path / "r.jsonl") == 2
+    assert "b.jpg" in capsys.readouterr().err
+    assert _generate(saved_model, [films], tmp_path / "s.jsonl", "--on_bad_image", "skip") == 0
+    assert "b.jpg" in capsys.readouterr().err and len(_records(tmp_path / "s.jsonl")) == 1

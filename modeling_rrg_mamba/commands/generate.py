@@ -23,7 +23,9 @@ def collect_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(  # a dangling link is kept: reading it fails by name (or it is listed as skipped)
+                p for p in path.rglob("*") if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_SUFFIXES
+            )
             if not found:
                 raise FileNotFoundError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             images.extend(found)
