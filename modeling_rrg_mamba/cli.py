@@ -132,21 +132,29 @@ def generate(argv: Sequence[str]) -> None:
     args = parse(GenerateArguments, argv, "rrg-mamba generate")
     from .commands import generate as command
     from .data import JsonlWriter, check_output_dir, check_output_file
+    from .data.outputs import model_fingerprint
 
-    output = check_output_file(args.output, "--output")  # every output checked before any work
+    inputs = [args.model, args.annotation, *(args.images or ())]
+    output = check_output_file(args.output, "--output", inputs)  # every output checked before any work
     if args.heatmaps:
         check_output_dir(args.heatmaps, "--heatmaps")
     if args.annotation is not None:
         studies, metadata = command.annotation_studies(args.annotation, args.image_root, args.split, args.on_bad_image)
     else:
         studies, metadata = command.group_studies(command.collect_images(args.images), args.views_per_study), None
-    todo, done = command.pending_studies(output, studies, metadata, args.resume, args.overwrite)
+    producer = {
+        "model": str(Path(args.model).resolve()),
+        "weights": model_fingerprint(args.model),
+        "num_beams": args.num_beams,
+        "max_new_tokens": args.max_new_tokens,
+    }  # in every record: which model and decoding settings wrote it (None = the model's generation_config)
+    todo, done = command.pending_studies(output, studies, metadata, args.resume, args.overwrite, producer)
     processor = load_processor(args.model)  # registers the model type with the Auto classes
     model = command.load_checked_model(args.model).to(args.device)
     if done:
         print(f"{output}: {done} studies already written, {len(todo)} to go")
     skipped: list[dict[str, Any]] = []
-    writer = JsonlWriter(output, append=bool(done))
+    writer = JsonlWriter(output, append=args.resume and not args.overwrite)  # resume never drops earlier records
     try:
         with writer as write:
             command.generate_reports(
@@ -157,7 +165,7 @@ def generate(argv: Sequence[str]) -> None:
                 heatmap_dir=args.heatmaps,
                 heatmap_words=args.heatmap_words,
                 metadata=[metadata[i] for i in todo] if metadata else None,
-                on_record=write,
+                on_record=lambda record: write({**record, "producer": producer}),
                 on_bad_image=args.on_bad_image,
                 skipped=skipped,
                 heatmap_start=done,

@@ -143,13 +143,11 @@ def test_unreadable_film_stops_generate_keeping_the_reports_so_far_and_resume_sk
 def test_generate_resume_drops_a_line_cut_short_by_a_kill(saved_model, tmp_path):
     output = tmp_path / "reports.jsonl"
     images = [str(p) for p in DEMO_IMAGES[:2]]
-    output.write_text(json.dumps({"id": "x", "images": [images[0]], "prediction": "a"}) + "\n" + '{"id": "y", "ima')
-    assert (
-        main(
-            ["generate", "--model", str(saved_model), "--images", *images, "--output", str(output), "--resume", *FAST]
-        )
-        == 0
-    )
+    model = ["generate", "--model", str(saved_model), "--output", str(output), *FAST]
+    assert main([*model, "--images", images[0]]) == 0
+    with open(output, "a", encoding="utf-8") as handle:
+        handle.write('{"id": "y", "ima')  # a second record cut short by a kill
+    assert main([*model, "--images", *images, "--resume"]) == 0
     assert [r["images"] for r in read_jsonl(output)] == [[images[0]], [images[1]]]
 
 

@@ -183,6 +183,9 @@ class ConvertArguments:
         metadata={"help": "Read a file holding Python objects (the authors' argparse settings): trusted files only."},
     )
     dtype: str = field(default=None, metadata={"help": "Save the weights in this dtype (float16, bfloat16, ...)."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace a non-empty --output_dir (e.g. an earlier model) whole."}
+    )
 
     def __post_init__(self) -> None:
         if self.checkpoint is None or self.output_dir is None:

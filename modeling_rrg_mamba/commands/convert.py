@@ -8,9 +8,11 @@ file (``MambaXrayCLIP-B.pth``) becomes an ``XrayMambaModel`` folder. The mapping
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from ..data import check_output_dir
+from ..data.outputs import check_new_output_dir, replaced_dir
 from ..emrrg import (
     ConversionReport,
     authors_checkpoint_kind,
@@ -33,7 +35,9 @@ def _dtype(name: str | None) -> torch.dtype | None:
 
 def run_convert(args: ConvertArguments) -> ConversionReport:
     """Convert ``args.checkpoint`` into ``args.output_dir``; returns what was loaded and dropped."""
-    check_output_dir(args.output_dir, "--output_dir")
+    text_model = args.text_model if Path(args.text_model).exists() else None
+    inputs = (args.checkpoint, args.backbone_checkpoint, text_model)
+    check_new_output_dir(args.output_dir, "--output_dir", inputs, overwrite=args.overwrite)
     dtype = _dtype(args.dtype)
     state_dict = load_authors_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
     kind = authors_checkpoint_kind(state_dict) if args.kind == "auto" else args.kind
@@ -41,7 +45,8 @@ def run_convert(args: ConvertArguments) -> ConversionReport:
         model, report = convert_xray_mamba_checkpoint(state_dict)
         if dtype is not None:
             model.to(dtype)
-        model.save_pretrained(args.output_dir)
+        with replaced_dir(args.output_dir) as staging:
+            model.save_pretrained(staging)
     else:
         backbone = None
         if args.backbone_checkpoint is not None:
@@ -53,6 +58,7 @@ def run_convert(args: ConvertArguments) -> ConversionReport:
             num_views=args.num_views,
             dtype=dtype,
         )
-        save_for_hub(model, processor, args.output_dir)
+        with replaced_dir(args.output_dir) as staging:
+            save_for_hub(model, processor, staging, repo_id=Path(args.output_dir).resolve().name)
     report.source = args.checkpoint
     return report

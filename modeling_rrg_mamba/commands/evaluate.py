@@ -43,7 +43,7 @@ def score_predictions(
     CE metrics with CheXbert instead of the rule labeler."""
     if not Path(predictions).is_file():
         raise FileNotFoundError(f"--predictions: no such file {predictions}")
-    output = check_output_file(output or Path(predictions).with_suffix(".metrics.json"), "--output")
+    output = check_output_file(output or Path(predictions).with_suffix(".metrics.json"), "--output", [predictions])
     predictions_, references, lines = read_prediction_jsonl(
         predictions, prediction_key, reference_key, with_lines=True
     )

@@ -23,7 +23,9 @@ def collect_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(  # a dangling link is kept: reading it fails by name (or it is listed as skipped)
+                p for p in path.rglob("*") if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_SUFFIXES
+            )
             if not found:
                 raise FileNotFoundError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             images.extend(found)
@@ -215,17 +217,24 @@ def annotation_studies(
     return studies, [{"id": i, "reference": r} for i, r in zip(rows["id"], rows["report"])]
 
 
+def _resolved(images: Sequence[str | os.PathLike]) -> tuple[str, ...]:
+    """A study's images as resolved paths: ``films/a.png`` and ``/abs/films/a.png`` are the same study on resume."""
+    return tuple(str(Path(image).resolve()) for image in images)
+
+
 def pending_studies(
     output: Path,
     studies: Sequence[Sequence[Path]],
     metadata: Sequence[dict[str, Any]] | None,
     resume: bool,
     overwrite: bool,
+    producer: dict[str, Any] | None = None,
 ) -> tuple[list[int], int]:
     """(positions of the studies still to generate, number already in ``output``). An ``output`` that holds records
-    is resumed (``resume``: studies whose images are already written are skipped), replaced (``overwrite``) or
-    refused."""
+    is resumed (``resume``: studies whose images are already written are skipped; every record must come from the
+    same ``producer`` when one is given), replaced (``overwrite``) or refused."""
     from ..data import read_jsonl_records
+    from ..data.outputs import check_same_producer
 
     everything = list(range(len(studies)))
     if not output.is_file() or output.stat().st_size == 0 or overwrite:
@@ -235,8 +244,11 @@ def pending_studies(
             f"--output: {output} already holds reports; pass --resume to generate only the studies it "
             "lacks, or --overwrite to start again"
         )
-    done = {tuple(record.get("images") or ()) for record in read_jsonl_records(output, repair=True)}
-    todo = [i for i in everything if tuple(str(p) for p in studies[i]) not in done]
+    records = read_jsonl_records(output, repair=True)
+    if producer is not None:
+        check_same_producer(output, records, producer)
+    done = {_resolved(record.get("images") or ()) for record in records}
+    todo = [i for i in everything if _resolved(studies[i]) not in done]
     return todo, len(everything) - len(todo)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import datasets
 
 from ..image_processing_xray import load_xray_image
+from .jsonl import reject_duplicate_keys
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ def read_annotation(annotation_path: PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"annotation: file {path} does not exist")
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+            return json.load(handle, object_pairs_hook=reject_duplicate_keys)
     except json.JSONDecodeError as error:
         raise BadEntry(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
     except UnicodeDecodeError as error:
@@ -319,6 +320,8 @@ def read_annotation(annotation_path: PathLike) -> dict[str, Any]:
             f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
             "save the annotation as UTF-8"
         ) from None
+    except ValueError as error:  # a key given twice (reject_duplicate_keys)
+        raise BadEntry(f"{path}: {error}") from None
 
 
 def load_r2gen_annotation(

@@ -19,6 +19,25 @@ from transformers import Seq2SeqTrainingArguments
 MODEL_TYPES = ("rrg_mamba", "emrrg")
 
 
+_RANGES = {
+    "positive": (lambda v: v > 0, "a positive number"),
+    "count": (lambda v: v >= 1, "a positive integer"),
+    "non_negative": (lambda v: v >= 0, "a number >= 0"),
+    "fraction": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "steps": (lambda v: v == -1 or v >= 1, "a positive integer (or -1: use num_train_epochs)"),
+}
+
+
+def check_ranges(args: Any, rules: dict[str, str], prefix: str = "") -> None:
+    """Refuse, before any work, a numeric argument outside its range (``rules``: name -> a key of ``_RANGES``);
+    ``None`` means unset and passes."""
+    for name, rule in rules.items():
+        value = getattr(args, name, None)
+        accepts, expected = _RANGES[rule]
+        if value is not None and not accepts(value):
+            raise ValueError(f"{prefix}{name}: expected {expected}, got {value}")
+
+
 @dataclass
 class ModelArguments:
     """Which model to train and how its processor is built."""
@@ -133,6 +152,29 @@ class DataArguments:
             raise ValueError(f"uncertain_labels: expected 'positive' or 'negative', got {self.uncertain_labels!r}")
         if self.on_bad_image not in ("error", "skip"):
             raise ValueError(f"on_bad_image: expected 'error' or 'skip', got {self.on_bad_image!r}")
+        check_ranges(self, dict.fromkeys(("max_train_samples", "max_eval_samples", "max_test_samples"), "count"))
+
+
+TRAINING_RANGES = {
+    "learning_rate": "positive",
+    "visual_extractor_learning_rate": "positive",
+    "num_train_epochs": "positive",
+    "max_steps": "steps",
+    "per_device_train_batch_size": "count",
+    "per_device_eval_batch_size": "count",
+    "gradient_accumulation_steps": "count",
+    "weight_decay": "non_negative",
+    "warmup_ratio": "fraction",
+    "warmup_steps": "non_negative",
+    "max_grad_norm": "non_negative",
+    "max_minutes": "positive",
+    "generation_num_beams": "count",
+    "generation_max_length": "count",
+    "save_total_limit": "count",
+    "logging_steps": "positive",
+    "eval_steps": "positive",
+    "save_steps": "positive",
+}
 
 
 @dataclass
@@ -173,6 +215,7 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        check_ranges(self, TRAINING_RANGES)  # before the Trainer's own checks, which accept e.g. max_steps 0
         super().__post_init__()
         if self.lr_decay_epochs is not None:
             if self.lr_decay_epochs <= 0 or not 0 < self.lr_decay_rate <= 1:
@@ -198,6 +241,7 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
 
 
 __all__ = [
+    "check_ranges",
     "DataArguments",
     "MODEL_TYPES",
     "ModelArguments",

@@ -6,6 +6,8 @@ after training, by [`predict_test_split`].
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,17 @@ from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .trainer import AugmentationEpochCallback, ReportGenerationTrainer, SeededAugmentationCollator, default_callbacks
 
 logger = logging.getLogger(__name__)
+
+
+def check_config_keys(overrides: dict[str, Any], config_class: type, where: str = "config_overrides") -> None:
+    """Refuse a key ``config_class`` does not know (a typo would be stored and ignored), naming the nearest one."""
+    known = set(inspect.signature(config_class.__init__).parameters) - {"self", "kwargs"}
+    known |= set(config_class().to_dict())
+    for key in overrides:
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; {config_class.__name__} has no such field"
+            raise ValueError(f"{where}: unknown key {key!r}{hint}")
 
 
 def load_report_datasets(data_args: DataArguments) -> datasets.DatasetDict:
@@ -101,6 +114,7 @@ def build_rrg_mamba(model_args: ModelArguments, train_reports: list[str]):
     )
     image_processor = RRGMambaImageProcessor(size=model_args.resize_size, crop_size=model_args.image_size)
     processor = RRGMambaProcessor(image_processor, tokenizer, max_length=model_args.max_length)
+    check_config_keys(model_args.overrides(), RRGMambaConfig)
     config = RRGMambaConfig(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
@@ -116,7 +130,13 @@ def build_emrrg(model_args: ModelArguments):
     """EMRRG from a saved model, or from an X-ray Mamba and a local LLM, wrapped with the Partial-LoRA recipe."""
     from transformers import AutoTokenizer
 
-    from ..emrrg import EMRRGForConditionalGeneration, EMRRGProcessor, XrayMambaConfig, apply_emrrg_recipe
+    from ..emrrg import (
+        EMRRGConfig,
+        EMRRGForConditionalGeneration,
+        EMRRGProcessor,
+        XrayMambaConfig,
+        apply_emrrg_recipe,
+    )
     from ..image_processing_xray import XrayImageProcessor
 
     if model_args.model_name_or_path is not None:
@@ -124,6 +144,8 @@ def build_emrrg(model_args: ModelArguments):
         model = EMRRGForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
     else:
         overrides = model_args.overrides()
+        check_config_keys(overrides.get("vision_config", {}), XrayMambaConfig, "config_overrides.vision_config")
+        check_config_keys({k: v for k, v in overrides.items() if k != "vision_config"}, EMRRGConfig)
         vision_config = XrayMambaConfig(**{"image_size": model_args.image_size, **overrides.pop("vision_config", {})})
         tokenizer = AutoTokenizer.from_pretrained(model_args.text_model_name_or_path)
         image_processor = XrayImageProcessor(size=model_args.resize_size, crop_size=model_args.image_size)
