@@ -68,7 +68,7 @@ class RRGMambaConfig(PretrainedConfig):
         use_cma (`bool`, defaults to `True`): cross-modal adapter (observation head, foreground token,
             consistency loss and the fusion of the foreground token with the decoder state).
         num_observations (`int`, defaults to 14): classes of the observation head (CheXpert observations).
-        visual_position_scale (`float`, defaults to 0.1): scale of the sinusoidal positions added to the encoder's
+        visual_position_scale (`float`, defaults to 0.0): scale of the sinusoidal positions added to the encoder's
             visual tokens (R2Gen adds none; at 1.0 they outweigh the image-dependent part of the tokens tenfold at
             initialisation, issue 24).
         word_ratio (`float`, defaults to 0.5): the word identification ratio k of the consistency loss.
@@ -123,7 +123,7 @@ class RRGMambaConfig(PretrainedConfig):
         use_cma: bool = True,
         num_observations: int = NUM_OBSERVATIONS,
         word_ratio: float = 0.5,
-        visual_position_scale: float = 0.1,
+        visual_position_scale: float = 0.0,
         observation_loss_weight: float = 1.0,
         consistency_loss_weight: float = 0.15,
         d_model: int = 512,
