@@ -12,6 +12,24 @@ Pipeline (paper Sec. 3, equation numbers as in the paper where it gives them):
 
 Encoder token layout (what ``cross_attentions`` index): for each view ``[global, grid row-major (h*w)]``, views in
 input order, so one view gives ``1 + h*w`` tokens and ``V`` views give ``V * (1 + h*w)``.
+
+Image signal early in training (issue 24). Three causes held the image back in the first hundreds of steps, each
+fixed here within the paper's structure:
+
+* GDLM's DPB and v_con conv branches read the raw stream: even zero-initialised, Adam moves them one learning-rate
+  step per update, each block then scales the stream by about (1 + K), amplifying the direction v_S shares across
+  tokens and images. Every GDLM branch is now pre-norm (v_P = v + DPB(LN(v)), v_con = v_P + DWConv(LN(v_P))), so a
+  block's update has the same size whatever the stream's scale.
+* The consistency loss pulled the decoder's cross-attention towards the map of an untrained observation head (near
+  uniform, zero on the global tokens). As in the authors' code it now applies only when observation labels are given
+  and only to reports with a positive label; without labels it is not computed.
+* Sinusoidal positions added to the visual tokens were about ten times their image-dependent part at
+  initialisation. R2Gen adds none to visual tokens; ``visual_position_scale`` (default 0) keeps that, GDLM's DPB,
+  conv and 2-D RoPE carry the grid positions.
+
+This package's reading of the paper: the authors' released code (Eleanorhxd/RRG-Mamba, forked from CAMANet) lacks
+the GDLM source and its GDLM output never reaches the decoder. Here GDLM runs on the extractor's token grid and its
+output v_M is the encoder input (with v_G), and the adapter's fusion M_t = Proj([h_t ; f]) enters before the LM head.
 """
 
 from __future__ import annotations
