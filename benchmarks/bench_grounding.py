@@ -1,120 +1,203 @@
-"""Image grounding of RRG-Mamba and its ablations: held-out finding-sentence accuracy against training steps.
+"""Image grounding of RRG-Mamba and its ablations: held-out finding-slot accuracy against training steps.
 
-A synthetic findings task (issue 13): 128 px films with four independent findings of very different sizes (a
-consolidation over half a lung, an effusion band, a thin line, a nodule of a few pixels); each finding owns one
-sentence of the report ("there is a X" / "no X"). Every configuration (the default RRG-Mamba with GDLM and the
-cross-modal adapter, and the ablations use_gdlm / use_cma off, both off) trains the same tiny backbone with the
-paper's optimiser (Adam with AMSGrad, two learning-rate groups 1e-3 / 2e-3, weight decay 5e-5), same seed and
-batches, and is evaluated (greedy decoding) on the same held-out films at fixed steps. Chance is 0.50.
+A family of synthetic findings tasks (issues 13 and 24) on 128 px films with two lung fields; each film has
+several finding slots, each stated by one report sentence "<slot> <value>":
 
-The figure of merit is the first evaluated step at which each configuration reaches ``--target`` (0.9) accuracy,
-and the ratio default / fastest ablation (goal <= 1).
+    presence   whether each of four findings of very different sizes is there (consolidation, effusion, line, nodule)
+    side       which lung holds the nodule, and which the effusion
+    size       whether each lung's opacity is small or large
+    count      how many nodules (one to three), and whether a line is there
+    where      whether each lung's opacity is in the upper or the lower zone
 
-    python benchmarks/bench_grounding.py --quick        # 4 configurations x 300 steps, evaluated at 50 .. 300
-    python benchmarks/bench_grounding.py [--steps 100 200 ... 800] [--batch 16] [--threads 1] [--only NAME ...]
+Every configuration (the default RRG-Mamba with GDLM and the cross-modal adapter, and the ablations use_gdlm /
+use_cma off, both off) trains with the paper's optimiser (Adam with AMSGrad, learning rates 1e-3 extractor /
+2e-3 rest, weight decay 5e-5), the same seed and batches, observation labels one per (slot, value), and is
+evaluated (greedy decoding) on the same held-out films at fixed steps. Two scales: ``tiny`` (issue 24's ResNet-18-like
+extractor at 128 px, d_model 128, one GDLM block, 1 + 1 layers) and ``densenet`` (DenseNet-121 at 224 px, two GDLM
+blocks). The goal: from step 100 on the default is within 0.03 of the best ablation and reaches ``--target`` (0.9)
+no later than the fastest one; the table prints the worst gap per task and the verdict.
 
-The quick mode costs 4 x 300 optimiser steps of batch 16 (about 0.3 s each on an idle core; measured 0.6-1 s on
-a 2-core machine shared with other jobs, 25 minutes in all). One thread is fastest on a shared CPU.
+    python benchmarks/bench_grounding.py --tasks side size count where --steps 50 100 150 \
+        --output benchmarks/results_grounding_tiny.txt          # table there, plot beside it (needs matplotlib)
+    python benchmarks/bench_grounding.py --scale densenet --tasks where --seeds 0 1 --steps 100 200
 
-Measured (quick mode, seed 0; issue 13):
-
-    configuration            50   100   150   200   300   steps to 0.9
-    before: default        0.47  0.56  0.66  0.70  0.81   > 300
-    after:  default        0.61  0.70  0.80  0.95  1.00   200
-    use_gdlm=False         0.68  0.64  0.64  0.82  0.98   300    (before: 0.68 0.66 0.67 0.76 1.00)
-    use_cma=False          0.52  0.66  0.68  0.68  0.73   > 300  (before: 0.58 0.67 0.72 0.71 0.75)
-    both off               0.53  0.68  0.64  0.87  1.00   300
+One optimiser step of the tiny scale costs about 0.2 s on one shared core; one thread is fastest on a shared CPU.
+Results measured with this file are in benchmarks/results_grounding_*.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from modeling_rrg_mamba.rrg_mamba import RRGMambaConfig, RRGMambaForConditionalGeneration, RRGMambaTokenizer
 
 SIZE = 128
-FINDINGS = ("consolidation", "effusion", "line", "nodule")
 CONFIGURATIONS = {
     "default (GDLM + CMA)": {},
     "use_gdlm=False": {"use_gdlm": False},
     "use_cma=False": {"use_cma": False},
     "both off": {"use_gdlm": False, "use_cma": False},
 }
+RIGHT, LEFT = (12, 60), (68, 116)  # column ranges of the two lung fields (viewer's left / right)
 
 
-def draw(present: list[bool], generator: torch.Generator) -> torch.Tensor:
-    """One film (3, SIZE, SIZE): noise, two lung fields, and the present findings at jittered positions."""
-    image = 0.1 * torch.randn(SIZE, SIZE, generator=generator)
+@dataclass(frozen=True)
+class Task:
+    """A synthetic findings task: slots, each stated by one sentence "<slot> <value>", drawn onto a film."""
+
+    slots: tuple[tuple[str, tuple[str, ...]], ...]
+    paint: Callable[[torch.Tensor, list[int], torch.Generator], None]
+
+
+def _jitter(generator: torch.Generator, low: int = -4, high: int = 5) -> int:
+    return int(torch.randint(low, high, (1,), generator=generator))
+
+
+def _spot(image: torch.Tensor, row: int, col: int, radius: float, value: float) -> None:
     rows, cols = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
-    image[16:112, 12:60] += 0.2  # right lung field (viewer's left)
-    image[16:112, 68:116] += 0.2  # left lung field
-    jitter = torch.randint(-4, 5, (4, 2), generator=generator).tolist()
-    if present[0]:  # consolidation: the lower half of the right lung
-        image[64 + jitter[0][0] : 112, 12:60] += 0.35
-    if present[1]:  # effusion: a band along the left base
-        top = 100 + jitter[1][0]
-        image[top : top + 6, 68:116] += 0.6
-    if present[2]:  # line: a thin vertical tube in the upper left lung
-        col = 92 + jitter[2][1]
+    image[((rows - row) ** 2 + (cols - col) ** 2) <= radius**2] += value
+
+
+def _paint_presence(image: torch.Tensor, values: list[int], generator: torch.Generator) -> None:
+    """Whether it is there: consolidation (half a lung), effusion band, thin line, 3 px nodule (value 0 = present)."""
+    if values[0] == 0:
+        image[64 + _jitter(generator) : 112, RIGHT[0] : RIGHT[1]] += 0.35
+    if values[1] == 0:
+        top = 100 + _jitter(generator)
+        image[top : top + 6, LEFT[0] : LEFT[1]] += 0.6
+    if values[2] == 0:
+        col = 92 + _jitter(generator)
         image[20:60, col : col + 2] += 0.8
-    if present[3]:  # nodule: a 3 x 3 spot in the upper right lung
-        row, col = 36 + jitter[3][0], 36 + jitter[3][1]
-        image[((rows - row) ** 2 + (cols - col) ** 2) <= 2] += 1.5
+    if values[3] == 0:
+        _spot(image, 36 + _jitter(generator), 36 + _jitter(generator), 1.5, 1.5)
+
+
+def _paint_side(image: torch.Tensor, values: list[int], generator: torch.Generator) -> None:
+    """Which side: a nodule in the upper zone and an effusion band at the base, each in the right or left lung."""
+    lung = (RIGHT, LEFT)[values[0]]
+    _spot(image, 40 + _jitter(generator), (lung[0] + lung[1]) // 2 + _jitter(generator), 3, 1.0)
+    lung = (RIGHT, LEFT)[values[1]]
+    top = 100 + _jitter(generator)
+    image[top : top + 6, lung[0] : lung[1]] += 0.6
+
+
+def _paint_size(image: torch.Tensor, values: list[int], generator: torch.Generator) -> None:
+    """How large: an opacity in each lung, small (radius 3) or large (radius 9)."""
+    for lung, value in zip((RIGHT, LEFT), values):
+        _spot(image, 64 + _jitter(generator), (lung[0] + lung[1]) // 2 + _jitter(generator), (3, 9)[value], 0.8)
+
+
+def _paint_count(image: torch.Tensor, values: list[int], generator: torch.Generator) -> None:
+    """How many: one to three nodules anywhere in the lungs, and whether a line is there."""
+    for index in range(values[0] + 1):
+        lung = (RIGHT, LEFT)[index % 2]
+        row = 28 + 28 * index + _jitter(generator)
+        _spot(image, row, (lung[0] + lung[1]) // 2 + _jitter(generator, -12, 13), 3, 1.0)
+    if values[1] == 0:
+        col = 92 + _jitter(generator)
+        image[20:60, col : col + 2] += 0.8
+
+
+def _paint_where(image: torch.Tensor, values: list[int], generator: torch.Generator) -> None:
+    """Where: an opacity in each lung, in its upper or lower zone."""
+    for lung, value in zip((RIGHT, LEFT), values):
+        _spot(image, (36, 92)[value] + _jitter(generator), (lung[0] + lung[1]) // 2 + _jitter(generator), 6, 0.8)
+
+
+PRESENCE = ("present", "absent")
+TASKS = {
+    "presence": Task(
+        tuple((name, PRESENCE) for name in ("consolidation", "effusion", "line", "nodule")), _paint_presence
+    ),
+    "side": Task((("nodule", ("right", "left")), ("effusion", ("right", "left"))), _paint_side),
+    "size": Task((("right opacity", ("small", "large")), ("left opacity", ("small", "large"))), _paint_size),
+    "count": Task((("nodules", ("one", "two", "three")), ("line", PRESENCE)), _paint_count),
+    "where": Task((("right opacity", ("upper", "lower")), ("left opacity", ("upper", "lower"))), _paint_where),
+}
+
+
+def draw(task: Task, values: list[int], generator: torch.Generator) -> torch.Tensor:
+    """One film (3, SIZE, SIZE): noise, two lung fields, and the task's findings at jittered positions."""
+    image = 0.1 * torch.randn(SIZE, SIZE, generator=generator)
+    image[16:112, RIGHT[0] : RIGHT[1]] += 0.2
+    image[16:112, LEFT[0] : LEFT[1]] += 0.2
+    task.paint(image, values, generator)
     return image.expand(3, -1, -1)
 
 
-def sentence(finding: str, present: bool) -> str:
-    return f"there is a {finding}" if present else f"no {finding}"
+def report(task: Task, values: list[int]) -> str:
+    return " . ".join(f"{name} {options[v]}" for (name, options), v in zip(task.slots, values)) + " ."
 
 
-def report(present: list[bool]) -> str:
-    return " . ".join(sentence(f, p) for f, p in zip(FINDINGS, present)) + " ."
+def observation_labels(task: Task, values: list[list[int]]) -> torch.Tensor:
+    """One observation per (slot, value): 1 for the stated value, 0 for the others."""
+    labels = []
+    for row in values:
+        labels.append([float(v == i) for (_, options), v in zip(task.slots, row) for i in range(len(options))])
+    return torch.tensor(labels)
 
 
-def batch(size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[list[bool]]]:
-    present = (torch.rand(size, len(FINDINGS), generator=generator) < 0.5).tolist()
-    return torch.stack([draw(p, generator) for p in present]), present
+def batch(task: Task, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[list[int]]]:
+    values = [[int(torch.randint(len(o), (1,), generator=generator)) for _, o in task.slots] for _ in range(size)]
+    return torch.stack([draw(task, v, generator) for v in values]), values
 
 
-def findings_accuracy(texts: list[str], present: list[list[bool]]) -> float:
-    """Share of (film, finding) pairs whose sentence the generated report states correctly."""
+def findings_accuracy(task: Task, texts: list[str], values: list[list[int]]) -> float:
+    """Share of (film, slot) pairs whose sentence the generated report states correctly."""
     correct = 0
-    for text, truth in zip(texts, present):
+    for text, truth in zip(texts, values):
         sentences = {part.strip(" .") for part in text.split(" . ")}
-        correct += sum(sentence(f, p) in sentences for f, p in zip(FINDINGS, truth))
-    return correct / (len(FINDINGS) * len(present))
+        correct += sum(f"{name} {options[v]}" in sentences for (name, options), v in zip(task.slots, truth))
+    return correct / (len(task.slots) * len(values))
 
 
-TOKENIZER = RRGMambaTokenizer.from_reports([report([True] * 4), report([False] * 4)], threshold=1)
+TOKENIZER = RRGMambaTokenizer.from_reports(
+    [report(t, [i % len(o) for _, o in t.slots]) for t in TASKS.values() for i in range(3)], threshold=1
+)
 
 
-def config(**overrides) -> RRGMambaConfig:
-    """A tiny RRG-Mamba: stride-32 ResNet (4 x 4 grid at 128 px), two GDLM blocks, 1 + 1 layer encoder-decoder."""
+SCALES = {
+    # issue 24's tiny scale: a ResNet-18-like stride-32 extractor (4 x 4 grid at 128 px), d_model 128, 1 + 1 layers
+    "tiny": dict(
+        image_size=128,
+        visual_extractor="resnet18",
+        backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "stem_width": 8},
+        gdlm_dim=128,
+        gdlm_depth=1,
+        d_model=128,
+        d_ff=256,
+    ),
+    # the paper's extractor: DenseNet-121 at 224 px (7 x 7 grid), two GDLM blocks
+    "densenet": dict(
+        image_size=224, visual_extractor="densenet121", gdlm_dim=128, gdlm_depth=2, d_model=128, d_ff=256
+    ),
+}
+
+
+def config(task: Task, scale: str, **overrides) -> RRGMambaConfig:
+    """A small RRG-Mamba at ``scale`` with one observation per (slot, value) of ``task``."""
     settings = dict(
         vocab_size=len(TOKENIZER),
         pad_token_id=TOKENIZER.pad_token_id,
         bos_token_id=TOKENIZER.bos_token_id,
         eos_token_id=TOKENIZER.eos_token_id,
         decoder_start_token_id=TOKENIZER.bos_token_id,
-        visual_extractor="resnet18",
-        backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "stem_width": 8},
         gdlm_preset=None,
-        gdlm_dim=64,
-        gdlm_depth=2,
         gdlm_d_state=8,
         gdlm_mlp_ratio=2.0,
         dpb_window=3,
-        d_model=64,
         num_attention_heads=4,
-        d_ff=128,
         encoder_layers=1,
         decoder_layers=1,
         dropout=0.1,
-        num_observations=len(FINDINGS),
+        num_observations=sum(len(options) for _, options in task.slots),
     )
+    settings.update({k: v for k, v in SCALES[scale].items() if k != "image_size"})
     settings.update(overrides)
     return RRGMambaConfig(**settings)
 
@@ -127,22 +210,31 @@ def paper_groups(model: RRGMambaForConditionalGeneration) -> list[dict]:
     return [{"params": visual, "lr": 1e-3, "weight_decay": 5e-5}, {"params": rest, "lr": 2e-3, "weight_decay": 5e-5}]
 
 
-def run(name: str, overrides: dict, steps: list[int], batch_size: int, held_out: tuple, seed: int) -> list[float]:
+def resize(pixels: torch.Tensor, scale: str) -> torch.Tensor:
+    size = SCALES[scale]["image_size"]
+    return pixels if size == SIZE else torch.nn.functional.interpolate(pixels, size=(size, size), mode="bilinear")
+
+
+def run(task: str, scale: str, overrides: dict, steps: list[int], batch_size: int, seed: int, held_out: int) -> list:
     """Train one configuration with the paper's optimiser; held-out accuracy at each step in ``steps``."""
+    kind = TASKS[task]
     torch.manual_seed(seed)
-    model = RRGMambaForConditionalGeneration(config(**overrides))
+    model = RRGMambaForConditionalGeneration(config(kind, scale, **overrides))
     optimizer = torch.optim.Adam(paper_groups(model), amsgrad=True)
     generator = torch.Generator().manual_seed(seed + 1)
-    pixels_out, present_out = held_out
+    pixels_out, values_out = batch(kind, held_out, torch.Generator().manual_seed(12345))
+    pixels_out = resize(pixels_out, scale)
     accuracies, done, start = [], 0, time.perf_counter()
     for checkpoint in steps:
         model.train()
         for _ in range(checkpoint - done):
-            pixel_values, present = batch(batch_size, generator)
-            encoded = TOKENIZER([report(p) for p in present], padding=True, return_tensors="pt")
+            pixel_values, values = batch(kind, batch_size, generator)
+            encoded = TOKENIZER([report(kind, v) for v in values], padding=True, return_tensors="pt")
             labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
             loss = model(
-                pixel_values=pixel_values, labels=labels, observation_labels=torch.tensor(present).float()
+                pixel_values=resize(pixel_values, scale),
+                labels=labels,
+                observation_labels=observation_labels(kind, values),
             ).loss
             optimizer.zero_grad()
             loss.backward()
@@ -151,51 +243,95 @@ def run(name: str, overrides: dict, steps: list[int], batch_size: int, held_out:
         model.eval()
         with torch.no_grad():
             ids = model.generate(pixels_out, num_beams=1, max_new_tokens=24)
-        accuracies.append(findings_accuracy(TOKENIZER.batch_decode(ids, skip_special_tokens=True), present_out))
+        texts = TOKENIZER.batch_decode(ids, skip_special_tokens=True)
+        accuracies.append(findings_accuracy(kind, texts, values_out))
         print(
-            f"  {name:22s} step {checkpoint:4d}: accuracy {accuracies[-1]:.2f} "
+            f"  {task:8s} seed {seed} {overrides!s:40s} step {checkpoint:4d}: accuracy {accuracies[-1]:.2f} "
             f"(loss {loss.item():.3f}, {time.perf_counter() - start:.0f} s)",
             flush=True,
         )
     return accuracies
 
 
+def table(results: dict, steps: list[int], target: float) -> str:
+    """Mean accuracy over seeds per (task, configuration) and checkpoint, first step reaching ``target``, verdict."""
+    lines = [f"{'task':8s} {'configuration':22s} " + " ".join(f"{s:>5d}" for s in steps) + f"  to {target}"]
+    for task, by_name in results.items():
+        means = {name: [sum(col) / len(col) for col in zip(*runs)] for name, runs in by_name.items()}
+        reached = {}
+        for name, row in means.items():
+            reached[name] = next((s for s, a in zip(steps, row) if a >= target), None)
+            first = reached[name] if reached[name] else f">{steps[-1]}"
+            lines.append(f"{task:8s} {name:22s} " + " ".join(f"{a:5.2f}" for a in row) + f"  {first}")
+        default = means.get(DEFAULT)
+        others = [row for name, row in means.items() if name != DEFAULT]
+        if default and others:
+            gaps = [max(col) - d for s, d, *col in zip(steps, default, *others) if s >= 100]
+            fastest = min((reached[n] for n in means if n != DEFAULT and reached[n]), default=None)
+            on_time = fastest is None or (reached[DEFAULT] is not None and reached[DEFAULT] <= fastest)
+            verdict = "ok" if max(gaps, default=0) <= 0.03 and on_time else "MISSES GOAL"
+            lines.append(f"{task:8s} worst gap to best ablation from step 100: {max(gaps, default=0):+.2f}  {verdict}")
+    return "\n".join(lines)
+
+
+def plot(results: dict, steps: list[int], path: str) -> str:
+    """Accuracy against steps, one panel per task (mean over seeds); returns what was done."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot"
+    figure, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.2), squeeze=False)
+    for axis, (task, by_name) in zip(axes[0], results.items()):
+        for name, runs in by_name.items():
+            axis.plot(steps, [sum(col) / len(col) for col in zip(*runs)], marker="o", label=name)
+        axis.set_title(task)
+        axis.set_xlabel("steps")
+        axis.set_ylim(0.3, 1.02)
+    axes[0][0].set_ylabel("held-out slot accuracy")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return f"plot written to {path}"
+
+
+DEFAULT = "default (GDLM + CMA)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="Steps 50..300 (a few minutes on 2 cores).")
-    parser.add_argument("--steps", type=int, nargs="+", default=[100, 200, 300, 400, 500, 600, 800])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--scale", default="tiny", choices=list(SCALES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[50, 100, 150, 200, 300])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--held-out", type=int, default=64)
     parser.add_argument("--target", type=float, default=0.9)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared CPU.")
     parser.add_argument("--only", nargs="*", default=None, help="Run only these configuration names.")
+    parser.add_argument("--output", default=None, help="Write the table here (and the plot beside it as .png).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    steps = [50, 100, 150, 200, 300] if args.quick else sorted(args.steps)
-    held_out = batch(args.held_out, torch.Generator().manual_seed(12345))
-    results = {}
-    for name, overrides in CONFIGURATIONS.items():
-        if args.only and name not in args.only:
-            continue
-        results[name] = run(name, overrides, steps, args.batch, held_out, args.seed)
-    print(f"\nheld-out finding-sentence accuracy (chance 0.50), batch {args.batch}, seed {args.seed}")
-    print(f"{'configuration':22s} " + " ".join(f"{s:>5d}" for s in steps) + f"   steps to {args.target}")
-    reached = {}
-    for name, accuracies in results.items():
-        first = next((s for s, a in zip(steps, accuracies) if a >= args.target), None)
-        reached[name] = first
-        print(
-            f"{name:22s} "
-            + " ".join(f"{a:5.2f}" for a in accuracies)
-            + f"   {first if first else '> ' + str(steps[-1])}"
-        )
-    default = reached.get("default (GDLM + CMA)")
-    ablations = [s for n, s in reached.items() if n != "default (GDLM + CMA)" and s is not None]
-    if default is not None and ablations:
-        print(f"ratio default / fastest ablation (steps to {args.target}): {default / min(ablations):.2f} (goal <= 1)")
-    elif ablations:
-        print(f"default did not reach {args.target} within {steps[-1]} steps; fastest ablation: {min(ablations)}")
+    steps = sorted(args.steps)
+    results: dict = {}
+    for task in args.tasks:
+        for name, overrides in CONFIGURATIONS.items():
+            if args.only and name not in args.only:
+                continue
+            runs = [run(task, args.scale, overrides, steps, args.batch, seed, args.held_out) for seed in args.seeds]
+            results.setdefault(task, {})[name] = runs
+    header = (
+        f"held-out slot accuracy, scale {args.scale}, batch {args.batch}, seeds {args.seeds} (mean), "
+        f"{args.held_out} held-out films per task"
+    )
+    text = header + "\n" + table(results, steps, args.target)
+    print("\n" + text)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text + "\n")
+        print(plot(results, steps, args.output.rsplit(".", 1)[0] + ".png"))
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def _parameter_count(model):
 
 @pytest.mark.parametrize(
     "switch, removed",
-    [("use_gdlm", "encoder.gdlm."), ("use_dpb", ".position_bias."), ("use_cma", None), ("use_rope", None)],
+    [("use_gdlm", "encoder.gdlm."), ("use_dpb", ".position_bias"), ("use_cma", None), ("use_rope", None)],
 )
 def test_ablation_switches_change_parameters_and_output(switch, removed):
     full = tiny_model()

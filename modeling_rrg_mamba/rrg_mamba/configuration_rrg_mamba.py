@@ -68,6 +68,9 @@ class RRGMambaConfig(PretrainedConfig):
         use_cma (`bool`, defaults to `True`): cross-modal adapter (observation head, foreground token,
             consistency loss and the fusion of the foreground token with the decoder state).
         num_observations (`int`, defaults to 14): classes of the observation head (CheXpert observations).
+        visual_position_scale (`float`, defaults to 0.0): scale of the sinusoidal positions added to the encoder's
+            visual tokens (R2Gen adds none; at 1.0 they outweigh the image-dependent part of the tokens tenfold at
+            initialisation, issue 24).
         word_ratio (`float`, defaults to 0.5): the word identification ratio k of the consistency loss.
         observation_loss_weight (`float`, defaults to 1.0): weight of the observation BCE term in the loss. The
             paper's Eq. 18 is the report cross-entropy alone; the authors' IU X-Ray script (CAMANet lineage,
@@ -120,6 +123,7 @@ class RRGMambaConfig(PretrainedConfig):
         use_cma: bool = True,
         num_observations: int = NUM_OBSERVATIONS,
         word_ratio: float = 0.5,
+        visual_position_scale: float = 0.0,
         observation_loss_weight: float = 1.0,
         consistency_loss_weight: float = 0.15,
         d_model: int = 512,
@@ -162,6 +166,8 @@ class RRGMambaConfig(PretrainedConfig):
             )
         if not 0.0 < word_ratio <= 1.0:
             raise ValueError(f"word_ratio: expected a value in (0, 1], got {word_ratio}")
+        if visual_position_scale < 0:
+            raise ValueError(f"visual_position_scale: expected a value >= 0, got {visual_position_scale}")
         self.vocab_size = vocab_size
         self.visual_extractor = visual_extractor
         self.pretrained_backbone = pretrained_backbone
@@ -181,6 +187,7 @@ class RRGMambaConfig(PretrainedConfig):
         self.use_cma = use_cma
         self.num_observations = num_observations
         self.word_ratio = word_ratio
+        self.visual_position_scale = visual_position_scale
         self.observation_loss_weight = observation_loss_weight
         self.consistency_loss_weight = consistency_loss_weight
         self.d_model = d_model

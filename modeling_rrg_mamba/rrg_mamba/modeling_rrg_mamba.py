@@ -12,6 +12,24 @@ Pipeline (paper Sec. 3, equation numbers as in the paper where it gives them):
 
 Encoder token layout (what ``cross_attentions`` index): for each view ``[global, grid row-major (h*w)]``, views in
 input order, so one view gives ``1 + h*w`` tokens and ``V`` views give ``V * (1 + h*w)``.
+
+Image signal early in training (issue 24). Three causes held the image back in the first hundreds of steps, each
+fixed here within the paper's structure:
+
+* GDLM's DPB and v_con conv branches read the raw stream: even zero-initialised, Adam moves them one learning-rate
+  step per update, each block then scales the stream by about (1 + K), amplifying the direction v_S shares across
+  tokens and images. Every GDLM branch is now pre-norm (v_P = v + DPB(LN(v)), v_con = v_P + DWConv(LN(v_P))), so a
+  block's update has the same size whatever the stream's scale.
+* The consistency loss pulled the decoder's cross-attention towards the map of an untrained observation head (near
+  uniform, zero on the global tokens). As in the authors' code it now applies only when observation labels are given
+  and only to reports with a positive label; without labels it is not computed.
+* Sinusoidal positions added to the visual tokens were about ten times their image-dependent part at
+  initialisation. R2Gen adds none to visual tokens; ``visual_position_scale`` (default 0) keeps that, GDLM's DPB,
+  conv and 2-D RoPE carry the grid positions.
+
+This package's reading of the paper: the authors' released code (Eleanorhxd/RRG-Mamba, forked from CAMANet) lacks
+the GDLM source and its GDLM output never reaches the decoder. Here GDLM runs on the extractor's token grid and its
+output v_M is the encoder input (with v_G), and the adapter's fusion M_t = Proj([h_t ; f]) enters before the LM head.
 """
 
 from __future__ import annotations
@@ -168,7 +186,7 @@ class RRGMambaVisualExtractor(nn.Module):
 class RRGMambaGDLMBlock(GradientCheckpointingLayer):
     """One GDLM block on a grid ``(B, H, W, dim)`` (paper Eq. 7-11).
 
-    v_P = v + DPB(v)  (Eq. 7, ``use_dpb``);  v_con = v_P + DWConv(v_P);
+    v_P = v + DPB(LN(v))  (Eq. 7, ``use_dpb``);  v_con = v_P + DWConv(LN(v_P));
     v = v_con + SS2D(LN(v_con))  (SS2D: inner branch SiLU(DWConv(Linear)) with 2-D RoPE (``use_rope``), four-route
     selective scan, LN, gated by SiLU(Linear) and projected, Eq. 9-11);  v = v + MLP(LN(v)).
     """
@@ -177,6 +195,10 @@ class RRGMambaGDLMBlock(GradientCheckpointingLayer):
         super().__init__()
         dim = config.gdlm_dim
         self.position_bias = DynamicPositionBias(dim, window=config.dpb_window) if config.use_dpb else None
+        # Pre-norm on every branch (issue 24): without it the DPB and conv branches scale the stream by (1 + K) per
+        # block under Adam, amplifying the one direction v_S shares across tokens and images over the image signal.
+        self.position_bias_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.use_dpb else None
+        self.conv_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.conv = nn.Conv2d(dim, dim, config.gdlm_d_conv, padding=config.gdlm_d_conv // 2, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.ss2d = SS2D(
@@ -208,8 +230,8 @@ class RRGMambaGDLMBlock(GradientCheckpointingLayer):
 
     def forward(self, grid: Tensor) -> Tensor:
         if self.position_bias is not None:
-            grid = grid + self.position_bias(grid)
-        grid = grid + self.conv(grid.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            grid = grid + self.position_bias(self.position_bias_norm(grid))
+        grid = grid + self.conv(self.conv_norm(grid).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         grid = grid + self.ss2d(self.norm(grid))
         if self.mlp is not None:
             grid = grid + self.mlp(self.mlp_norm(grid))
@@ -561,9 +583,8 @@ class RRGMambaEncoder(nn.Module):
         observation_logits = foreground_map = None
         if self.observation_head is not None:
             observation_logits, foreground_map = self.observation_head(tokens, grid_mask)
-        hidden_states = self.dropout(
-            tokens + sinusoidal_positions(tokens.shape[1], tokens.shape[2], 0, tokens.device, tokens.dtype)
-        )
+        positions = sinusoidal_positions(tokens.shape[1], tokens.shape[2], 0, tokens.device, tokens.dtype)
+        hidden_states = self.dropout(tokens + self.config.visual_position_scale * positions)
         all_hidden, all_attentions = [], []
         for layer in self.layers:
             all_hidden.append(hidden_states)
@@ -690,6 +711,7 @@ def consistency_loss(
     foreground_token: Tensor,
     labels: Tensor,
     word_ratio: float,
+    studies: Tensor | None = None,
 ) -> Tensor:
     """The CMA's word-image consistency term.
 
@@ -697,6 +719,8 @@ def consistency_loss(
     are most cosine-similar to the foreground token are selected; for each, the decoder's last-layer
     cross-attention over the encoder tokens (averaged over heads) is compared with the foreground map (a fixed
     target: no gradient) by the squared error summed over tokens. The loss is the mean over the selected words.
+    ``studies`` (B,) bool, when given, keeps only those reports (those with a positive observation label, whose
+    map comes from an activated class); none kept gives a zero loss.
 
     Shapes: cross_attention (B, T, N), decoder_states (B, T, d), foreground_map (B, N), foreground_token (B, d),
     labels (B, T).
@@ -707,6 +731,8 @@ def consistency_loss(
     keep = torch.ceil(valid.sum(-1).to(similarity.dtype) * word_ratio)  # (B,)
     rank = similarity.argsort(dim=-1, descending=True).argsort(dim=-1)
     selected = (rank < keep[:, None]) & valid
+    if studies is not None:
+        selected = selected & studies[:, None]
     if not selected.any():
         return cross_attention.sum() * 0.0
     error = (cross_attention - foreground_map.detach()[:, None, :]).pow(2).sum(-1)  # (B, T)
@@ -842,7 +868,9 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
         elif not use_cache:
             cache = None
 
-        consistency = labels is not None and self.adapter_projection is not None
+        # The consistency target is trustworthy only where the observation head is being taught (issue 24; the
+        # authors apply the term only to reports with a positive label): without labels, no consistency loss.
+        consistency = labels is not None and self.adapter_projection is not None and observation_labels is not None
         decoder_states, hidden_states, self_attentions, cross_attentions = self.decoder(
             decoder_input_ids,
             memory,
@@ -863,6 +891,8 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
             report_loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
             loss = report_loss
             if consistency:
+                obs_loss = observation_loss(encoder_outputs.observation_logits, observation_labels)
+                loss = loss + self.config.observation_loss_weight * obs_loss
                 cons_loss = consistency_loss(
                     cross_attentions[-1].mean(dim=1),
                     decoder_states,
@@ -870,11 +900,9 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
                     encoder_outputs.foreground_token,
                     labels,
                     self.config.word_ratio,
+                    studies=(observation_labels == 1).any(dim=-1),
                 )
                 loss = loss + self.config.consistency_loss_weight * cons_loss
-                if observation_labels is not None:
-                    obs_loss = observation_loss(encoder_outputs.observation_logits, observation_labels)
-                    loss = loss + self.config.observation_loss_weight * obs_loss
 
         output = RRGMambaSeq2SeqLMOutput(
             loss=loss,

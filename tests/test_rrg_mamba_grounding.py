@@ -1,0 +1,72 @@
+"""Issue 24: what keeps the image signal from being swamped early in training (mechanisms, not training runs)."""
+
+import pytest
+import torch
+from conftest import RRG_MAMBA_LABELS as LABELS
+from conftest import rrg_mamba_images as images
+from conftest import tiny_rrg_mamba as tiny_model
+
+from modeling_rrg_mamba.rrg_mamba.modeling_rrg_mamba import RRGMambaGDLMBlock, consistency_loss, sinusoidal_positions
+
+
+def _randomise(module, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+
+
+@pytest.mark.parametrize("use_dpb", [True, False])
+def test_gdlm_block_branches_do_not_grow_with_the_stream(use_dpb):
+    """Every GDLM branch reads a LayerNorm of the stream, so a block's update stays the same size however large the
+    stream is (no (1 + K) growth per block under Adam)."""
+    block = tiny_model(use_dpb=use_dpb).encoder.gdlm.blocks[0].double()
+    assert isinstance(block, RRGMambaGDLMBlock)
+    _randomise(block)
+    grid = torch.randn(2, 3, 3, block.conv.in_channels, dtype=torch.float64)
+    small, large = block(grid) - grid, block(100 * grid) - 100 * grid
+    assert small.norm() > 1e-3  # the branches are active
+    assert large.norm() < 2 * small.norm()  # an unnormalised linear branch would give 100 times the update
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1, 1.0])
+def test_visual_position_scale_sets_the_positional_term_of_the_encoder_input(scale):
+    model = tiny_model(visual_position_scale=scale)
+    pixel_values = images()
+    tokens, _ = model.encoder.visual_tokens(pixel_values)
+    first = model.encoder(pixel_values, output_hidden_states=True).hidden_states[0]
+    positions = sinusoidal_positions(tokens.shape[1], tokens.shape[2])
+    torch.testing.assert_close(first - tokens, scale * positions.expand_as(tokens))
+
+
+def test_visual_tokens_are_not_drowned_by_positions_at_initialisation():
+    """The image-dependent part of the encoder input is at least as large as its positional part."""
+    model = tiny_model()
+    hidden = model.encoder(images(batch=4, seed=3), output_hidden_states=True).hidden_states[0]
+    image_part = (hidden - hidden.mean(0, keepdim=True)).pow(2).mean().sqrt()
+    positions = sinusoidal_positions(hidden.shape[1], hidden.shape[2]) * model.config.visual_position_scale
+    assert image_part >= positions.pow(2).mean().sqrt()
+
+
+def test_consistency_loss_needs_observation_labels_with_a_positive():
+    model = tiny_model()
+    without = model(pixel_values=images(), labels=LABELS)
+    assert without.consistency_loss is None and without.observation_loss is None
+    torch.testing.assert_close(without.loss, without.report_loss)
+    negatives = torch.zeros(2, model.config.num_observations)
+    only_negative = model(pixel_values=images(), labels=LABELS, observation_labels=negatives)
+    assert only_negative.consistency_loss == 0  # no report has an activated class: no target to trust
+    assert only_negative.observation_loss > 0  # the observation head is still taught
+
+
+def test_consistency_loss_keeps_only_the_selected_studies():
+    attention = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    states = torch.ones(2, 1, 2)
+    foreground = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    labels = torch.tensor([[4], [5]])
+    both = consistency_loss(attention, states, foreground, states[:, 0], labels, 1.0)
+    first = consistency_loss(attention, states, foreground, states[:, 0], labels, 1.0, torch.tensor([True, False]))
+    second = consistency_loss(attention, states, foreground, states[:, 0], labels, 1.0, torch.tensor([False, True]))
+    torch.testing.assert_close(both, torch.tensor(1.0))
+    torch.testing.assert_close(first, torch.tensor(2.0))
+    torch.testing.assert_close(second, torch.tensor(0.0))
