@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
 #: Films smaller than this on either side are refused (a 1x1 "film" is a broken export, not an X-ray).
@@ -118,7 +118,13 @@ def _read_pil_file(path: str) -> np.ndarray:
         raise ValueError(f"{path}: cannot decode the image ({error})") from error
 
 
+#: EXIF tag of the orientation a viewer applies (1: as stored).
+EXIF_ORIENTATION = 0x0112
+
+
 def _from_pil(image: Image.Image, where: str = "image") -> np.ndarray:
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # read the film as viewers show it (e.g. a phone's JPEG)
+        image = ImageOps.exif_transpose(image)
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return _window(np.asarray(image), where)
     if image.mode in ("1", "L", "LA"):
