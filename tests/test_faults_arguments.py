@@ -73,3 +73,12 @@ def test_config_override_typo_is_refused_with_the_nearest_name(tmp_path, capsys,
 def test_config_override_far_from_any_name_is_refused():
     with pytest.raises(ValueError, match="RRGMambaConfig has no such field"):
         check_config_keys({"zzzzqqq": 1}, RRGMambaConfig)
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda:64", "meta"])
+def test_generate_checks_the_device_before_any_loading(tmp_path, capsys, device):
+    argv = ["generate", "--model", str(tmp_path / "no-model"), "--images", str(DEMO_DATA / "images")]
+    assert main([*argv, "--output", str(tmp_path / "out.jsonl"), "--device", device]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--device" in error and device in error and "no-model" not in error  # before the model is looked at
+    assert not (tmp_path / "out.jsonl").exists()

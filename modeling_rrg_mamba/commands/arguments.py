@@ -75,6 +75,25 @@ class GenerateArguments:
             value = getattr(self, name)
             if value is not None and value < 1:  # None: the model's saved generation config decides
                 raise ValueError(f"--{name}: expected a positive integer, got {value}")
+        check_device(self.device)
+
+
+def check_device(name: str, flag: str = "--device") -> None:
+    """A one-line error, before any loading, for a device name torch rejects or this machine does not have."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"{flag}: {name!r} is not a torch device ({error})") from None
+    if device.type == "cpu":
+        return
+    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    is_available = getattr(backend, "is_available", None)
+    device_count = getattr(backend, "device_count", None)
+    count = device_count() if callable(is_available) and callable(device_count) and is_available() else 0
+    if (device.index or 0) >= count:
+        raise ValueError(f"{flag}: {name!r} is not available on this machine ({count} {device.type} devices)")
 
 
 @dataclass
