@@ -123,6 +123,12 @@ def load_processor(model_dir: str) -> Any:
         from .emrrg import EMRRGProcessor as processor_class
     else:
         raise ValueError(f"{config_file}: model_type {model_type!r} is not 'rrg_mamba' or 'emrrg'")
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json")
+    if not any((Path(model_dir) / name).is_file() for name in tokenizer_files):
+        raise FileNotFoundError(
+            f"--model: {model_dir} has no tokenizer ({' and '.join(tokenizer_files)} missing); save the processor "
+            "with the model (processor.save_pretrained(folder))"
+        )
     return processor_class.from_pretrained(model_dir)
 
 

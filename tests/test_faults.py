@@ -426,3 +426,14 @@ def test_annotation_that_is_not_utf8_is_named(tmp_path, capsys):
     path.write_bytes(b'{"train": [{"id": "caf\xe9"}]}')
     assert main(["verify", "--annotation", str(path), "--image_root", str(tmp_path)]) == 2
     assert "annotation.json: not UTF-8" in error_line(capsys)
+
+
+def test_a_model_folder_without_tokenizer_files_is_named_with_the_missing_files(saved_model, tmp_path, capsys):
+    folder = model_copy(saved_model, tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    argv = ["generate", "--model", str(folder), "--images", str(DEMO_DATA / "images")]
+    assert main([*argv, "--output", str(tmp_path / "out.jsonl")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(folder) in error and "tokenizer.json" in error and "tokenizer_config.json" in error
+    assert "sentencepiece" not in error and "tiktoken" not in error
