@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import DEMO_DATA, TRAIN_CONFIG
 from PIL import Image
+from safetensors.torch import save_file
 
 from modeling_rrg_mamba.cli import main
 from modeling_rrg_mamba.training.checkpoints import checkpoint_problem, prepare_output_dir, resolve_resume_checkpoint
@@ -70,7 +72,7 @@ def error_line(capsys) -> str:
 
 def fake_checkpoint(folder: Path, complete: bool = True) -> Path:
     folder.mkdir(parents=True)
-    (folder / "model.safetensors").write_bytes(b"x" * 64)
+    save_file({"weight": torch.arange(16, dtype=torch.float32)}, folder / "model.safetensors")
     if complete:
         (folder / "trainer_state.json").write_text(json.dumps({"global_step": int(folder.name.split("-")[1])}))
     return folder
@@ -92,6 +94,33 @@ def test_last_picks_the_newest_complete_checkpoint_and_names_the_skipped_ones(tm
         resolve_resume_checkpoint(tmp_path, str(tmp_path / "checkpoint-8"))
     with pytest.raises(ValueError, match="holds no complete checkpoint"):
         resolve_resume_checkpoint(tmp_path / "checkpoint-8", "last")
+
+
+@pytest.mark.parametrize("keep", [0, 5, 40, -8])
+def test_last_falls_back_past_a_checkpoint_whose_weights_are_cut_short(tmp_path, capsys, keep):
+    fake_checkpoint(tmp_path / "checkpoint-4")
+    weights = fake_checkpoint(tmp_path / "checkpoint-8") / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:keep])  # killed (or out of disk) while writing the weights
+    assert resolve_resume_checkpoint(tmp_path, "last") == str(tmp_path / "checkpoint-4")
+    assert "checkpoint-8 (model.safetensors is truncated" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="checkpoint-8: model.safetensors is truncated"):
+        resolve_resume_checkpoint(tmp_path, str(tmp_path / "checkpoint-8"))
+
+
+def test_a_sharded_checkpoint_with_a_missing_or_cut_shard_is_incomplete(tmp_path):
+    folder = fake_checkpoint(tmp_path / "checkpoint-2")
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    save_file({"bias": torch.ones(3)}, folder / "model-00002-of-00002.safetensors")
+    weight_map = {"weight": "model-00001-of-00002.safetensors", "bias": "model-00002-of-00002.safetensors"}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert checkpoint_problem(folder) is None
+    shard = folder / "model-00002-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-2])
+    size = shard.stat().st_size
+    assert checkpoint_problem(folder) == f"{shard.name} is truncated ({size} of {size + 2} bytes)"
+    shard.unlink()
+    assert checkpoint_problem(folder) == f"{shard.name} is missing"
 
 
 def test_output_dir_of_an_earlier_run_is_refused_unless_resuming_or_overwriting(tmp_path):

@@ -45,8 +45,43 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
     weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
     if not weights:
         return f"no weights file ({', '.join(WEIGHT_FILES[:1])})"
-    if weights[0].suffix == ".safetensors" and weights[0].stat().st_size < 8:
-        return f"{weights[0].name} is truncated"
+    if weights[0].name.endswith(".index.json"):
+        return _sharded_weights_problem(weights[0])
+    if weights[0].suffix == ".safetensors":
+        return safetensors_problem(weights[0])
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """``None`` when the header of a ``.safetensors`` file parses and the file holds every byte it declares (a save
+    cut short by a kill or a full disk does not), else what is wrong; reads the header only."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        prefix = file.read(8)
+        header_size = int.from_bytes(prefix, "little") if len(prefix) == 8 else None
+        if header_size is None or 8 + header_size > size:
+            return f"{path.name} is truncated ({size} bytes, shorter than its header)"
+        try:
+            header = json.loads(file.read(header_size))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError):
+            return f"{path.name} has a damaged header"
+    if 8 + header_size + end > size:
+        return f"{path.name} is truncated ({size} of {8 + header_size + end} bytes)"
+    return None
+
+
+def _sharded_weights_problem(index: Path) -> str | None:
+    """The first problem of the shards a ``model.safetensors.index.json`` lists."""
+    try:
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return f"{index.name} is cut short or damaged"
+    for shard in shards:
+        path = index.parent / shard
+        problem = f"{shard} is missing" if not path.is_file() else safetensors_problem(path)
+        if problem:
+            return problem
     return None
 
 
