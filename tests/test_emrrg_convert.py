@@ -252,6 +252,26 @@ def test_the_pre_training_layout_is_refused_with_the_reason():
         convert_xray_mamba_checkpoint(state)
 
 
+def test_an_unrelated_state_dict_is_described_not_mistaken_for_pre_training():
+    unrelated = {
+        "encoder.conv.weight": torch.zeros(2),
+        "encoder.conv.bias": torch.zeros(2),
+        "fc.weight": torch.zeros(1),
+    }
+    with pytest.raises(
+        UnmappedKeysError, match=r"not a supported checkpoint.*3 tensors: encoder\.\* \(2\), fc\.\* \(1\)$"
+    ):
+        convert_xray_mamba_checkpoint(unrelated)
+
+
+def test_an_rrg_mamba_state_dict_is_recognised_as_needing_no_conversion():
+    from conftest import tiny_rrg_mamba
+
+    with pytest.raises(UnmappedKeysError, match="not a supported checkpoint.*looks like an RRG-Mamba model") as error:
+        convert_xray_mamba_checkpoint(tiny_rrg_mamba().state_dict())
+    assert "pre-training" not in str(error.value)
+
+
 def test_a_file_with_python_objects_needs_allow_pickle(tmp_path):
     path = tmp_path / "with_settings.pth"
     torch.save({"model": randomized(AuthorsArm()).state_dict(), "config": argparse.Namespace(lora_X=True)}, path)

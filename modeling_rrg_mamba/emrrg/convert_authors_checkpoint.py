@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +135,26 @@ def _route_key(name: str, suffix: str) -> str:
     return f"{module}{suffix}.{tensor}" if tensor else f"{module}{suffix}"
 
 
+def describe_checkpoint(state_dict: dict[str, Tensor], most: int = 6) -> str:
+    """What a state dict holds, for errors: its tensor count and its top-level key prefixes, most frequent first."""
+    prefixes = Counter(key.split(".", 1)[0] for key in state_dict)
+    listed = ", ".join(f"{name}.* ({count})" for name, count in prefixes.most_common(most))
+    more = f", and {len(prefixes) - most} more" if len(prefixes) > most else ""
+    return f"{len(state_dict)} tensors: {listed or 'none'}{more}"
+
+
+def _layout_hint(state_dict: dict[str, Tensor]) -> str:
+    """The known layout an unsupported state dict is closest to, as a sentence (empty when none is close)."""
+    if any("gdlm" in key or "visual_extractor" in key for key in state_dict):
+        return (
+            "; it looks like an RRG-Mamba model, which needs no conversion: load its saved folder with "
+            "RRGMambaForConditionalGeneration.from_pretrained"
+        )
+    if any(key.startswith(("embeddings.", "vision_model.", "model.vision_model.")) for key in state_dict):
+        return "; it looks like a model saved by this package, which needs no conversion: load it with from_pretrained"
+    return ""
+
+
 def _require(state_dict: dict[str, Tensor], key: str) -> Tensor:
     if key not in state_dict:
         raise UnmappedKeysError(f"{key}: missing from the checkpoint (needed by the authors' X-ray Mamba)")
@@ -143,10 +164,15 @@ def _require(state_dict: dict[str, Tensor], key: str) -> Tensor:
 def xray_mamba_config_from_authors(state_dict: dict[str, Tensor], **overrides: Any) -> XrayMambaConfig:
     """The :class:`XrayMambaConfig` of an authors' backbone, read from its tensor shapes."""
     if "cls_token" not in state_dict:
+        if "patch_embed.proj.weight" in state_dict and any(key.startswith("layers.") for key in state_dict):
+            raise UnmappedKeysError(
+                "cls_token: missing. This looks like an ARM pre-training checkpoint (no class token, 4x4 token "
+                "clusters, one scan route), which EMRRG never runs; convert the MambaXray-VL file "
+                "(MambaXrayCLIP-B.pth) or an ARM fine-tuning checkpoint instead"
+            )
         raise UnmappedKeysError(
-            "cls_token: missing. This looks like an ARM pre-training checkpoint (no class token, 4x4 token clusters, "
-            "one scan route), which EMRRG never runs; convert the MambaXray-VL file (MambaXrayCLIP-B.pth) or an "
-            "ARM fine-tuning checkpoint instead"
+            f"not a supported checkpoint: it has none of the authors' X-ray Mamba tensors (cls_token, "
+            f"patch_embed.*, layers.*); it holds {describe_checkpoint(state_dict)}{_layout_hint(state_dict)}"
         )
     projection = _require(state_dict, "patch_embed.proj.weight")
     hidden, channels, patch = projection.shape[0], projection.shape[1], projection.shape[-1]
