@@ -833,7 +833,7 @@ E2E_REPORTS = {
 }
 
 
-def overfit_one_study(model, processor, image: Image.Image, report: str, steps: int = 100) -> tuple[float, float]:
+def overfit_one_study(model, processor, image: Image.Image, report: str, steps: int = 150) -> tuple[float, float]:
     """A few Adam steps on one (film, report) pair; returns the first and last loss."""
     batch = processor(images=[image], reports=[report])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
