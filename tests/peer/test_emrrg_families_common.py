@@ -7,15 +7,12 @@ from unittest import mock
 
 import pytest
 import test_emrrg_common
-import torch
-from peer_suite import ConfigTester, ModelTesterMixin, floats_tensor, ids_tensor
+from peer_suite import ConfigTester, ModelTesterMixin
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from modeling_rrg_mamba.emrrg import EMRRGConfig
 
 pytestmark = pytest.mark.peer
-
-IMAGE_TOKEN_ID = 3  # low: the resize tests clamp input_ids to a shrunk vocabulary
 
 TEXT_CONFIGS = {
     "gpt2": dict(
@@ -43,7 +40,7 @@ TEXT_CONFIGS = {
 }
 
 
-class EMRRGFamilyTester:
+class EMRRGFamilyTester(test_emrrg_common.EMRRGModelTester):
     """EMRRG on 48 px films (3x3 patches + class token = 10 visual tokens per view) and the ``family`` LLM."""
 
     def __init__(self, parent, family: str, batch_size: int = 3, text_length: int = 4, hybrid_layer_interval: int = 1):
@@ -62,31 +59,17 @@ class EMRRGFamilyTester:
         return EMRRGConfig(
             text_config=dict(TEXT_CONFIGS[self.family]),
             vision_config=self.vision_config,
-            image_token_id=IMAGE_TOKEN_ID,
+            image_token_id=test_emrrg_common.IMAGE_TOKEN_ID,
             hybrid_layer_interval=self.hybrid_layer_interval,
         )
 
     @property
     def seq_length(self) -> int:
-        return 1 + self.get_config().num_image_tokens + self.text_length
+        return 1 + self.num_image_tokens + self.text_length
 
-    def prepare_config_and_inputs_for_common(self):
-        config = self.get_config()
-        text = ids_tensor([self.batch_size, self.text_length], self.vocab_size - 4) + 4
-        input_ids = torch.cat(
-            [
-                torch.full((self.batch_size, 1), 1),
-                torch.full((self.batch_size, config.num_image_tokens), IMAGE_TOKEN_ID),
-                text,
-            ],
-            dim=1,
-        )
-        inputs = {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "pixel_values": floats_tensor([self.batch_size, 3, self.image_size, self.image_size]),
-        }
-        return config, inputs
+    @property
+    def num_image_tokens(self) -> int:
+        return self.get_config().num_image_tokens
 
 
 class EMRRGFamilyTestMixin(test_emrrg_common.EMRRGModelTest):
