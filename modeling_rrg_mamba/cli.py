@@ -107,22 +107,12 @@ def evaluate(argv: Sequence[str]) -> None:
 
 def load_processor(model_dir: str) -> Any:
     """The processor saved with an RRG-Mamba or EMRRG model (only that model's package is imported)."""
-    import json
+    from .data.model_folders import saved_model_type
 
-    config_file = Path(model_dir) / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"--model: no saved model directory {model_dir} (config.json missing)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{config_file}: not a JSON config ({error}); save the model again") from None
-    model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type == "rrg_mamba":
+    if saved_model_type(model_dir, "--model") == "rrg_mamba":
         from .rrg_mamba import RRGMambaProcessor as processor_class
-    elif model_type == "emrrg":
-        from .emrrg import EMRRGProcessor as processor_class
     else:
-        raise ValueError(f"{config_file}: model_type {model_type!r} is not 'rrg_mamba' or 'emrrg'")
+        from .emrrg import EMRRGProcessor as processor_class
     tokenizer_files = ("tokenizer.json", "tokenizer_config.json")
     if not any((Path(model_dir) / name).is_file() for name in tokenizer_files):
         raise FileNotFoundError(
@@ -138,8 +128,10 @@ def generate(argv: Sequence[str]) -> None:
     args = parse(GenerateArguments, argv, "rrg-mamba generate")
     from .commands import generate as command
     from .data import JsonlWriter, check_output_dir, check_output_file
+    from .data.model_folders import saved_model_type
     from .data.outputs import model_fingerprint
 
+    saved_model_type(args.model, "--model")  # a folder of another kind: one line before anything loads
     inputs = [args.model, args.annotation, *(args.images or ())]
     output = check_output_file(args.output, "--output", inputs)  # every output checked before any work
     if args.heatmaps:

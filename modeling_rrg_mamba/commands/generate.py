@@ -3,6 +3,8 @@ with optional word-to-image heatmaps."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -143,7 +145,10 @@ def generate_reports(
     model.eval()
     device = next(model.parameters()).device
     records: list[dict[str, Any]] = []
-    with tqdm(total=len(studies), desc="generating reports", unit="study") as progress:
+    with (
+        decoding_settings(model, generation_kwargs) as generation_kwargs,
+        tqdm(total=len(studies), desc="generating reports", unit="study") as progress,
+    ):
         for chunk in batches(range(len(studies)), batch_size):
             positions, inputs = readable_batch(processor, chunk, studies, on_bad_image, skipped)
             if positions:
@@ -161,6 +166,26 @@ def generate_reports(
                 )
             progress.update(len(chunk))
     return records
+
+
+@contextlib.contextmanager
+def decoding_settings(model: torch.nn.Module, settings: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The run's decoding ``settings`` written into the model's generation config for the block (restored after);
+    yields the settings the config does not hold. One length limit is kept: a ``max_new_tokens`` (given or saved)
+    clears ``max_length`` (e.g. an LLM's 4096), so transformers never warns "Both max_new_tokens and max_length"
+    at every batch; a ``max_length`` given alone clears the saved ``max_new_tokens``."""
+    saved = model.generation_config
+    config = copy.deepcopy(saved)
+    if settings.get("max_length") is not None and settings.get("max_new_tokens") is None:
+        config.max_new_tokens = None
+    rest = config.update(**settings)
+    if config.max_new_tokens is not None:
+        config.max_length = None
+    model.generation_config = config
+    try:
+        yield rest
+    finally:
+        model.generation_config = saved
 
 
 def _generate_batch(
@@ -261,15 +286,34 @@ def load_checked_model(model_dir: str | os.PathLike, processor_model_type: str |
     model_dir = Path(model_dir)
     check_weight_files(model_dir)
     try:
-        model, info = AutoModelForImageTextToText.from_pretrained(model_dir, output_loading_info=True)
+        with quiet_transformers():  # its load report lists every weight; the problems are raised below in one line
+            model, info = AutoModelForImageTextToText.from_pretrained(model_dir, output_loading_info=True)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         hint = weights_config_hint(model_dir) or "save it again with save_pretrained or rrg-mamba train"
+        detail = " ".join(str(error).split())[:300]
+        if "above report" in detail:  # transformers' own table, not shown
+            detail = "weights of the wrong shape"
         raise ValueError(
-            f"--model: cannot load the model in {model_dir} ({type(error).__name__}: "
-            f"{' '.join(str(error).split())[:300]}); {hint}"
+            f"--model: cannot load the model in {model_dir} ({type(error).__name__}: {detail}); {hint}"
         ) from error
     check_loading_info(model_dir, model, info)
     return model
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings and progress bars off for the block (errors still show)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def weights_config_hint(model_dir: Path) -> str | None:
@@ -352,11 +396,13 @@ __all__ = [
     "check_loading_info",
     "check_weight_files",
     "collect_images",
+    "decoding_settings",
     "generate_reports",
     "annotation_studies",
     "group_studies",
     "load_checked_model",
     "pending_studies",
+    "quiet_transformers",
     "readable_batch",
     "write_heatmap",
 ]

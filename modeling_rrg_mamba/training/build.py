@@ -23,6 +23,7 @@ from ..data import (
     load_r2gen_annotation,
     write_jsonl,
 )
+from ..data.model_folders import saved_model_type
 from ..data.verify import format_bad_images, scan_images
 from ..metrics import ReportGenerationMetrics, decode_token_ids
 from .arguments import DataArguments, ModelArguments, ReportGenerationTrainingArguments
@@ -267,6 +268,16 @@ def report_skipped_studies(trainer: ReportGenerationTrainer) -> None:
         )
 
 
+def check_model_types(model_args: ModelArguments, resume: str | None) -> None:
+    """Before any loading: the model to start from and the checkpoint to resume are of ``--model_type`` (a wrong
+    folder is one line, not a load report of every weight)."""
+    expected, hint = (model_args.model_type,), f" (--model_type {model_args.model_type})"
+    if model_args.model_name_or_path is not None:
+        saved_model_type(model_args.model_name_or_path, "--model_name_or_path", expected, hint, adapters=True)
+    if resume is not None and any((Path(resume) / name).is_file() for name in ("config.json", "adapter_config.json")):
+        saved_model_type(resume, "--resume_from_checkpoint", expected, hint, adapters=True)
+
+
 def run_training(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -276,6 +287,7 @@ def run_training(
     """Train (resuming from ``resume_from_checkpoint`` when set), keep the model chosen on validation metrics,
     save it with its processor to ``output_dir``, then predict the test split if ``do_predict``."""
     resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
+    check_model_types(model_args, resume)
     prepare_output_dir(
         training_args.output_dir,
         resuming=resume is not None,
@@ -301,6 +313,7 @@ __all__ = [
     "build_emrrg",
     "build_rrg_mamba",
     "build_trainer",
+    "check_model_types",
     "load_report_datasets",
     "predict_test_split",
     "run_training",
