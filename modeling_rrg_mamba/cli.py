@@ -128,14 +128,15 @@ def generate(argv: Sequence[str]) -> None:
     args = parse(GenerateArguments, argv, "rrg-mamba generate")
     from .commands import generate as command
     from .data import JsonlWriter, check_output_dir, check_output_file
+    from .data.atomic import nothing_left_on_failure
     from .data.model_folders import saved_model_type
     from .data.outputs import model_fingerprint
 
-    saved_model_type(args.model, "--model")  # a folder of another kind: one line before anything loads
-    inputs = [args.model, args.annotation, *(args.images or ())]
+    inputs = [args.model, args.annotation, args.image_root, *(args.images or ())]
     output = check_output_file(args.output, "--output", inputs)  # every output checked before any work
     if args.heatmaps:
-        check_output_dir(args.heatmaps, "--heatmaps")
+        check_output_dir(args.heatmaps, "--heatmaps", inputs)
+    saved_model_type(args.model, "--model")  # a folder of another kind: one line before anything loads
     if args.annotation is not None:
         studies, metadata = command.annotation_studies(args.annotation, args.image_root, args.split, args.on_bad_image)
     else:
@@ -147,38 +148,41 @@ def generate(argv: Sequence[str]) -> None:
         "max_new_tokens": args.max_new_tokens,
     }  # in every record: which model and decoding settings wrote it (None = the model's generation_config)
     todo, done = command.pending_studies(output, studies, metadata, args.resume, args.overwrite, producer)
-    processor = load_processor(args.model)  # registers the model type with the Auto classes
-    model = command.load_checked_model(args.model).to(args.device)
-    if done:
-        print(f"{output}: {done} studies already written, {len(todo)} to go")
-    skipped: list[dict[str, Any]] = []
-    writer = JsonlWriter(output, append=args.resume and not args.overwrite)  # resume never drops earlier records
-    try:
-        with writer as write:
-            command.generate_reports(
-                model,
-                processor,
-                [studies[i] for i in todo],
-                batch_size=args.batch_size,
-                heatmap_dir=args.heatmaps,
-                heatmap_words=args.heatmap_words,
-                metadata=[metadata[i] for i in todo] if metadata else None,
-                on_record=lambda record: write({**record, "producer": producer}),
-                on_bad_image=args.on_bad_image,
-                skipped=skipped,
-                heatmap_start=done,
-                **{
-                    name: getattr(args, name)
-                    for name in ("num_beams", "max_new_tokens")
-                    if getattr(args, name) is not None
-                },
-            )
-    except (OSError, ValueError) as error:
-        kind = OSError if isinstance(error, OSError) else ValueError
-        raise kind(
-            f"{error} ({writer.count + done} reports kept in {output}; fix the problem and re-run with "
-            "--resume, or pass --on_bad_image skip)"
-        ) from error
+    heatmap_start = command.first_heatmap_number(args.heatmaps, args.resume) if args.heatmaps else 0
+    with nothing_left_on_failure([output, args.heatmaps]):  # a failed run leaves no empty file or folder
+        processor = load_processor(args.model)  # registers the model type with the Auto classes
+        model = command.load_checked_model(args.model).to(args.device)
+        if done:
+            print(f"{output}: {done} studies already written, {len(todo)} to go")
+        skipped: list[dict[str, Any]] = []
+        # resume appends (never drops earlier records); --overwrite replaces the file whole at the end
+        writer = JsonlWriter(output, append=args.resume and not args.overwrite, replace=args.overwrite)
+        try:
+            with writer as write:
+                command.generate_reports(
+                    model,
+                    processor,
+                    [studies[i] for i in todo],
+                    batch_size=args.batch_size,
+                    heatmap_dir=args.heatmaps,
+                    heatmap_words=args.heatmap_words,
+                    metadata=[metadata[i] for i in todo] if metadata else None,
+                    on_record=lambda record: write({**record, "producer": producer}),
+                    on_bad_image=args.on_bad_image,
+                    skipped=skipped,
+                    heatmap_start=heatmap_start,
+                    **{
+                        name: getattr(args, name)
+                        for name in ("num_beams", "max_new_tokens")
+                        if getattr(args, name) is not None
+                    },
+                )
+        except (OSError, ValueError) as error:
+            kind = OSError if isinstance(error, OSError) else ValueError
+            raise kind(
+                f"{error} ({writer.count + done} reports kept in {output}; fix the problem and re-run with "
+                "--resume, or pass --on_bad_image skip)"
+            ) from error
     print(
         f"{writer.count} reports written to {output}"
         + (f" ({done} were there already)" if done else "")

@@ -31,6 +31,7 @@ import transformers
 from transformers import TrainerCallback, set_seed
 
 from ..data import write_jsonl
+from ..data.atomic import write_text_whole
 from ..metrics import NLGEvaluator, compute_report_metrics
 from ..training import DataArguments, ModelArguments, ReportGenerationTrainingArguments, run_training
 from .arguments import DemoArguments
@@ -294,9 +295,9 @@ def run_demo(args: DemoArguments) -> dict[str, Any]:
     reports_path = output_dir / "test_reports.jsonl"
     write_jsonl(reports_path, records)
     metrics_path = output_dir / "test_metrics.json"
-    metrics_path.write_text(
+    write_text_whole(
+        metrics_path,
         json.dumps({"systems": scores, "majority_rate": majority, "num_test_films": len(records)}, indent=1) + "\n",
-        encoding="utf-8",
     )
     header, rows, best = comparison_rows(scores, majority)
     page = write_report_page(

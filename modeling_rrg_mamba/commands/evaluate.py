@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..data.atomic import nothing_left_on_failure
 from ..data.outputs import check_output_file
 from ..metrics import NLG_METRIC_NAMES, NLGEvaluator, score_prediction_file
 from ..metrics.report_metrics import check_empty_texts, find_empty_texts, read_prediction_jsonl
@@ -57,7 +58,7 @@ def score_predictions(
         labeler = load_chexbert(chexbert, tokenizer=chexbert_tokenizer)
     if meteor:
         say("starting METEOR (a Java process; this takes a few seconds) ...")
-    with NLGEvaluator(clean_style=clean_style, meteor=meteor) as evaluator:
+    with nothing_left_on_failure([output]), NLGEvaluator(clean_style=clean_style, meteor=meteor) as evaluator:
         say(
             "scoring BLEU, METEOR, ROUGE-L, CIDEr"
             + (" and the clinical-efficacy labels" if clinical_efficacy else "")

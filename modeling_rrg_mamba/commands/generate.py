@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..data.atomic import replaced_file
+from ..data.outputs import OutputPathError
 from ..image_processing_xray import load_xray_image
 from .heatmaps import grid_maps, key_word_positions, render_heatmaps, word_cross_attention
 
@@ -73,9 +76,27 @@ def write_heatmap(
     films = [load_xray_image(image) for image in study]
     films = [film if film.ndim == 2 else film.mean(axis=-1) for film in films]
     maps = [grid_maps(model, attention[p], views) for p in positions]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    render_heatmaps(films, [words[p] for p in positions], maps).save(path)
+    with replaced_file(path) as partial:  # whole or not at all
+        render_heatmaps(films, [words[p] for p in positions], maps).save(partial, format="PNG")
     return [words[p] for p in positions]
+
+
+HEATMAP_NAME = re.compile(r"^(\d+)_.*\.png$")
+
+
+def first_heatmap_number(folder: str | os.PathLike, resume: bool) -> int:
+    """The number of the first heatmap PNG a run writes into ``folder``: 0 in an empty (or new) folder, after the
+    last one there with ``resume``. A folder holding files is refused otherwise (a new run would mix with them)."""
+    folder = Path(folder)
+    entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if entries and not resume:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise OutputPathError(
+            f"--heatmaps: {folder} already holds {len(entries)} files ({shown}); choose an empty folder, "
+            "or --resume the run that wrote them"
+        )
+    numbers = [int(match.group(1)) for name in entries if (match := HEATMAP_NAME.match(name))]
+    return max(numbers, default=-1) + 1
 
 
 def _process(processor: Any, chunk: Sequence[Sequence[Path]]) -> Any:
@@ -397,6 +418,7 @@ __all__ = [
     "check_weight_files",
     "collect_images",
     "decoding_settings",
+    "first_heatmap_number",
     "generate_reports",
     "annotation_studies",
     "group_studies",

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..data.atomic import replaced_file, write_text_whole
+
 PAGE_NAME = "index.html"
 FILM_DIR = "films"
 
@@ -57,7 +59,8 @@ def copy_films(records: Sequence[dict[str, Any]], page_dir: Path) -> list[list[P
         for image in record["images"]:
             target = film_dir / Path(image).name
             if Path(image).resolve() != target.resolve():
-                shutil.copyfile(image, target)
+                with replaced_file(target) as partial:
+                    shutil.copyfile(image, partial)
             targets.append(target)
         copied.append(targets)
     return copied
@@ -141,7 +144,7 @@ def write_report_page(
         f"<h1>Test films ({len(records)})</h1>\n{sections}\n</body></html>\n"
     )
     path = page_dir / PAGE_NAME
-    path.write_text(page, encoding="utf-8")
+    write_text_whole(path, page)
     return path
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
+
+from .atomic import write_text_whole
 
 
 def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -20,11 +21,9 @@ def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def write_jsonl(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
-    """One JSON object per line (parent folders created)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
+    """One JSON object per line (parent folders created), written whole: through a temporary file renamed over
+    ``path``."""
+    write_text_whole(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 __all__ = ["reject_duplicate_keys", "write_jsonl"]

@@ -23,13 +23,14 @@ class OutputPathError(ValueError):
 
 
 def _probe_folder(folder: Path, flag: str) -> None:
-    """Create the folder (and parents) and a temporary file in it: proves it is writable, as root too."""
+    """The folder exists or can be created, and is writable (as root too): a temporary file is created and removed
+    in it or in its nearest existing parent. Nothing is left behind, so a refused command creates no folder."""
     for parent in [folder, *folder.parents]:
         if parent.exists() and not parent.is_dir():
             raise OutputPathError(f"{flag}: {parent} is a file, not a folder; choose another output location")
+    existing = next(part for part in [folder, *folder.parents] if part.is_dir() or part == part.parent)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".rrg-mamba-write-test-")
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".rrg-mamba-write-test-")
         os.close(handle)
         os.remove(probe)
     except OSError as error:
@@ -69,9 +70,18 @@ def check_output_file(path: str | os.PathLike, flag: str, inputs: Iterable[str |
     return path
 
 
-def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
-    """``path`` is (or can be created as) a writable folder."""
+def check_output_dir(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """``path`` is (or can be created as) a writable folder, not one of ``inputs`` nor inside one (its files would
+    mix with the command's own inputs). Nothing is created here."""
     path = Path(path)
+    check_not_an_input(path, flag, inputs)
+    resolved = path.resolve()
+    for given in inputs:
+        if given is not None and Path(given).is_dir() and Path(given).resolve() in resolved.parents:
+            raise OutputPathError(
+                f"{flag}: {path} is inside the input folder {given}; its files would mix with the inputs: "
+                "choose a folder outside it"
+            )
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"{flag}: {path} is a file, not a folder; choose another output folder")
     _probe_folder(path, flag)
@@ -95,10 +105,7 @@ def check_new_output_dir(
             f"{flag}: {path} already holds {what} ({shown}); choose a new or empty folder, or pass --overwrite "
             "to replace it whole"
         )
-    existing = next(
-        folder for folder in [path.parent, *path.parent.parents] if folder.exists() or folder == folder.parent
-    )
-    _probe_folder(existing, flag)
+    _probe_folder(path.parent, flag)
     return path
 
 
@@ -196,12 +203,18 @@ def check_same_producer(path: Path, records: list[dict[str, Any]], producer: dic
 
 
 class JsonlWriter:
-    """Append one JSON record per line, flushed at once (``with JsonlWriter(path) as write: write(record)``)."""
+    """Append one JSON record per line, flushed at once (``with JsonlWriter(path) as write: write(record)``).
 
-    def __init__(self, path: str | os.PathLike, append: bool = False) -> None:
+    ``append`` continues an existing file; ``replace`` writes a temporary file beside it that is renamed over it at
+    the end (also after a failure, if it holds a record): the earlier file is replaced whole, never cut in place.
+    A ``<path>.lock`` file refuses a second writer while one is at work."""
+
+    def __init__(self, path: str | os.PathLike, append: bool = False, replace: bool = False) -> None:
         self.path = Path(path)
         self.append = append
+        self.replace = replace and not append
         self.lock = self.path.with_name(self.path.name + ".lock")
+        self.target = self.path.with_name(f".{self.path.name}.partial") if self.replace else self.path
         self.handle: TextIO | None = None
         self.count = 0
 
@@ -215,7 +228,7 @@ class JsonlWriter:
                 "or remove the lock file if no run is left"
             ) from None
         try:
-            self.handle = open(self.path, "a" if self.append else "w", encoding="utf-8")
+            self.handle = open(self.target, "a" if self.append else "w", encoding="utf-8")
         except OSError:
             self.lock.unlink(missing_ok=True)
             raise
@@ -227,10 +240,17 @@ class JsonlWriter:
         self.handle.flush()
         self.count += 1
 
-    def __exit__(self, *exc_info: Any) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.lock.unlink(missing_ok=True)
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
+        if self.handle is None:
+            return
+        if self.replace:
+            os.fsync(self.handle.fileno())
+        self.handle.close()
+        if self.replace and (exc_type is None or self.count):
+            os.replace(self.target, self.path)
+        elif self.replace:
+            self.target.unlink(missing_ok=True)  # nothing new: the earlier file stays as it was
+        self.lock.unlink(missing_ok=True)
 
 
 __all__ = [

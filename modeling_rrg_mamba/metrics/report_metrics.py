@@ -311,6 +311,7 @@ def score_prediction_file(
         "empty_references": empty["references"],
     }
     if output_path is not None:
-        with open(output_path, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=2)
+        from ..data.atomic import write_text_whole  # a crash never leaves a half-written metrics file
+
+        write_text_whole(output_path, json.dumps(result, indent=2))
     return result

@@ -23,11 +23,12 @@ from ..data import (
     load_r2gen_annotation,
     write_jsonl,
 )
+from ..data.atomic import nothing_left_on_failure
 from ..data.model_folders import saved_model_type
 from ..data.verify import format_bad_images, scan_images
 from ..metrics import ReportGenerationMetrics, decode_token_ids
 from .arguments import DataArguments, ModelArguments, ReportGenerationTrainingArguments
-from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
+from .checkpoints import earlier_run_set_aside, prepare_output_dir, resolve_resume_checkpoint
 from .trainer import AugmentationEpochCallback, ReportGenerationTrainer, SeededAugmentationCollator, default_callbacks
 
 logger = logging.getLogger(__name__)
@@ -288,20 +289,31 @@ def run_training(
     save it with its processor to ``output_dir``, then predict the test split if ``do_predict``."""
     resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
     check_model_types(model_args, resume)
+    overwrite = training_args.overwrite_output_dir and resume is None
+    inputs = (
+        data_args.annotation,
+        data_args.image_root,
+        model_args.model_name_or_path,
+        model_args.vision_model_name_or_path,
+        model_args.text_model_name_or_path,
+    )
     prepare_output_dir(
         training_args.output_dir,
         resuming=resume is not None,
         overwrite=training_args.overwrite_output_dir,
         main_process=training_args.should_save,
+        inputs=[path for path in inputs if path is not None and Path(path).exists()],
     )
-    set_seed(training_args.seed)
-    trainer = build_trainer(model_args, data_args, training_args, callbacks)
-    result = trainer.train(resume_from_checkpoint=resume)
-    report_skipped_studies(trainer)
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
+    with nothing_left_on_failure([training_args.output_dir]):  # a failed new run leaves no empty folder
+        set_seed(training_args.seed)
+        trainer = build_trainer(model_args, data_args, training_args, callbacks)
+        with earlier_run_set_aside(training_args.output_dir, overwrite and training_args.should_save):
+            result = trainer.train(resume_from_checkpoint=resume)
+            report_skipped_studies(trainer)
+            trainer.save_model()
+            trainer.log_metrics("train", result.metrics)
+            trainer.save_metrics("train", result.metrics)
+            trainer.save_state()
     if training_args.do_predict:
         metrics = predict_test_split(trainer, data_args, model_args.report_style)
         trainer.log_metrics("test", metrics)

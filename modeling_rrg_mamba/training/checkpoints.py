@@ -8,11 +8,14 @@ that was killed or ran out of disk lacks it or has it cut short.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..data.outputs import OutputPathError, check_output_dir
@@ -115,24 +118,77 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
     )
 
 
-def prepare_output_dir(output_dir: str | os.PathLike, resuming: bool, overwrite: bool, main_process: bool) -> None:
-    """Before any work: ``output_dir`` is a writable folder, and holds no earlier run unless resuming it or
-    ``overwrite`` (then its ``checkpoint-*`` folders are removed, so that ``last`` cannot pick up the old run)."""
+def prepare_output_dir(
+    output_dir: str | os.PathLike,
+    resuming: bool,
+    overwrite: bool,
+    main_process: bool,
+    inputs: Iterable[str | os.PathLike | None] = (),
+) -> None:
+    """Before any work (nothing is created or removed here): ``output_dir`` can be a writable folder, is none of the
+    run's ``inputs``, and holds no earlier run unless resuming it or ``overwrite`` (then no input may lie inside it:
+    `earlier_run_set_aside` moves its contents away)."""
     folder = Path(output_dir)
     if folder.exists() and not folder.is_dir():
         raise OutputPathError(f"--output_dir: {folder} is a file, not a folder; choose another output_dir")
-    contents = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+    for given in inputs:
+        if given is None:
+            continue
+        source, target = Path(given).resolve(), folder.resolve()
+        if source == target or (overwrite and not resuming and target in source.parents):
+            where = "is" if source == target else "holds"
+            raise OutputPathError(
+                f"--output_dir: {folder} {where} the input {given}; training there would "
+                f"{'write over' if source == target else 'move away'} it: choose another output_dir"
+            )
+    contents = earlier_run(folder)
     if contents and not resuming and not overwrite:
-        shown = ", ".join(contents[:5]) + (" ..." if len(contents) > 5 else "")
+        shown = ", ".join(p.name for p in contents[:5]) + (" ..." if len(contents) > 5 else "")
         raise OutputPathError(
             f"--output_dir: {folder} already holds files ({shown}) of an earlier run; resume it "
             "with --resume_from_checkpoint last, pass --overwrite_output_dir to replace it, or "
             "choose an empty folder"
         )
-    if overwrite and not resuming and main_process:
-        for checkpoint in checkpoint_folders(folder):
-            shutil.rmtree(checkpoint)
     check_output_dir(folder, "--output_dir")
 
 
-__all__ = ["checkpoint_folders", "checkpoint_problem", "prepare_output_dir", "resolve_resume_checkpoint"]
+def earlier_run(folder: Path) -> list[Path]:
+    """What ``folder`` holds of an earlier run (hidden entries, e.g. a set-aside run, excluded)."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+@contextlib.contextmanager
+def earlier_run_set_aside(output_dir: str | os.PathLike, active: bool) -> Iterator[None]:
+    """``--overwrite_output_dir``: the earlier run's files are moved into a hidden ``.earlier-run-*`` folder while
+    the new run trains, so that nothing of it mixes with the new one (``last`` cannot pick its checkpoints, its
+    ``all_results.json`` is not merged). They are deleted once the new run has succeeded, put back if it failed
+    before writing anything, and otherwise kept aside (a warning says where)."""
+    folder = Path(output_dir)
+    contents = earlier_run(folder) if active else []
+    if not contents:
+        yield
+        return
+    aside = Path(tempfile.mkdtemp(dir=folder, prefix=".earlier-run-"))
+    for item in contents:
+        item.rename(aside / item.name)
+    try:
+        yield
+    except BaseException:
+        if earlier_run(folder):
+            logger.warning("the earlier run replaced by --overwrite_output_dir is kept in %s", aside)
+        else:
+            for item in aside.iterdir():
+                item.rename(folder / item.name)
+            aside.rmdir()
+        raise
+    shutil.rmtree(aside)
+
+
+__all__ = [
+    "checkpoint_folders",
+    "checkpoint_problem",
+    "earlier_run",
+    "earlier_run_set_aside",
+    "prepare_output_dir",
+    "resolve_resume_checkpoint",
+]

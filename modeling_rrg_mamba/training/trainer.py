@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Seq2SeqTrainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ..data.atomic import replaced_file, write_text_whole
 from .arguments import ReportGenerationTrainingArguments
 
 
@@ -154,6 +157,42 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
                 f"saving {folder} failed ({error}); it is incomplete, and --resume_from_checkpoint last "
                 "resumes from the newest complete checkpoint"
             ) from error
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The Trainer's save of the final model, staged in a hidden folder and then renamed file by file into
+        ``output_dir``: a crash never leaves a half-written weights file there (checkpoint saves are unchanged: an
+        incomplete checkpoint is recognised by `checkpoints.checkpoint_problem`)."""
+        if _internal_call or self.args.push_to_hub:
+            super().save_model(output_dir, _internal_call)
+            return
+        target = Path(output_dir or self.args.output_dir)
+        staging = target / ".model.partial"
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+        super().save_model(str(staging), _internal_call)
+        if self.args.should_save:
+            for item in sorted(staging.iterdir()):
+                if item.is_dir() and (target / item.name).is_dir():
+                    shutil.rmtree(target / item.name)
+                os.replace(item, target / item.name)
+            staging.rmdir()
+
+    def save_metrics(self, split: str, metrics: dict[str, float], combined: bool = True) -> None:
+        """The Trainer's ``save_metrics``, each JSON file written whole (a temporary file renamed over it)."""
+        if not self.is_world_process_zero():
+            return
+        folder = Path(self.args.output_dir)
+        write_text_whole(folder / f"{split}_results.json", json.dumps(metrics, indent=4, sort_keys=True))
+        if combined:
+            path = folder / "all_results.json"
+            merged = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            write_text_whole(path, json.dumps({**merged, **metrics}, indent=4, sort_keys=True))
+
+    def save_state(self) -> None:
+        """The Trainer's ``save_state``, ``trainer_state.json`` written whole."""
+        if self.is_world_process_zero():
+            with replaced_file(Path(self.args.output_dir) / "trainer_state.json") as partial:
+                self.state.save_to_json(str(partial))
 
     def get_train_dataloader(self) -> DataLoader:
         evaluation_collator = self.data_collator
