@@ -1,5 +1,6 @@
 """Issue 26: output files are never mixed or misread; annotations with a key given twice are refused."""
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -212,3 +213,173 @@ def test_a_dangling_link_in_an_images_folder_is_named_or_listed_as_skipped(saved
     assert "b.jpg" in capsys.readouterr().err
     assert _generate(saved_model, [films], tmp_path / "s.jsonl", "--on_bad_image", "skip") == 0
     assert "b.jpg" in capsys.readouterr().err and len(_records(tmp_path / "s.jsonl")) == 1
+
+
+# -------------------------------------------------- every file written whole, nothing left by a failed command
+
+
+def test_replaced_file_replaces_whole_or_leaves_the_earlier_file(tmp_path):
+    from modeling_rrg_mamba.data.atomic import replaced_file, write_text_whole
+
+    path = tmp_path / "metrics.json"
+    write_text_whole(path, "earlier")
+    with pytest.raises(OSError, match="disk full"), replaced_file(path) as partial:
+        partial.write_text("half of the new")
+        raise OSError("disk full")
+    assert path.read_text() == "earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    write_text_whole(path, "new")
+    assert path.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def _evaluate(predictions, output, *extra):
+    argv = ["evaluate", "--predictions", str(predictions), "--output", str(output), "--no_meteor"]
+    return main([*argv, "--no_clinical_efficacy", *extra])
+
+
+def test_evaluate_metrics_file_is_never_half_written(tmp_path, monkeypatch):
+    import os
+
+    predictions = tmp_path / "reports.jsonl"
+    predictions.write_text(json.dumps({"prediction": "no effusion", "reference": "no effusion"}) + "\n")
+    output = tmp_path / "metrics.json"
+    assert _evaluate(predictions, output) == 0
+    before = output.read_bytes()
+
+    def full_disk(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    assert _evaluate(predictions, output) == 2
+    assert output.read_bytes() == before and json.loads(before)["num_pairs"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "reports.jsonl"]  # no partial file
+
+
+def test_a_failed_evaluate_leaves_no_folder_behind(tmp_path):
+    predictions = tmp_path / "reports.jsonl"
+    predictions.write_text(json.dumps({"prediction": "...", "reference": "no effusion"}) + "\n")  # empty cleaned
+    assert _evaluate(predictions, tmp_path / "new" / "deep" / "metrics.json") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports.jsonl"]
+
+
+def _bad_films(tmp_path, bad_first):
+    films = tmp_path / "films"
+    films.mkdir()
+    for index, image in enumerate(DEMO_IMAGES[:2]):
+        shutil.copy(image, films / f"{index}.jpg")
+    (films / ("0.jpg" if bad_first else "1.jpg")).write_bytes(b"\xff\xd8 not a jpeg")
+    return films
+
+
+def test_a_failed_generate_leaves_no_empty_output_or_folder(saved_model, tmp_path):
+    films = _bad_films(tmp_path, bad_first=True)
+    output, heatmaps = tmp_path / "new" / "deep" / "reports.jsonl", tmp_path / "maps" / "run"
+    assert _generate(saved_model, [films], output, "--heatmaps", str(heatmaps)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["films"]
+
+
+@pytest.mark.parametrize("bad_first", [True, False])
+def test_generate_overwrite_replaces_the_file_whole(saved_model, tmp_path, bad_first):
+    """--overwrite: the earlier reports stay as they were until the new run has a record; then the file holds the
+    new run's records only (never the earlier file cut in place)."""
+    output = tmp_path / "reports.jsonl"
+    assert _generate(saved_model, DEMO_IMAGES[2:5], output) == 0
+    before = output.read_bytes()
+    films = _bad_films(tmp_path, bad_first)
+    assert _generate(saved_model, [films], output, "--overwrite") == 2
+    if bad_first:
+        assert output.read_bytes() == before
+    else:
+        assert [Path(r["images"][0]).name for r in _records(output)] == ["0.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["films", "reports.jsonl"]  # no partial, no lock
+
+
+def test_heatmaps_never_mix_with_inputs_or_an_earlier_run(saved_model, tmp_path, capsys):
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(DEMO_IMAGES[0], films / "a.jpg")
+    assert _generate(saved_model, [films], tmp_path / "r.jsonl", "--heatmaps", str(films / "maps")) == 2
+    assert "inside the input folder" in capsys.readouterr().err and sorted(films.iterdir()) == [films / "a.jpg"]
+    maps = tmp_path / "maps"
+    assert _generate(saved_model, [films], tmp_path / "r.jsonl", "--heatmaps", str(maps)) == 0
+    assert _generate(saved_model, [films], tmp_path / "s.jsonl", "--heatmaps", str(maps)) == 2
+    assert "already holds 1 files" in capsys.readouterr().err and not (tmp_path / "s.jsonl").exists()
+
+
+def test_resumed_heatmaps_continue_the_numbering(saved_model, tmp_path):
+    maps, output = tmp_path / "maps", tmp_path / "r.jsonl"
+    assert _generate(saved_model, DEMO_IMAGES[:1], output, "--heatmaps", str(maps)) == 0
+    assert _generate(saved_model, DEMO_IMAGES[:2], output, "--heatmaps", str(maps), "--resume") == 0
+    assert [Path(r["heatmap"]).name[:4] for r in _records(output)] == ["0000", "0001"]
+    assert len(list(maps.iterdir())) == 2
+
+
+# ------------------------------------------------------------------------------------------- train output_dir
+
+
+def _train(output_dir, *extra):
+    argv = ["train", "--annotation", str(DEMO_DATA / "annotation.json"), "--image_root", str(DEMO_DATA / "images")]
+    return main([*argv, "--output_dir", str(output_dir), "--use_cpu", "--max_steps", "1", *extra])
+
+
+def test_train_refuses_an_output_dir_that_is_an_input(saved_model, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in saved_model.iterdir() if p.is_file()}
+    assert _train(saved_model, "--model_name_or_path", str(saved_model), "--overwrite_output_dir") == 2
+    assert "is the input" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in saved_model.iterdir() if p.is_file()} == before
+    assert _train(DEMO_DATA / "images") == 2
+    assert "is the input" in capsys.readouterr().err
+
+
+def test_train_overwrite_refuses_an_input_inside_the_output_dir(tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(DEMO_DATA, run / "data")
+    argv = [
+        "train",
+        "--annotation",
+        str(run / "data" / "annotation.json"),
+        "--image_root",
+        str(run / "data" / "images"),
+    ]
+    assert main([*argv, "--output_dir", str(run), "--use_cpu", "--overwrite_output_dir"]) == 2
+    assert "holds the input" in capsys.readouterr().err and (run / "data" / "annotation.json").is_file()
+
+
+def test_a_failed_train_leaves_no_output_dir(tmp_path):
+    annotation = tmp_path / "annotation.json"
+    annotation.write_text(json.dumps({"test": json.loads((DEMO_DATA / "annotation.json").read_text())["test"]}))
+    argv = ["train", "--annotation", str(annotation), "--image_root", str(DEMO_DATA / "images")]
+    assert main([*argv, "--output_dir", str(tmp_path / "runs" / "new"), "--use_cpu", "--max_steps", "1"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotation.json"]
+
+
+def test_earlier_run_set_aside_until_the_new_run_succeeds(tmp_path, caplog):
+    from modeling_rrg_mamba.training.checkpoints import earlier_run_set_aside
+
+    def earlier(run):
+        (run / "checkpoint-8").mkdir(parents=True)
+        (run / "all_results.json").write_text('{"old": 1}')
+
+    def names(run):
+        return sorted(p.name for p in run.iterdir())
+
+    for outcome in ("success", "failed before writing", "failed after writing"):
+        run = tmp_path / outcome.replace(" ", "_")
+        earlier(run)
+        expected = pytest.raises(RuntimeError) if outcome != "success" else contextlib.nullcontext()
+        with expected, earlier_run_set_aside(run, active=True):
+            assert names(run)[0].startswith(".earlier-run-") and len(names(run)) == 1  # nothing to mix with
+            if outcome != "failed before writing":
+                (run / "checkpoint-1").mkdir()
+            if outcome != "success":
+                raise RuntimeError("killed")
+        if outcome == "success":
+            assert names(run) == ["checkpoint-1"]
+        elif outcome == "failed before writing":
+            assert names(run) == ["all_results.json", "checkpoint-8"]  # put back as it was
+        else:
+            aside = [name for name in names(run) if name.startswith(".earlier-run-")]
+            assert len(aside) == 1 and sorted(p.name for p in (run / aside[0]).iterdir()) == [
+                "all_results.json",
+                "checkpoint-8",
+            ]
+            assert aside[0] in caplog.text

@@ -229,3 +229,17 @@ def test_a_failed_save_names_the_incomplete_checkpoint_and_a_retry_starts_clean(
         trainer._save_checkpoint(None, None)
     assert not stale.exists()
     assert resolve_resume_checkpoint(tmp_path, "last") == str(tmp_path / "checkpoint-3")
+
+
+def test_overwrite_output_dir_replaces_the_earlier_run_whole(tmp_path):
+    """--overwrite_output_dir: nothing of the earlier run is left beside the new one (no checkpoint for `last`, no
+    stale entry merged into all_results.json), and the final model files hold no partial file."""
+    run = tmp_path / "run"
+    fake_checkpoint(run / "checkpoint-8")
+    (run / "all_results.json").write_text(json.dumps({"stale_metric": 1.0}))
+    assert main([*train_argv(run, 1), "--overwrite_output_dir"]) == 0
+    names = sorted(p.name for p in run.iterdir())
+    assert "checkpoint-8" not in names and "checkpoint-1" in names and "model.safetensors" in names
+    assert not [name for name in names if name.startswith(".")]  # no staging or set-aside folder left
+    assert "stale_metric" not in json.loads((run / "all_results.json").read_text())
+    assert checkpoint_problem(run / "checkpoint-1") is None
