@@ -137,10 +137,21 @@ def generate(argv: Sequence[str]) -> None:
     if args.heatmaps:
         check_output_dir(args.heatmaps, "--heatmaps", inputs)
     saved_model_type(args.model, "--model")  # a folder of another kind: one line before anything loads
+    skipped: list[dict[str, Any]] = []
     if args.annotation is not None:
-        studies, metadata = command.annotation_studies(args.annotation, args.image_root, args.split, args.on_bad_image)
+        studies, metadata = command.annotation_studies(
+            args.annotation, args.image_root, args.split, args.on_bad_image, skipped
+        )
     else:
-        studies, metadata = command.group_studies(command.collect_images(args.images), args.views_per_study), None
+        ignored: list[Path] = []
+        images = command.collect_images(args.images, ignored)
+        studies, metadata = command.group_studies(images, args.views_per_study), None
+        if ignored:  # every file the command saw is accounted for
+            shown = ", ".join(map(str, ignored[:5])) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+            print(
+                f"{len(ignored)} files in the --images folders are not images and were not read: {shown}",
+                file=sys.stderr,
+            )
     producer = {
         "model": str(Path(args.model).resolve()),
         "weights": model_fingerprint(args.model),
@@ -154,7 +165,6 @@ def generate(argv: Sequence[str]) -> None:
         model = command.load_checked_model(args.model).to(args.device)
         if done:
             print(f"{output}: {done} studies already written, {len(todo)} to go")
-        skipped: list[dict[str, Any]] = []
         # resume appends (never drops earlier records); --overwrite replaces the file whole at the end
         writer = JsonlWriter(output, append=args.resume and not args.overwrite, replace=args.overwrite)
         try:
@@ -193,7 +203,7 @@ def generate(argv: Sequence[str]) -> None:
 
 def report_skipped(skipped: Sequence[dict[str, Any]]) -> None:
     if skipped:
-        print(f"{len(skipped)} studies skipped (unreadable images):", file=sys.stderr)
+        print(f"{len(skipped)} studies skipped (missing or unreadable images):", file=sys.stderr)
         for item in skipped:
             print(f"  {item['reason']}", file=sys.stderr)
 

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,22 +23,33 @@ from .heatmaps import grid_maps, key_word_positions, render_heatmaps, word_cross
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
 
 
-def collect_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files as given, folders expanded to their image files (recursively, sorted by path)."""
+def collect_images(paths: Sequence[str | os.PathLike], ignored: list[Path] | None = None) -> list[Path]:
+    """Files as given, folders expanded to their image files (recursively, sorted by path); a folder's other files
+    are appended to ``ignored`` (so the command can say it did not read them). The same file given twice (e.g. on
+    its own and in its folder) is an error naming it."""
     images: list[Path] = []
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            found = sorted(  # a dangling link is kept: reading it fails by name (or it is listed as skipped)
-                p for p in path.rglob("*") if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            found, others = [], []
+            for entry in sorted(path.rglob("*")):  # a dangling link is kept: reading it fails by name (or skips)
+                if entry.is_file() or entry.is_symlink():
+                    (found if entry.suffix.lower() in IMAGE_SUFFIXES else others).append(entry)
             if not found:
                 raise FileNotFoundError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             images.extend(found)
+            if ignored is not None:
+                ignored.extend(others)
         elif path.is_file():
             images.append(path)
         else:
             raise FileNotFoundError(f"{path}: no such image file or folder")
+    seen: dict[str, Path] = {}
+    for image in images:
+        key = os.path.abspath(image)
+        if key in seen:
+            raise ValueError(f"--images: {image} is given twice (also as {seen[key]}); give each film once")
+        seen[key] = image
     return images
 
 
@@ -241,10 +253,15 @@ def _generate_batch(
 
 
 def annotation_studies(
-    annotation: str | os.PathLike, image_root: str | os.PathLike | None, split: str, on_bad_image: str = "error"
+    annotation: str | os.PathLike,
+    image_root: str | os.PathLike | None,
+    split: str,
+    on_bad_image: str = "error",
+    skipped: list[dict[str, Any]] | None = None,
 ) -> tuple[list[list[Path]], list[dict[str, Any]]]:
     """The studies of one split of an R2Gen annotation, with ``{"id", "reference"}`` for each record, so that the
-    JSONL ``rrg-mamba generate`` writes can be scored by ``rrg-mamba evaluate`` as it is."""
+    JSONL ``rrg-mamba generate`` writes can be scored by ``rrg-mamba evaluate`` as it is. With ``on_bad_image="skip"``
+    every entry left out (missing film, path outside the root, ...) is appended to ``skipped``."""
     from ..data import build_dataset_dict, read_annotation
     from ..data.annotation import SPLIT_ALIASES
 
@@ -257,7 +274,16 @@ def annotation_studies(
         have = sorted(data) if isinstance(data, dict) else []
         raise ValueError(f"--split: {annotation} has no split {split!r} (it has {have})")
     on_error = "skip" if on_bad_image == "skip" else "raise"
-    dataset = build_dataset_dict({key: data[key]}, image_root=image_root, on_error=on_error, source=str(annotation))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = build_dataset_dict(
+            {key: data[key]}, image_root=image_root, on_error=on_error, source=str(annotation)
+        )
+    for warning in caught:  # the loader's "skipping <entry>: <reason>" become the command's skipped list
+        if str(warning.message).startswith("skipping") and skipped is not None:
+            skipped.append({"images": [], "reason": str(warning.message)})
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     rows = dataset[wanted]
     studies = [[Path(p) for p in images] for images in rows["images"]]
     return studies, [{"id": i, "reference": r} for i, r in zip(rows["id"], rows["report"])]

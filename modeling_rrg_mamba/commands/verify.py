@@ -10,20 +10,29 @@ from pathlib import Path
 from typing import Any
 
 from ..data import build_dataset_dict, read_annotation
-from ..data.annotation import BadEntry
+from ..data.annotation import BadEntry, MissingImage, image_file
 from ..data.verify import check_image_file
 
 
 def image_problems(annotation: dict[str, Any], image_root: Path) -> list[str]:
-    """One line per image file that is missing or does not decode into a usable film."""
+    """One line per image path that breaks the loaders' rule (`image_file`: inside the root, an existing file) or
+    does not decode into a usable film."""
     problems = []
     for split, entries in annotation.items():
         for index, entry in enumerate(entries if isinstance(entries, list) else ()):
             paths = entry.get("image_path") if isinstance(entry, dict) else None
             paths = [paths] if isinstance(paths, str) else paths
-            for path in paths if isinstance(paths, list) else ():
-                if isinstance(path, str) and (reason := check_image_file(str(image_root / path))) is not None:
-                    problems.append(f"{split}[{index}] id={entry.get('id')!r}: {reason}")
+            where = f"{split}[{index}] id={entry.get('id')!r}" if isinstance(entry, dict) else f"{split}[{index}]"
+            for position, path in enumerate(paths if isinstance(paths, list) else ()):
+                if not isinstance(path, str) or not path:
+                    continue  # named by the entry checks
+                try:
+                    found = image_file(image_root, path, f"{where}: field image_path[{position}]")
+                except (BadEntry, MissingImage) as error:
+                    problems.append(str(error))
+                    continue
+                if (reason := check_image_file(str(found))) is not None:
+                    problems.append(f"{where}: {reason}")
     return problems
 
 
@@ -34,7 +43,7 @@ def verify_annotation(
     annotation = read_annotation(annotation_path)
     if not isinstance(annotation, dict):
         return [f"{annotation_path}: expected an object with split lists"]
-    root = Path(image_root)
+    root = Path(image_root).resolve()
     if not root.is_dir():
         return [f"{root}: image root folder does not exist"]
     problems = image_problems(annotation, root)

@@ -12,8 +12,9 @@ Bad data policy (``on_error``):
   image) naming the split, entry id and field;
 * ``"skip"``: each bad entry is dropped with a ``UserWarning`` naming it, and a summary is logged.
 
-Checked: malformed entries (not an object, missing or non-string ``id`` / ``image_path`` / report), empty
-reports, image paths that are absolute or escape ``image_root``, missing image files and, with
+Checked: malformed entries (not an object, missing or non-string ``id`` / ``image_path`` / report, a film listed
+twice in one study), empty reports, image paths that are absolute or escape ``image_root`` as written (`image_file`:
+a symlink inside the root is an ordinary file), missing image files and, with
 ``verify_images=True``, unreadable image files. ``image_root=None`` loads a text-only dataset (no ``images``
 column; the relative paths stay in ``image_path``) and says so with a warning. If not a single image file
 exists under ``image_root`` the loader raises whatever the policy, since the root is then surely wrong.
@@ -71,19 +72,28 @@ def _check_readable(path: Path, where: str) -> None:
         raise BadEntry(f"{where}: image file {path} is unreadable ({error})") from None
 
 
+def image_file(image_root: Path, relative: str, where: str) -> Path:
+    """The one rule for an annotation's image path, shared by the loaders, ``verify``, ``generate`` and ``train``:
+    relative to ``image_root`` and inside it as written (no ``..`` above it; a symlink inside the root, to a file
+    anywhere, is an ordinary file), naming an existing file. Raises `BadEntry` or `MissingImage` naming ``where``."""
+    if os.path.isabs(relative):
+        raise BadEntry(f"{where}={relative!r} is absolute; paths must be relative to the image root {image_root}")
+    normal = os.path.normpath(relative)
+    if normal == os.pardir or normal.startswith(os.pardir + os.sep):
+        raise BadEntry(f"{where}={relative!r} escapes the image root {image_root}")
+    path = image_root / normal
+    if path.is_dir():
+        raise BadEntry(f"{where}={relative!r}: {path} is a folder, not an image file")
+    if not path.is_file():
+        what = "is a link to a missing file" if path.is_symlink() else "does not exist"
+        raise MissingImage(f"{where}: image file {path} {what}")
+    return path
+
+
 def _resolve_images(relative: list[str], image_root: Path, where: str, verify: bool) -> list[str]:
     resolved = []
     for position, rel in enumerate(relative):
-        if os.path.isabs(rel):
-            raise BadEntry(
-                f"{where}: field image_path[{position}]={rel!r} is absolute; paths must be relative "
-                f"to the image root {image_root}"
-            )
-        path = (image_root / rel).resolve()
-        if not path.is_relative_to(image_root):
-            raise BadEntry(f"{where}: field image_path[{position}]={rel!r} escapes the image root {image_root}")
-        if not path.is_file():
-            raise MissingImage(f"{where}: field image_path[{position}]: image file {path} does not exist")
+        path = image_file(image_root, rel, f"{where}: field image_path[{position}]")
         if verify:
             _check_readable(path, f"{where}: field image_path[{position}]")
         resolved.append(str(path))
@@ -100,6 +110,9 @@ def _validate_entry(entry: Any, where: str, report_field: str | None) -> dict[st
         paths = [paths]
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
         raise BadEntry(f"{where}: field 'image_path' must be a non-empty list of relative paths, got {paths!r}")
+    repeated = sorted({p for p in paths if [os.path.normpath(q) for q in paths].count(os.path.normpath(p)) > 1})
+    if repeated:
+        raise BadEntry(f"{where}: field 'image_path' lists {_names(repeated)} more than once (one film per view)")
     if report_field is not None:
         report = entry.get(report_field)
         if report is None:
@@ -277,7 +290,7 @@ def _raise_if_root_is_empty(root: Path, source: str, annotation: Mapping[str, An
                 paths = _validate_entry(entry, source, report_field)["image_path"]
             except BadEntry:
                 continue
-            if all((root / p).resolve().is_file() for p in paths):
+            if all((root / os.path.normpath(p)).is_file() for p in paths):
                 return
     raise FileNotFoundError(
         f"{source}: no entry has its image files under {root}; the images are missing "

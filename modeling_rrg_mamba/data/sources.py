@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .annotation import SPLIT_ALIASES, PathLike
+from .atomic import write_text_whole
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,7 @@ def _group_by_split(entries: Iterable[dict[str, Any]]) -> dict[str, list[dict[st
 
 def write_annotation(annotation: Mapping[str, list[dict[str, Any]]], path: PathLike) -> None:
     """Write an annotation as ``annotation.json`` and log the number of entries per split."""
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(annotation, handle, indent=1)
+    write_text_whole(path, json.dumps(annotation, indent=1))  # whole or not at all
     logger.info("wrote %s: %s", path, {split: len(entries) for split, entries in annotation.items()})
 
 
