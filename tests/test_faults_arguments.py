@@ -82,3 +82,60 @@ def test_generate_checks_the_device_before_any_loading(tmp_path, capsys, device)
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--device" in error and device in error and "no-model" not in error  # before the model is looked at
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--heatmap_words", "0"), ("--views_per_study", "0"), ("--num_beams", "-2"), ("--batch_size", "-1")],
+)
+def test_generate_refuses_every_meaningless_number_before_any_work(tmp_path, capsys, flag, value):
+    argv = ["generate", "--model", str(tmp_path / "no-model"), "--images", str(DEMO_DATA / "images")]
+    assert main([*argv, "--output", str(tmp_path / "r.jsonl"), f"{flag}={value}"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"rrg-mamba: error: {flag}: expected") and value in error and "no-model" not in error
+    assert sorted(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--lora_dropout", "1.5"),
+        ("--lora_r", "0"),
+        ("--max_length", "0"),
+        ("--vocabulary_threshold", "0"),
+        ("--image_size", "-1"),
+        ("--lora_alpha", "0"),
+        ("--max_grad_norm", "-1"),
+    ],
+)
+def test_train_refuses_a_meaningless_model_argument(tmp_path, capsys, flag, value):
+    assert _train(tmp_path, f"{flag}={value}") == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"rrg-mamba: error: {flag}: expected") and value in error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--max_steps=0"],
+        ["demo", "--max_minutes=0"],
+        ["convert", "--checkpoint", "x.pth", "--output_dir", "out", "--num_views=0"],
+    ],
+)
+def test_demo_and_convert_refuse_a_meaningless_number(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    flag, value = argv[-1].split("=")
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"rrg-mamba: error: {flag}: expected") and value in error
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_evaluate_refuses_a_study_scored_twice(tmp_path, capsys):
+    records = [{"id": "a", "prediction": "no effusion", "reference": "no effusion"}] * 2
+    predictions = tmp_path / "reports.jsonl"
+    predictions.write_text("".join(json.dumps(record) + "\n" for record in records))
+    assert main(["evaluate", "--predictions", str(predictions), "--no_meteor"]) == 2
+    error = capsys.readouterr().err
+    assert "line 2 repeats the study of line 1" in error and sorted(tmp_path.iterdir()) == [predictions]

@@ -5,6 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 BAD_IMAGE_POLICIES = ("error", "skip")
+GENERATE_RANGES = dict.fromkeys(
+    ("views_per_study", "batch_size", "heatmap_words", "num_beams", "max_new_tokens"), "count"
+)
+
+
+def check_numbers(args: object, rules: dict[str, str]) -> None:
+    """The train command's range rules (`training.arguments.check_ranges`), with its one-line ``--flag`` error."""
+    from ..training.arguments import check_ranges
+
+    check_ranges(args, rules, prefix="--")
 
 
 @dataclass
@@ -71,10 +81,7 @@ class GenerateArguments:
             raise ValueError(f"--on_bad_image: expected one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
         if self.resume and self.overwrite:
             raise ValueError("--resume / --overwrite: give at most one")
-        for name in ("views_per_study", "batch_size", "heatmap_words", "num_beams", "max_new_tokens"):
-            value = getattr(self, name)
-            if value is not None and value < 1:  # None: the model's saved generation config decides
-                raise ValueError(f"--{name}: expected a positive integer, got {value}")
+        check_numbers(self, GENERATE_RANGES)  # None (num_beams, max_new_tokens): the model's generation config
         check_device(self.device)
 
 
@@ -166,8 +173,7 @@ class DemoArguments:
     meteor: bool = field(default=True, metadata={"help": "Score METEOR (starts one Java process)."})
 
     def __post_init__(self) -> None:
-        if self.max_minutes <= 0:
-            raise ValueError(f"--max_minutes: expected a positive number, got {self.max_minutes}")
+        check_numbers(self, {"max_minutes": "positive", "max_steps": "steps"})
 
 
 CONVERT_KINDS = ("auto", "emrrg", "xray_mamba")
@@ -211,8 +217,7 @@ class ConvertArguments:
             raise ValueError("--checkpoint / --output_dir: give both")
         if self.kind not in CONVERT_KINDS:
             raise ValueError(f"--kind: expected one of {CONVERT_KINDS}, got {self.kind!r}")
-        if self.num_views < 1:
-            raise ValueError(f"--num_views: expected at least 1, got {self.num_views}")
+        check_numbers(self, {"num_views": "count"})
 
 
 __all__ = [

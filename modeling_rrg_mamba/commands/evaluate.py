@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -49,6 +50,7 @@ def score_predictions(
         predictions, prediction_key, reference_key, with_lines=True
     )
     check_empty_texts(predictions, find_empty_texts(predictions_, references, lines, clean_style), empty_text)
+    check_each_study_once(predictions)
     say(f"read {len(predictions_)} pairs from {predictions}")
     labeler = None
     if chexbert is not None and clinical_efficacy:
@@ -78,8 +80,26 @@ def score_predictions(
     return result
 
 
+def check_each_study_once(predictions: str | os.PathLike) -> None:
+    """A study (same ``id``, or same ``images`` when there is no id) on two lines would be scored twice: an error
+    naming both lines (files concatenated, or a run's output appended to itself)."""
+    first: dict[str, int] = {}
+    for number, raw in enumerate(Path(predictions).read_bytes().splitlines(), start=1):
+        record = json.loads(raw) if raw.strip() else None  # already validated by read_prediction_jsonl
+        key = record.get("id", record.get("images")) if isinstance(record, dict) else None
+        if key is None:
+            continue
+        key = json.dumps(key)
+        if key in first:
+            raise ValueError(
+                f"{predictions}: line {number} repeats the study of line {first[key]} ({key}); each study is scored "
+                "once: remove one of them"
+            )
+        first[key] = number
+
+
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-__all__ = ["format_metrics_table", "score_predictions"]
+__all__ = ["check_each_study_once", "format_metrics_table", "score_predictions"]

@@ -38,6 +38,17 @@ def check_ranges(args: Any, rules: dict[str, str], prefix: str = "") -> None:
             raise ValueError(f"{prefix}{name}: expected {expected}, got {value}")
 
 
+MODEL_RANGES = {
+    "vocabulary_threshold": "count",
+    "max_length": "count",
+    "image_size": "count",
+    "resize_size": "count",
+    "lora_r": "count",
+    "lora_alpha": "positive",
+    "lora_dropout": "fraction",
+}
+
+
 @dataclass
 class ModelArguments:
     """Which model to train and how its processor is built."""
@@ -87,6 +98,7 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
+        check_ranges(self, MODEL_RANGES, prefix="--")
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type: expected one of {MODEL_TYPES}, got {self.model_type!r}")
         if self.image_size > self.resize_size:
@@ -152,7 +164,9 @@ class DataArguments:
             raise ValueError(f"uncertain_labels: expected 'positive' or 'negative', got {self.uncertain_labels!r}")
         if self.on_bad_image not in ("error", "skip"):
             raise ValueError(f"on_bad_image: expected 'error' or 'skip', got {self.on_bad_image!r}")
-        check_ranges(self, dict.fromkeys(("max_train_samples", "max_eval_samples", "max_test_samples"), "count"))
+        check_ranges(
+            self, dict.fromkeys(("max_train_samples", "max_eval_samples", "max_test_samples"), "count"), prefix="--"
+        )
 
 
 TRAINING_RANGES = {
@@ -215,7 +229,9 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        check_ranges(self, TRAINING_RANGES)  # before the Trainer's own checks, which accept e.g. max_steps 0
+        check_ranges(
+            self, TRAINING_RANGES, prefix="--"
+        )  # before the Trainer's own checks, which accept e.g. max_steps 0
         super().__post_init__()
         if self.lr_decay_epochs is not None:
             if self.lr_decay_epochs <= 0 or not 0 < self.lr_decay_rate <= 1:
@@ -241,6 +257,8 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
 
 
 __all__ = [
+    "MODEL_RANGES",
+    "TRAINING_RANGES",
     "check_ranges",
     "DataArguments",
     "MODEL_TYPES",
