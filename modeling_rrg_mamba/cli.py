@@ -146,12 +146,7 @@ def generate(argv: Sequence[str]) -> None:
         ignored: list[Path] = []
         images = command.collect_images(args.images, ignored)
         studies, metadata = command.group_studies(images, args.views_per_study), None
-        if ignored:  # every file the command saw is accounted for
-            shown = ", ".join(map(str, ignored[:5])) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
-            print(
-                f"{len(ignored)} files in the --images folders are not images and were not read: {shown}",
-                file=sys.stderr,
-            )
+        report_ignored(ignored)
     producer = {
         "model": str(Path(args.model).resolve()),
         "weights": model_fingerprint(args.model),
@@ -189,9 +184,10 @@ def generate(argv: Sequence[str]) -> None:
                 )
         except (OSError, ValueError) as error:
             kind = OSError if isinstance(error, OSError) else ValueError
+            kept = f"{output} left as it was" if args.overwrite and not writer.count else None
             raise kind(
-                f"{error} ({writer.count + done} reports kept in {output}; fix the problem and re-run with "
-                "--resume, or pass --on_bad_image skip)"
+                f"{error} ({kept or f'{writer.count + done} reports kept in {output}'}; fix the problem and re-run "
+                "with --resume, or pass --on_bad_image skip)"
             ) from error
     print(
         f"{writer.count} reports written to {output}"
@@ -199,6 +195,15 @@ def generate(argv: Sequence[str]) -> None:
         + (f"; heatmaps in {args.heatmaps}" if args.heatmaps else "")
     )
     report_skipped(skipped)
+
+
+def report_ignored(ignored: Sequence[Path]) -> None:
+    """Every file the command saw is accounted for: those of the --images folders that are not images are named."""
+    if ignored:
+        shown = ", ".join(map(str, ignored[:5])) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+        print(
+            f"{len(ignored)} files in the --images folders are not images and were not read: {shown}", file=sys.stderr
+        )
 
 
 def report_skipped(skipped: Sequence[dict[str, Any]]) -> None:
