@@ -186,3 +186,17 @@ def test_generate_with_foreign_weights_shows_no_load_report(folders, tmp_path, c
     lines = _output_lines(capfd)
     assert "LOAD REPORT" not in "\n".join(lines) and len(lines) <= 2, lines
     assert lines[-1].startswith("rrg-mamba: error: --model") and str(model) in lines[-1]
+
+
+@pytest.mark.parametrize(
+    "folder, found", [("rrg_mamba", "'rrg_mamba'"), ("emrrg", "'emrrg'"), ("processor_only", "a processor")]
+)
+def test_convert_with_a_text_model_of_another_kind_is_one_line(folders, tmp_path, capfd, folder, found):
+    checkpoint = tmp_path / "EMRRG-CXP.pth"
+    checkpoint.write_bytes(b"not read: the text model is checked first")
+    argv = ["convert", "--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "out")]
+    assert main([*argv, "--text_model", str(folders[folder])]) == 2
+    lines = _output_lines(capfd)
+    assert len(lines) == 1, lines
+    assert "--text_model" in lines[0] and str(folders[folder]) in lines[0] and found in lines[0]
+    assert "causal language model" in lines[0] and not (tmp_path / "out").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.model_folders import saved_model_type
 from ..data.outputs import check_new_output_dir, replaced_dir
 from ..emrrg import (
     ConversionReport,
@@ -33,11 +34,20 @@ def _dtype(name: str | None) -> torch.dtype | None:
     return dtype
 
 
+def causal_lm_types() -> tuple[str, ...]:
+    """The model types transformers' ``AutoModelForCausalLM`` loads (the LLM of an EMRRG checkpoint)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return tuple(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
 def run_convert(args: ConvertArguments) -> ConversionReport:
     """Convert ``args.checkpoint`` into ``args.output_dir``; returns what was loaded and dropped."""
     text_model = args.text_model if Path(args.text_model).exists() else None
     inputs = (args.checkpoint, args.backbone_checkpoint, text_model)
     check_new_output_dir(args.output_dir, "--output_dir", inputs, overwrite=args.overwrite)
+    if text_model is not None and args.kind != "xray_mamba":  # a local LLM folder: its type before any loading
+        saved_model_type(text_model, "--text_model", causal_lm_types(), ": a causal language model such as 'llama'")
     dtype = _dtype(args.dtype)
     state_dict = load_authors_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
     kind = authors_checkpoint_kind(state_dict) if args.kind == "auto" else args.kind

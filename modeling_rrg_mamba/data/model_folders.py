@@ -14,6 +14,8 @@ PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokeniz
 
 
 def _expected(types: Sequence[str]) -> str:
+    if len(types) > 3:  # e.g. every causal LM transformers knows
+        return f"one of {len(types)} model types"
     return " or ".join(repr(name) for name in types)
 
 
