@@ -70,3 +70,43 @@ def test_consistency_loss_keeps_only_the_selected_studies():
     torch.testing.assert_close(both, torch.tensor(1.0))
     torch.testing.assert_close(first, torch.tensor(2.0))
     torch.testing.assert_close(second, torch.tensor(0.0))
+
+
+def _first_adam_update(block, grid: torch.Tensor, steps: int = 3) -> float:
+    """RMS of the block's update (output minus input) after ``steps`` Adam steps (lr 1e-3) on a random objective."""
+    target = torch.randn(grid.shape, generator=torch.Generator().manual_seed(1))
+    optimizer = torch.optim.Adam(block.parameters(), lr=1e-3)
+    for _ in range(steps):
+        loss = (block(grid) * target).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float((block(grid) - grid).pow(2).mean().sqrt())
+
+
+def test_gdlm_branches_join_the_stream_by_their_gains_not_their_matrices():
+    """A new GDLM block is the identity through zero branch gains. Under Adam a gain moves by lr per step, while a
+    zero-initialised last matrix (the issue-13 design) moves every entry by lr, so its branch grows by about
+    lr * sqrt(fan_in): the gated block's first updates are several times smaller, and about lr in size."""
+    model = tiny_model(gdlm_mlp_ratio=4.0)
+    gated = model.encoder.gdlm.blocks[0]
+    zero_matrix = tiny_model(gdlm_mlp_ratio=4.0).encoder.gdlm.blocks[0]
+    with torch.no_grad():
+        for scale in zero_matrix.branch_scales():
+            scale.weight.fill_(1.0)
+        for last in (
+            zero_matrix.conv,
+            zero_matrix.ss2d.out_proj,
+            zero_matrix.mlp[-1],
+            zero_matrix.position_bias.mlp[-1],
+        ):
+            last.weight.zero_()
+            if last.bias is not None:
+                last.bias.zero_()
+    grid = torch.nn.functional.layer_norm(torch.randn(2, 4, 4, gated.conv.in_channels), (gated.conv.in_channels,))
+    torch.testing.assert_close(gated(grid), grid)
+    torch.testing.assert_close(zero_matrix(grid), grid)
+    gated_update, zero_matrix_update = _first_adam_update(gated, grid), _first_adam_update(zero_matrix, grid)
+    assert gated_update < 3 * 4 * 1e-3  # at most a few lr per branch after three steps
+    assert zero_matrix_update > 3 * gated_update, (gated_update, zero_matrix_update)

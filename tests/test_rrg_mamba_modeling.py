@@ -160,10 +160,13 @@ def _parameter_count(model):
 )
 def test_ablation_switches_change_parameters_and_output(switch, removed):
     full = tiny_model()
-    with torch.no_grad():  # unit-gain weights instead of the std-0.02 start, so every path carries signal
+    with torch.no_grad():  # unit-gain weights and GDLM branch gains instead of the std-0.02 and zero starts
         for module in full.modules():
             if isinstance(module, torch.nn.Linear):
                 module.weight.normal_(0.0, module.in_features**-0.5)
+        for block in full.encoder.gdlm.blocks:
+            for scale in block.branch_scales():
+                scale.weight.fill_(1.0)
     ablated = RRGMambaForConditionalGeneration(tiny_config(**{switch: False})).eval()
     missing, unexpected = ablated.load_state_dict(full.state_dict(), strict=False)
     assert not missing  # every remaining weight is shared with the full model
@@ -268,14 +271,18 @@ def test_default_parameter_count_matches_paper():
 
 
 def test_new_gdlm_is_the_identity():
-    """Every GDLM residual branch ends in a zero layer, so a new GDLM maps v_S to itself (issue 13)."""
+    """Every GDLM residual branch has a zero gain, so a new GDLM maps v_S to itself (issues 13 and 24), while the
+    branches themselves start random (so the report loss reaches each gain from the first step)."""
     model = tiny_model(gdlm_depth=2)
     grid = model.encoder.grid_norm(torch.randn(2, GRID, GRID, model.config.gdlm_dim))
     with torch.no_grad():
         torch.testing.assert_close(model.encoder.gdlm(grid), grid, rtol=1e-5, atol=1e-5)
     for block in model.encoder.gdlm.blocks:
-        assert all(layer.weight.abs().sum() == 0 for layer in block.residual_outputs())
+        assert len(block.branch_scales()) == 4 and all(
+            scale.weight.abs().sum() == 0 for scale in block.branch_scales()
+        )
         assert block.ss2d.in_proj.weight.std() > 0.01 and block.ss2d.conv2d.weight.std() > 0.01
+        assert block.ss2d.out_proj.weight.std() > 0.01 and block.mlp[-1].weight.std() > 0.01
 
 
 def test_generation_config_carries_the_recipe_decoding(tmp_path):
@@ -378,12 +385,16 @@ def test_weights_missing_from_a_checkpoint_are_initialised(tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     block = "encoder.gdlm.blocks.0."
     missing = {
-        block + "conv.weight": "zero",
-        block + "conv.bias": "zero",  # GDLM v_con depthwise conv (zero-init branch)
+        block + "conv.weight": "conv",
+        block + "conv.bias": "small",  # GDLM v_con depthwise conv
+        block + "conv_scale.weight": "zero",  # the branch gains: zero, so a new block is the identity
+        block + "ss2d_scale.weight": "zero",
+        block + "mlp_scale.weight": "zero",
+        block + "position_bias_scale.weight": "zero",
         block + "ss2d.conv2d.weight": "conv",
         block + "ss2d.conv2d.bias": "small",  # SS2D depthwise conv
-        block + "ss2d.out_proj.weight": "zero",
-        block + "mlp.2.weight": "zero",
+        block + "ss2d.out_proj.weight": "normal",
+        block + "mlp.2.weight": "normal",
         block + "ss2d.in_proj.weight": "normal",
         block + "ss2d.ssm.A_log": "a_log",
         block + "ss2d.ssm.D": "one",

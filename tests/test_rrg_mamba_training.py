@@ -109,15 +109,19 @@ def test_reports_follow_the_image(use_gdlm):
     assert findings_accuracy(generate(pixel_values), present) >= 0.9
     blank = findings_accuracy(generate(torch.zeros_like(pixel_values)), present)
     assert blank <= 0.7  # without the image the model can only guess (chance = 0.5 per finding)
-    # GDLM changes the output: the same weights with the GDLM bypassed give other next-word scores.
+    # GDLM takes part: its branch gains (zero at initialisation) have grown, and the same weights with the GDLM
+    # bypassed give other next-word scores.
     if use_gdlm:
+        gains = torch.cat([scale.weight for scale in model.encoder.gdlm.blocks[0].branch_scales()])
+        assert gains.abs().max() > 10 * LR
         labels = TOKENIZER([report(p) for p in present], padding=True, return_tensors="pt")["input_ids"]
         with torch.no_grad():
             with_gdlm = model(pixel_values=pixel_values, labels=labels).logits
             gdlm, model.encoder.gdlm = model.encoder.gdlm, None
             without_gdlm = model(pixel_values=pixel_values, labels=labels).logits
             model.encoder.gdlm = gdlm
-        assert (with_gdlm.argmax(-1) != without_gdlm.argmax(-1)).any()
+        change = (with_gdlm.log_softmax(-1) - without_gdlm.log_softmax(-1)).abs().max()
+        assert change > 1e-3, (change, gains.abs().max())
 
 
 # ---------------------------------------------------------------------------------------------------------------

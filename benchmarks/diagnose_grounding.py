@@ -1,0 +1,126 @@
+"""What reaches RRG-Mamba's decoder from the image in the first hundreds of steps, per configuration (issue 24).
+
+Trains the default model and its ablations exactly as ``bench_grounding.py`` does (same task, seed, batches and
+recipe) and, at the given steps, measures on a fixed probe batch:
+
+    image share      of the encoder memory's variance, the part that differs between films (1 - mean within-token
+                     variance across films / total variance is the shared part): how much of the memory is image
+    logit swap       mean |Δ log-prob| of the reference report's tokens when each study's films are replaced by
+                     another study's: how much the decoder's prediction depends on the image
+    grad extractor   gradient norm of the report loss at the visual extractor (what the image side is taught)
+    aux / report     norm of the auxiliary losses' gradient (observation BCE + consistency, as weighted) over the
+                     report loss's at the encoder's parameters after the extractor
+    aux cos          cosine between those two gradients (negative: the auxiliary terms pull against the report)
+    global mass      share of the decoder's last-layer cross-attention on the per-view global tokens
+
+    python benchmarks/diagnose_grounding.py --task mixed --recipe onecycle --steps 0 25 50 100 200 300
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from bench_grounding import CONFIGURATIONS, TASKS, TOKENIZER, Protocol, batch, config, observation_labels, optimiser
+from bench_grounding import report as report_text
+
+from modeling_rrg_mamba.rrg_mamba import RRGMambaForConditionalGeneration
+
+
+def _labels(task, values: list[list[int]]) -> torch.Tensor:
+    encoded = TOKENIZER([report_text(task, v) for v in values], padding=True, return_tensors="pt")
+    return encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+
+
+def _gradient(loss: torch.Tensor, parameters: list[torch.nn.Parameter]) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, parameters)])
+
+
+def _token_log_probs(model, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    logits = model(pixel_values=pixels, labels=labels).logits.log_softmax(-1)
+    return logits.gather(-1, labels.clamp_min(0)[..., None])[..., 0].masked_fill(labels == -100, 0.0)
+
+
+def measure(model, task, pixels: torch.Tensor, values: list[list[int]], protocol: Protocol) -> dict[str, float]:
+    """The table's measures on one probe batch (dropout off)."""
+    model.eval()
+    labels = _labels(task, values)
+    observations = observation_labels(task, values) if protocol.observation_labels else None
+    output = model(pixel_values=pixels, labels=labels, observation_labels=observations, output_attentions=True)
+    memory = output.encoder_last_hidden_state.detach()
+    within = memory.var(dim=0).mean()
+    total = memory.flatten(0, 1).var(dim=0).mean()
+    with torch.no_grad():
+        reference = _token_log_probs(model, pixels, labels)
+        swapped = _token_log_probs(model, pixels.roll(1, dims=0), labels)
+    valid = (labels != -100).sum()
+    extractor = list(model.get_vision_backbone().parameters())
+    backbone = {id(p) for p in extractor}
+    encoder = [p for p in model.encoder.parameters() if id(p) not in backbone]
+    report_grad = _gradient(output.report_loss, encoder)
+    row = {
+        "image share": float(within / total),
+        "logit swap": float((reference - swapped).abs().sum() / valid),
+        "grad extractor": float(_gradient(output.report_loss, extractor).norm()),
+        "global mass": float(
+            output.cross_attentions[-1][..., 0].detach().mean()
+        ),  # one view: token 0 is its global token
+    }
+    auxiliary = output.loss - output.report_loss
+    if auxiliary.requires_grad:
+        aux_grad = _gradient(auxiliary, encoder)
+        row["aux / report"] = float(aux_grad.norm() / report_grad.norm().clamp_min(1e-12))
+        row["aux cos"] = float(torch.nn.functional.cosine_similarity(aux_grad, report_grad, dim=0))
+    model.train()
+    return row
+
+
+def diagnose(task_name: str, overrides: dict, steps: list[int], seed: int, protocol: Protocol) -> list[dict]:
+    """Train as ``bench_grounding.run`` does and measure at each step in ``steps`` (0 = at initialisation)."""
+    task = TASKS[task_name]
+    torch.manual_seed(seed)
+    model = RRGMambaForConditionalGeneration(config(task, "tiny", **overrides))
+    optimizer, scheduler = optimiser(model, protocol.recipe, max(steps[-1], 1))
+    generator = torch.Generator().manual_seed(seed + 1)
+    probe, probe_values = batch(task, 32, torch.Generator().manual_seed(54321))
+    rows, done = [], 0
+    for checkpoint in steps:
+        for _ in range(checkpoint - done):
+            pixels, values = batch(task, protocol.batch_size, generator)
+            observations = observation_labels(task, values) if protocol.observation_labels else None
+            loss = model(pixel_values=pixels, labels=_labels(task, values), observation_labels=observations).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+        done = checkpoint
+        rows.append({"step": checkpoint, **measure(model, task, probe, probe_values, protocol)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="mixed", choices=list(TASKS))
+    parser.add_argument("--recipe", default="onecycle", choices=["paper", "onecycle"])
+    parser.add_argument("--no-observation-labels", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, nargs="+", default=[0, 25, 50, 100])
+    parser.add_argument("--only", nargs="*", default=None, help="Run only these configuration names.")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    protocol = Protocol(args.recipe, not args.no_observation_labels)
+    columns = ["image share", "logit swap", "grad extractor", "global mass", "aux / report", "aux cos"]
+    print(f"task {args.task}, {protocol}, seed {args.seed}")
+    print(f"{'configuration':22s} {'step':>5s} " + " ".join(f"{c:>14s}" for c in columns))
+    for name, overrides in CONFIGURATIONS.items():
+        if args.only and name not in args.only:
+            continue
+        for row in diagnose(args.task, overrides, sorted(args.steps), args.seed, protocol):
+            cells = " ".join(f"{row[c]:14.4f}" if c in row else f"{'-':>14s}" for c in columns)
+            print(f"{name:22s} {row['step']:5d} {cells}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
