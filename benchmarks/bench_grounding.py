@@ -272,32 +272,44 @@ def paired_model(task: Task, scale: str, overrides: dict, seed: int) -> RRGMamba
     return model
 
 
+def report_labels(task: Task, values: list[list[int]]) -> torch.Tensor:
+    """The reports of ``values`` as decoder labels (-100 where padded)."""
+    encoded = TOKENIZER([report(task, v) for v in values], padding=True, return_tensors="pt")
+    return encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+
+
+def train_steps(model, task: Task, scale: str, count: int, optimisation: tuple, generator, protocol: Protocol):
+    """``count`` optimiser steps (``optimisation``: optimiser, scheduler or None) on fresh batches; the last loss."""
+    optimizer, scheduler = optimisation
+    model.train()
+    loss = None
+    for _ in range(count):
+        pixel_values, values = batch(task, protocol.batch_size, generator)
+        loss = model(
+            pixel_values=resize(pixel_values, scale),
+            labels=report_labels(task, values),
+            observation_labels=observation_labels(task, values) if protocol.observation_labels else None,
+        ).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return loss
+
+
 def run(task: str, scale: str, overrides: dict, steps: list[int], seed: int, protocol: Protocol) -> list:
     """Train one configuration; held-out accuracy at each step in ``steps``."""
     kind = TASKS[task]
     model = paired_model(kind, scale, overrides, seed)
     optimizer, scheduler = optimiser(model, protocol.recipe, steps[-1])
-    batch_size, held_out = protocol.batch_size, protocol.held_out
+    held_out = protocol.held_out
     generator = torch.Generator().manual_seed(seed + 1)
     pixels_out, values_out = batch(kind, held_out, torch.Generator().manual_seed(12345))
     pixels_out = resize(pixels_out, scale)
     accuracies, done, start = [], 0, time.perf_counter()
     for checkpoint in steps:
-        model.train()
-        for _ in range(checkpoint - done):
-            pixel_values, values = batch(kind, batch_size, generator)
-            encoded = TOKENIZER([report(kind, v) for v in values], padding=True, return_tensors="pt")
-            labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
-            loss = model(
-                pixel_values=resize(pixel_values, scale),
-                labels=labels,
-                observation_labels=observation_labels(kind, values) if protocol.observation_labels else None,
-            ).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
+        loss = train_steps(model, kind, scale, checkpoint - done, (optimizer, scheduler), generator, protocol)
         done = checkpoint
         model.eval()
         with torch.no_grad():

@@ -21,15 +21,17 @@ from __future__ import annotations
 import argparse
 
 import torch
-from bench_grounding import CONFIGURATIONS, TASKS, TOKENIZER, Protocol, batch, config, observation_labels, optimiser
-from bench_grounding import report as report_text
-
-from modeling_rrg_mamba.rrg_mamba import RRGMambaForConditionalGeneration
-
-
-def _labels(task, values: list[list[int]]) -> torch.Tensor:
-    encoded = TOKENIZER([report_text(task, v) for v in values], padding=True, return_tensors="pt")
-    return encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+from bench_grounding import (
+    CONFIGURATIONS,
+    TASKS,
+    Protocol,
+    batch,
+    observation_labels,
+    optimiser,
+    paired_model,
+    report_labels,
+    train_steps,
+)
 
 
 def _gradient(loss: torch.Tensor, parameters: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -45,7 +47,7 @@ def _token_log_probs(model, pixels: torch.Tensor, labels: torch.Tensor) -> torch
 def measure(model, task, pixels: torch.Tensor, values: list[list[int]], protocol: Protocol) -> dict[str, float]:
     """The table's measures on one probe batch (dropout off)."""
     model.eval()
-    labels = _labels(task, values)
+    labels = report_labels(task, values)
     observations = observation_labels(task, values) if protocol.observation_labels else None
     output = model(pixel_values=pixels, labels=labels, observation_labels=observations, output_attentions=True)
     memory = output.encoder_last_hidden_state.detach()
@@ -67,9 +69,8 @@ def measure(model, task, pixels: torch.Tensor, values: list[list[int]], protocol
             output.cross_attentions[-1][..., 0].detach().mean()
         ),  # one view: token 0 is its global token
     }
-    auxiliary = output.loss - output.report_loss
-    if auxiliary.requires_grad:
-        aux_grad = _gradient(auxiliary, encoder)
+    if output.observation_loss is not None:  # with the adapter and observation labels
+        aux_grad = _gradient(output.loss - output.report_loss, encoder)
         row["aux / report"] = float(aux_grad.norm() / report_grad.norm().clamp_min(1e-12))
         row["aux cos"] = float(torch.nn.functional.cosine_similarity(aux_grad, report_grad, dim=0))
     model.train()
@@ -77,24 +78,15 @@ def measure(model, task, pixels: torch.Tensor, values: list[list[int]], protocol
 
 
 def diagnose(task_name: str, overrides: dict, steps: list[int], seed: int, protocol: Protocol) -> list[dict]:
-    """Train as ``bench_grounding.run`` does and measure at each step in ``steps`` (0 = at initialisation)."""
+    """Train as ``bench_grounding.run`` does (paired weights, same batches); measure at each of ``steps`` (0: new)."""
     task = TASKS[task_name]
-    torch.manual_seed(seed)
-    model = RRGMambaForConditionalGeneration(config(task, "tiny", **overrides))
+    model = paired_model(task, "tiny", overrides, seed)
     optimizer, scheduler = optimiser(model, protocol.recipe, max(steps[-1], 1))
     generator = torch.Generator().manual_seed(seed + 1)
     probe, probe_values = batch(task, 32, torch.Generator().manual_seed(54321))
     rows, done = [], 0
     for checkpoint in steps:
-        for _ in range(checkpoint - done):
-            pixels, values = batch(task, protocol.batch_size, generator)
-            observations = observation_labels(task, values) if protocol.observation_labels else None
-            loss = model(pixel_values=pixels, labels=_labels(task, values), observation_labels=observations).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
+        train_steps(model, task, "tiny", checkpoint - done, (optimizer, scheduler), generator, protocol)
         done = checkpoint
         rows.append({"step": checkpoint, **measure(model, task, probe, probe_values, protocol)})
     return rows

@@ -1,0 +1,65 @@
+"""benchmarks/bench_grounding.py and diagnose_grounding.py (issue 24): the paired comparison, the goal verdict and the
+diagnostics, at tiny sizes (the figures themselves come from the scripts' own runs)."""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+bench = pytest.importorskip("bench_grounding")
+diagnose = pytest.importorskip("diagnose_grounding")
+
+
+def test_paired_configurations_share_their_weights_and_a_new_gdlm_changes_nothing():
+    """The default and use_gdlm=False start as the same function (shared weights copied, GDLM the identity);
+    use_cma=False shares every weight it has."""
+    task = bench.TASKS["mixed"]
+    pixels, values = bench.batch(task, 2, torch.Generator().manual_seed(0))
+    labels = bench.report_labels(task, values)
+    models = {
+        name: bench.paired_model(task, "tiny", overrides, 0).eval() for name, overrides in bench.CONFIGURATIONS.items()
+    }
+    with torch.no_grad():
+        logits = {name: model(pixel_values=pixels, labels=labels).logits for name, model in models.items()}
+    torch.testing.assert_close(logits["use_gdlm=False"], logits[bench.DEFAULT], rtol=0, atol=1e-4)  # GDLM's LN eps
+    torch.testing.assert_close(logits["both off"], logits["use_cma=False"], rtol=0, atol=1e-4)
+    default = models[bench.DEFAULT].state_dict()
+    for name, tensor in models["both off"].state_dict().items():
+        assert torch.equal(tensor, default[name]), name
+
+
+def _results(default: list[float], best: list[float]) -> dict:
+    return {"task": {bench.DEFAULT: [default], "use_gdlm=False": [best], "both off": [[0.5, 0.5, 0.5]]}}
+
+
+@pytest.mark.parametrize(
+    "default, best, verdict",
+    [
+        ([0.6, 0.91, 1.0], [0.62, 0.92, 1.0], "ok"),  # within 0.03 from step 100, reaches 0.9 at the same step
+        ([0.6, 0.85, 1.0], [0.6, 0.92, 1.0], "MISSES GOAL"),  # 0.07 behind at step 100
+        ([0.9, 0.9, 0.9], [0.9, 0.91, 0.92], "ok"),  # reached 0.9 at step 50, within 0.03 after
+        ([0.5, 0.88, 0.9], [0.5, 0.9, 0.9], "MISSES GOAL"),  # within 0.03 but reaches 0.9 a checkpoint later
+    ],
+)
+def test_table_gives_the_worst_gap_and_the_goal_verdict(default, best, verdict):
+    text = bench.table(_results(default, best), [50, 100, 150], 0.9)
+    last = text.splitlines()[-1]
+    assert last.endswith(verdict), text
+    gap = max(b - d for s, d, b in zip([50, 100, 150], default, best) if s >= 100)
+    assert f"{gap:+.2f}" in last
+
+
+def test_diagnostics_measure_a_short_paired_run():
+    protocol = bench.Protocol("onecycle", observation_labels=True, batch_size=4)
+    rows = diagnose.diagnose("side", {}, [0, 2], seed=0, protocol=protocol)
+    assert [row["step"] for row in rows] == [0, 2]
+    for row in rows:
+        assert 0 <= row["image share"] <= 1.05 and 0 < row["global mass"] < 1
+        assert all(math.isfinite(value) for value in row.values())
+        assert "aux / report" in row  # the observation BCE and consistency terms are there with labels
+    plain = diagnose.diagnose("side", {"use_cma": False}, [0], seed=0, protocol=protocol)[0]
+    assert "aux / report" not in plain
+    assert plain["grad extractor"] > 0
