@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import Seq2SeqTrainingArguments
 
+from .._compat import report_to_as_in_transformers_5
+
 #: The model families ``rrg-mamba train --model_type`` accepts.
 MODEL_TYPES = ("rrg_mamba", "emrrg")
 
@@ -232,6 +234,7 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
         check_ranges(
             self, TRAINING_RANGES, prefix="--"
         )  # before the Trainer's own checks, which accept e.g. max_steps 0
+        self.report_to = report_to_as_in_transformers_5(self.report_to)
         super().__post_init__()
         if self.lr_decay_epochs is not None:
             if self.lr_decay_epochs <= 0 or not 0 < self.lr_decay_rate <= 1:
