@@ -252,8 +252,9 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "Train into an output_dir that holds an earlier run (its checkpoint-* folders are removed "
-            "first, so that --resume_from_checkpoint last cannot pick them up). Without it, and without "
+            "help": "Train into an output_dir that holds an earlier run: it is set aside in a hidden "
+            "'.earlier-run-*' folder (so --resume_from_checkpoint last cannot pick its checkpoints), deleted once "
+            "the new run succeeds, put back if it fails before writing anything. Without it, and without "
             "--resume_from_checkpoint, a non-empty output_dir is refused."
         },
     )
