@@ -36,6 +36,7 @@ __all__ = [
     "TOKENIZER_ENCODES_IN_BATCH_METHOD",
     "LegacyCacheNameForMambaClasses",
     "PORTABLE_TOKENIZER_CLASSES",
+    "UNSET_REPORT_TO",
     "accepts_legacy_cache_name",
     "cache_field",
     "checkpointing_arguments_as_installed",
@@ -48,6 +49,7 @@ __all__ = [
     "register_image_processors",
     "register_peft_custom_module",
     "register_peft_lora_config_class",
+    "report_to_as_in_transformers_5",
     "saves_on_this_rank",
     "subprocessors_by_auto_class",
 ]
@@ -255,6 +257,17 @@ def checkpointing_arguments_as_installed(arguments: dict[str, Any], known_fields
             arguments[new] = arguments.pop(old)
         elif new not in known_fields and new in arguments:
             arguments[old] = arguments.pop(new)
+
+
+#: transformers 5's reading of an unset ``report_to``: no integration. 4.57 reads it as every installed one
+#: (TensorBoard among them), whose logs go into ``output_dir`` as training starts, so a run refused at its first
+#: batch left ``output_dir/runs/...`` behind there only.
+UNSET_REPORT_TO = "none"
+
+
+def report_to_as_in_transformers_5(report_to: str | list[str] | None) -> str | list[str]:
+    """``report_to`` as given, or transformers 5's default (no integration) where it was left unset."""
+    return UNSET_REPORT_TO if report_to is None else report_to
 
 
 # ----------------------------------------------------------------------------------------------------------------

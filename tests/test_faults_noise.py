@@ -200,3 +200,63 @@ def test_convert_with_a_text_model_of_another_kind_is_one_line(folders, tmp_path
     assert len(lines) == 1, lines
     assert "--text_model" in lines[0] and str(folders[folder]) in lines[0] and found in lines[0]
     assert "causal language model" in lines[0] and not (tmp_path / "out").exists()
+
+
+def length_case_arguments(folder: Path, case: str) -> list[str]:
+    """Command-line settings of a length case: none (the saved max_new_tokens), the Trainer's
+    --generation_max_length, a --generation_config file of decoding settings, or both."""
+    settings_file = folder / "decoding.json"
+    settings_file.write_text(json.dumps({"max_new_tokens": 2, "num_beams": 1}))
+    found = {"saved": [], "trainer": ["--generation_max_length", "4"]}
+    found["file"] = ["--generation_config", str(settings_file)]
+    found["file_and_trainer"] = found["file"] + found["trainer"]
+    return found[case]
+
+
+@pytest.mark.parametrize("kind", ["rrg_mamba", "emrrg"])
+@pytest.mark.parametrize("case", ["saved", "trainer", "file", "file_and_trainer"])
+def test_training_evaluation_never_warns_about_both_length_limits_and_keeps_the_asked_length(
+    folders, tmp_path, capfd, monkeypatch, kind, case
+):
+    """Evaluation during training (predict_with_generate, one study per batch): the saved config holds an LLM's
+    max_length beside max_new_tokens; whatever the run asks for is the one limit used, and nothing warns."""
+    from transformers import HfArgumentParser
+
+    from modeling_rrg_mamba.training import DataArguments, ModelArguments, ReportGenerationTrainingArguments
+    from modeling_rrg_mamba.training.build import build_trainer
+    from modeling_rrg_mamba.training.trainer import generating_model
+
+    model = with_both_length_limits(folders[kind], tmp_path / "model", max_new_tokens=5)
+    argv = train_argv(tmp_path / "out", kind, "--model_name_or_path", str(model))[1:]
+    argv += ["--per_device_eval_batch_size", "1", "--max_eval_samples", "3", "--report_to", "none"]
+    argv += ["--generation_num_beams", "1", *length_case_arguments(tmp_path, case)]
+    parser = HfArgumentParser((ModelArguments, DataArguments, ReportGenerationTrainingArguments))
+    trainer = build_trainer(*parser.parse_args_into_dataclasses(argv))
+    generating = generating_model(trainer.model)
+    token_ids = {name: getattr(generating.generation_config, name) for name in ("bos_token_id", "pad_token_id")}
+    original, new_tokens = type(generating).generate, []
+
+    def counting_generate(self, *args, **kwargs):
+        sequences = original(self, *args, **kwargs)
+        prompt = 1 if self.config.is_encoder_decoder else kwargs["input_ids"].shape[1]
+        new_tokens.append(sequences.shape[1] - prompt)
+        return sequences
+
+    monkeypatch.setattr(type(generating), "generate", counting_generate)
+    capfd.readouterr()
+    handler = Records()
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        trainer.evaluate()
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    captured = capfd.readouterr()
+    printed = captured.out + captured.err + "\n".join(handler.messages)
+    assert "max_new_tokens" not in printed and "max_length" not in printed
+    if "trainer" in case:  # --generation_max_length 4 wins; an encoder-decoder's max_length counts its start token
+        expected = 4 - 1 if generating.config.is_encoder_decoder else 4
+    else:
+        expected = 2 if case == "file" else 5
+    assert new_tokens == [expected] * 3
+    assert {name: getattr(generating.generation_config, name) for name in token_ids} == token_ids
+    assert generating.generation_config.max_new_tokens == (2 if "file" in case else 5)  # restored after evaluation

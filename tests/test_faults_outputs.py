@@ -383,3 +383,18 @@ def test_earlier_run_set_aside_until_the_new_run_succeeds(tmp_path, caplog):
                 "checkpoint-8",
             ]
             assert aside[0] in caplog.text
+
+
+@pytest.mark.parametrize("report_to", [[], ["--report_to", "tensorboard"]], ids=["unset", "tensorboard"])
+def test_a_train_refused_at_its_first_batch_leaves_no_output_dir(tmp_path, report_to):
+    """Refused once training has begun (every film unreadable): on every transformers release, with or without
+    TensorBoard logs, nothing is left of the run (no output_dir/runs/... holding only its arguments)."""
+    images = tmp_path / "images"
+    shutil.copytree(DEMO_DATA / "images", images)
+    for film in images.rglob("*.jpg"):
+        film.write_bytes(b"")
+    overrides = '{"visual_extractor": "resnet18", "backbone_kwargs": {"layers": [1, 1, 1, 1]}, "gdlm_preset": null}'
+    argv = ["train", "--annotation", str(DEMO_DATA / "annotation.json"), "--image_root", str(images)]
+    argv += ["--output_dir", str(tmp_path / "runs" / "new"), "--use_cpu", "--max_steps", "1"]
+    assert main([*argv, "--config_overrides", overrides, *report_to]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]

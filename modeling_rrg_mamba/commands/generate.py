@@ -4,7 +4,6 @@ with optional word-to-image heatmaps."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import re
 import warnings
@@ -16,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.atomic import replaced_file
+from ..data.decoding import decoding_settings
 from ..data.outputs import OutputPathError
 from ..image_processing_xray import load_xray_image
 from .heatmaps import grid_maps, key_word_positions, render_heatmaps, word_cross_attention
@@ -199,26 +199,6 @@ def generate_reports(
                 )
             progress.update(len(chunk))
     return records
-
-
-@contextlib.contextmanager
-def decoding_settings(model: torch.nn.Module, settings: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The run's decoding ``settings`` written into the model's generation config for the block (restored after);
-    yields the settings the config does not hold. One length limit is kept: a ``max_new_tokens`` (given or saved)
-    clears ``max_length`` (e.g. an LLM's 4096), so transformers never warns "Both max_new_tokens and max_length"
-    at every batch; a ``max_length`` given alone clears the saved ``max_new_tokens``."""
-    saved = model.generation_config
-    config = copy.deepcopy(saved)
-    if settings.get("max_length") is not None and settings.get("max_new_tokens") is None:
-        config.max_new_tokens = None
-    rest = config.update(**settings)
-    if config.max_new_tokens is not None:
-        config.max_length = None
-    model.generation_config = config
-    try:
-        yield rest
-    finally:
-        model.generation_config = saved
 
 
 def _generate_batch(
@@ -443,7 +423,6 @@ __all__ = [
     "check_loading_info",
     "check_weight_files",
     "collect_images",
-    "decoding_settings",
     "first_heatmap_number",
     "generate_reports",
     "annotation_studies",

@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import Seq2SeqTrainingArguments
 
+from .._compat import report_to_as_in_transformers_5
+
 #: The model families ``rrg-mamba train --model_type`` accepts.
 MODEL_TYPES = ("rrg_mamba", "emrrg")
 
@@ -232,6 +234,7 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
         check_ranges(
             self, TRAINING_RANGES, prefix="--"
         )  # before the Trainer's own checks, which accept e.g. max_steps 0
+        self.report_to = report_to_as_in_transformers_5(self.report_to)
         super().__post_init__()
         if self.lr_decay_epochs is not None:
             if self.lr_decay_epochs <= 0 or not 0 < self.lr_decay_rate <= 1:
@@ -249,8 +252,9 @@ class ReportGenerationTrainingArguments(Seq2SeqTrainingArguments):
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "Train into an output_dir that holds an earlier run (its checkpoint-* folders are removed "
-            "first, so that --resume_from_checkpoint last cannot pick them up). Without it, and without "
+            "help": "Train into an output_dir that holds an earlier run: it is set aside in a hidden "
+            "'.earlier-run-*' folder (so --resume_from_checkpoint last cannot pick its checkpoints), deleted once "
+            "the new run succeeds, put back if it fails before writing anything. Without it, and without "
             "--resume_from_checkpoint, a non-empty output_dir is refused."
         },
     )

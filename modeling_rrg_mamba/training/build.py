@@ -28,7 +28,12 @@ from ..data.model_folders import saved_model_type
 from ..data.verify import format_bad_images, scan_images
 from ..metrics import ReportGenerationMetrics, decode_token_ids
 from .arguments import DataArguments, ModelArguments, ReportGenerationTrainingArguments
-from .checkpoints import earlier_run_set_aside, prepare_output_dir, resolve_resume_checkpoint
+from .checkpoints import (
+    earlier_run_set_aside,
+    no_logs_left_by_an_unlogged_failure,
+    prepare_output_dir,
+    resolve_resume_checkpoint,
+)
 from .trainer import AugmentationEpochCallback, ReportGenerationTrainer, SeededAugmentationCollator, default_callbacks
 
 logger = logging.getLogger(__name__)
@@ -307,7 +312,10 @@ def run_training(
     with nothing_left_on_failure([training_args.output_dir]):  # a failed new run leaves no empty folder
         set_seed(training_args.seed)
         trainer = build_trainer(model_args, data_args, training_args, callbacks)
-        with earlier_run_set_aside(training_args.output_dir, overwrite and training_args.should_save):
+        with (
+            earlier_run_set_aside(training_args.output_dir, overwrite and training_args.should_save),
+            no_logs_left_by_an_unlogged_failure(trainer),
+        ):
             result = trainer.train(resume_from_checkpoint=resume)
             report_skipped_studies(trainer)
             trainer.save_model()

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ..data.outputs import OutputPathError, check_output_dir
 
@@ -184,11 +185,41 @@ def earlier_run_set_aside(output_dir: str | os.PathLike, active: bool) -> Iterat
     shutil.rmtree(aside)
 
 
+@contextlib.contextmanager
+def no_logs_left_by_an_unlogged_failure(trainer: Any) -> Iterator[None]:
+    """A run that fails before it has logged a step (e.g. refused at its first batch) leaves no logging folder of
+    its own: the folders its TensorBoard writers created inside ``output_dir`` (holding only the run's arguments
+    then) are removed, with the parents they created, so the output_dir checks see nothing written."""
+    output = Path(trainer.args.output_dir).absolute()
+    before = {path for path in output.rglob("*") if path.is_dir()} if output.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        if not trainer.state.log_history:
+            for writer in (getattr(callback, "tb_writer", None) for callback in trainer.callback_handler.callbacks):
+                if writer is not None:
+                    _remove_new_log_folder(writer, output, before)
+        raise
+
+
+def _remove_new_log_folder(writer: Any, output: Path, before: set[Path]) -> None:
+    writer.close()
+    folder = Path(writer.get_logdir()).absolute()
+    if output not in folder.parents or folder in before:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if parent == output or parent in before or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
 __all__ = [
     "checkpoint_folders",
     "checkpoint_problem",
     "earlier_run",
     "earlier_run_set_aside",
+    "no_logs_left_by_an_unlogged_failure",
     "prepare_output_dir",
     "resolve_resume_checkpoint",
 ]

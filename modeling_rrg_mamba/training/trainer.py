@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -26,15 +27,28 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import Seq2SeqTrainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import (
+    GenerationConfig,
+    Seq2SeqTrainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from ..data.atomic import replaced_file, write_text_whole
+from ..data.decoding import decoding_settings
 from .arguments import ReportGenerationTrainingArguments
+
+
+def generating_model(model: nn.Module) -> nn.Module:
+    """The model itself, or the one a PEFT wrapper holds (whose ``generate`` reads its own generation config)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def visual_extractor(model: nn.Module) -> nn.Module | None:
     """The model's image backbone (its ``get_vision_backbone()``; PEFT-wrapped or not), or ``None`` if it has none."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = generating_model(model)
     get_backbone = getattr(base, "get_vision_backbone", None)
     return get_backbone() if get_backbone is not None else None
 
@@ -134,6 +148,12 @@ class FinalEvaluationCallback(TrainerCallback):
 class ReportGenerationTrainer(Seq2SeqTrainer):
     """`Seq2SeqTrainer` with the report-generation optimiser groups and a separate training collator.
 
+    Evaluation with ``predict_with_generate`` decodes with the model's generation config, with the settings of
+    ``generation_config`` (a file) written over it, then the Trainer's ``generation_max_length`` /
+    ``generation_num_beams`` (or ``evaluate(max_new_tokens=...)``) over those, keeping one length limit (no
+    transformers warning at every batch). For a decoder-only model (EMRRG, whose prompt holds the image tokens)
+    ``generation_max_length`` limits the report's new tokens.
+
     Args:
         train_data_collator: collator of the training batches (augmentation on); ``data_collator`` serves evaluation
             and prediction. Defaults to ``data_collator``.
@@ -141,8 +161,56 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
     """
 
     def __init__(self, *args: Any, train_data_collator: Callable | None = None, **kwargs: Any) -> None:
+        model = kwargs.get("model", args[0] if args else None)
+        own_config = None if model is None else getattr(generating_model(model), "generation_config", None)
         super().__init__(*args, **kwargs)
         self.train_data_collator = train_data_collator or self.data_collator
+        if self.args.generation_config is not None and own_config is not None:
+            self._write_generation_file_over(own_config)
+
+    def _write_generation_file_over(self, own_config: GenerationConfig) -> None:
+        """``generation_config`` (a file of decoding settings) over the model's own config: the file wins where it
+        says something, the model's token ids and other settings fill the rest. (Seq2SeqTrainer replaces the config
+        whole, losing e.g. ``decoder_start_token_id``, and on a PEFT model sets it on the wrapper, which ``generate``
+        never reads.)"""
+        generating = generating_model(self.model)
+        merged = copy.deepcopy(self.model.generation_config)
+        if generating is not self.model:
+            vars(self.model).pop("generation_config", None)  # the wrapper reads the generating model's again
+        for key, value in own_config.to_dict().items():
+            if getattr(merged, key, None) is None and value is not None:
+                setattr(merged, key, value)
+        generating.generation_config = merged
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+        **gen_kwargs: Any,
+    ):
+        """The Seq2SeqTrainer's step, generating under `decoding_settings`: the lengths and beams asked for
+        (``generation_max_length`` / ``generation_num_beams`` or ``evaluate``'s keywords) written into the model's
+        generation config with one length limit, so the asked length holds and transformers never warns "Both
+        max_new_tokens and max_length" at every batch."""
+        if not self.args.predict_with_generate or prediction_loss_only:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        asked = gen_kwargs or getattr(self, "_gen_kwargs", {})
+        settings = {key: value for key, value in asked.items() if value is not None}
+        generating = generating_model(self.model)
+        if not generating.config.is_encoder_decoder and "max_length" in settings:  # the prompt is not the report
+            settings.setdefault("max_new_tokens", settings.pop("max_length"))
+        trainer_kwargs = self.__dict__.get("_gen_kwargs")
+        try:
+            with decoding_settings(generating, settings) as rest:
+                self._gen_kwargs = rest  # what the Seq2SeqTrainer's step reads when no keywords are passed
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **rest)
+        finally:
+            if trainer_kwargs is None:
+                self.__dict__.pop("_gen_kwargs", None)
+            else:
+                self._gen_kwargs = trainer_kwargs
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         """The Trainer's save, into a fresh ``checkpoint-<step>`` (a partial folder left by an interrupted save is
@@ -256,6 +324,7 @@ __all__ = [
     "TimeLimitCallback",
     "default_callbacks",
     "epoch_seed",
+    "generating_model",
     "learning_rate_groups",
     "update_steps_per_epoch",
     "visual_extractor",
