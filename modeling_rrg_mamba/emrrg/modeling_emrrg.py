@@ -395,8 +395,16 @@ class EMRRGPreTrainedModel(RemoteCodeModelMixin, PreTrainedModel):
 
     @torch.no_grad()
     def initialize_weights(self) -> None:
-        """transformers' initialisation, then the hybrid layers' cross-attentions (gates back to zero): they live
-        inside the LLM, whose own ``_init_weights`` handles them as plain modules (and not the gate at all)."""
+        """transformers' initialisation, the LLM first under its own rules, then the hybrid layers' cross-attentions
+        (gates back to zero): they live inside the LLM, whose ``_init_weights`` handles them as plain modules (and
+        not the gate at all).
+
+        The LLM goes first because transformers 5 initialises a model whose class lives outside ``transformers``
+        (EMRRG) as custom code, passing that down to every sub-model: modules without parameters of their own are
+        then marked initialised without calling ``_init_weights``. A stock LLM may initialise its parameters there
+        (GPT-2 scales ``c_proj`` by ``1/sqrt(2 n_layer)`` in ``GPT2Attention`` / ``GPT2MLP``), so a model built on
+        the meta device, or loaded without those weights, would differ from a freshly built one."""
+        self.language_model.initialize_weights()
         super().initialize_weights()
         std = getattr(self.config.text_config, "initializer_range", 0.02)
         for module in self.modules():
