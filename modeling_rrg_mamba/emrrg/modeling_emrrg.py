@@ -473,6 +473,26 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         self.suppress_image_token()
         register_partial_lora_with_peft()
 
+    @property
+    def peft_config(self) -> dict[str, Any]:
+        """The configs of the PEFT adapters on this model, by adapter name (PEFT sets them when it wraps the model)."""
+        if "_peft_config" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__} has no PEFT adapters (no peft_config)")
+        return self.__dict__["_peft_config"]
+
+    @peft_config.setter
+    def peft_config(self, configs: dict[str, Any]) -> None:
+        """PEFT hands over its adapters' configs once it has put their layers in: an adapter whose Partial LoRA would
+        silently run as plain LoRA (a dropped ``partial_lora_modules``) raises here, before any forward or merge."""
+        from .partial_lora import check_partial_lora_adapters
+
+        check_partial_lora_adapters(self, configs)
+        self.__dict__["_peft_config"] = configs
+
+    @peft_config.deleter
+    def peft_config(self) -> None:
+        self.__dict__.pop("_peft_config", None)
+
     def suppress_image_token(self) -> None:
         """Never generate ``<image>``: a generated placeholder would ask for visual tokens in mid-report."""
         token = self.config.image_token_id
