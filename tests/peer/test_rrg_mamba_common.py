@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import unittest
+from unittest import mock
 
 import pytest
 import torch
@@ -67,20 +68,38 @@ class RRGMambaModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCa
     # or mask attention heads, and transformers' own recent models opt out the same way.
     test_pruning = False
     test_head_masking = False
-    # The common resize tests clamp inputs_dict["input_ids"], which an image-to-text encoder-decoder does not take
-    # (its text input is decoder_input_ids); resizing is tested in test_rrg_mamba_modeling.py instead.
-    test_resize_embeddings = False
 
     def setUp(self):
         self.model_tester = RRGMambaModelTester(self)
         self.config_tester = ConfigTester(self, config_class=RRGMambaConfig, has_text_modality=True)
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
-        """With ``return_labels`` the report targets are the decoder inputs (as for transformers' seq2seq LMs)."""
+        """With ``return_labels`` the report targets are the decoder inputs (as for transformers' seq2seq LMs); an
+        ``input_ids`` entry is the resize tests' name for the text input, which here is ``decoder_input_ids``."""
         inputs = super()._prepare_for_class(inputs_dict, model_class, return_labels=return_labels)
+        inputs.pop("input_ids", None)
         if return_labels:
             inputs["labels"] = inputs["decoder_input_ids"].clone()
         return inputs
+
+    def _run_with_text_input_as_input_ids(self, test) -> None:
+        """Run a common resize test, which writes new token ids into ``inputs_dict["input_ids"]``: it gets the
+        ``decoder_input_ids`` tensor itself under that name, so the ids it writes reach the decoder."""
+        prepare = self.model_tester.prepare_config_and_inputs_for_common
+
+        def prepare_with_input_ids():
+            config, inputs = prepare()
+            inputs["input_ids"] = inputs["decoder_input_ids"]
+            return config, inputs
+
+        with mock.patch.object(self.model_tester, "prepare_config_and_inputs_for_common", prepare_with_input_ids):
+            test()
+
+    def test_resize_tokens_embeddings(self):
+        self._run_with_text_input_as_input_ids(super().test_resize_tokens_embeddings)
+
+    def test_resize_embeddings_untied(self):
+        self._run_with_text_input_as_input_ids(super().test_resize_embeddings_untied)
 
     def test_config(self):
         self.config_tester.run_common_tests()
