@@ -263,3 +263,28 @@ def test_shift_labels_give_the_loss_of_labels_and_change_it(family):
         ).loss
     torch.testing.assert_close(from_shifted, from_labels)
     assert not torch.allclose(other, from_labels)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_stock_llm_checkpoint_loads_under_the_base_model_prefix(family, tmp_path):
+    """``base_model_prefix`` names where EMRRG keeps its base model, the LLM: transformers' loader prepends it to a
+    stock LLM checkpoint's keys, so ``from_pretrained(llm_folder, config=...)`` gives the LLM's weights under
+    ``language_model.*``, the new parts initialised (gates closed) and, before any image, the LLM's own logits."""
+    torch.manual_seed(0)
+    config = tiny_config(family)
+    llm = AutoModelForCausalLM.from_config(config.text_config).eval()
+    llm.save_pretrained(tmp_path)
+    model, info = EMRRGForConditionalGeneration.from_pretrained(tmp_path, config=config, output_loading_info=True)
+    assert model.base_model is model.language_model
+    assert not info["unexpected_keys"]
+    missing_in_llm = [key for key in info["missing_keys"] if key.startswith("language_model.")]
+    assert missing_in_llm and all(".gated_cross_attn." in key for key in missing_in_llm)
+    assert any(key.startswith("vision_model.") for key in info["missing_keys"])
+    loaded = model.language_model.state_dict()
+    for key, tensor in llm.state_dict().items():
+        torch.testing.assert_close(loaded[key], tensor, rtol=0, atol=0, msg=key)
+    for attention in model.hybrid_attentions:
+        assert not torch.any(attention.gated_cross_attn.gate.weight)
+    ids = torch.tensor([[3, 4, 5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(input_ids=ids).logits, llm(ids).logits, rtol=0, atol=0)
