@@ -107,8 +107,8 @@ class RRGMambaModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCa
     @unittest.skip(
         "RRG-Mamba, like transformers' VisionEncoderDecoderModel, has no separate base model: the encoder, decoder, "
         "adapter and LM head form one generator, so model.base_model is the model itself. A Bart-style "
-        "RRGMambaModel would move every saved key under its prefix (encoder.* -> model.encoder.*), and the loader's "
-        "prefix bridging cannot map existing checkpoints back (their lm_head.* would gain the prefix too)"
+        "RRGMambaModel would move every saved key under its prefix (encoder.* -> model.encoder.*), so the checkpoints "
+        "saved so far would need a key conversion to load"
     )
     def test_model_base_model_prefix(self):
         pass
