@@ -351,3 +351,27 @@ def test_partial_lora_modules_matching_no_target_raises_when_wrapping():
     assert get_peft_model(tiny_model(), partial_lora_config(partial_lora_modules=None, target_modules=["in_proj"]))
     with pytest.raises(PartialLoraDroppedError, match="vision_model.layers.0.mixer.in_proj"):
         get_peft_model(tiny_model(), LoraConfig(target_modules=["in_proj"]))
+
+
+def test_an_adapter_added_after_wrapping_is_checked_at_the_next_forward(trained, tmp_path):
+    """PEFT's ``load_adapter`` adds to the wrapped model's ``peft_config`` in place: a second adapter whose
+    ``partial_lora_modules`` matches nothing is refused at the next forward instead of running as plain LoRA."""
+    import json
+
+    from peft import PeftModel
+
+    from modeling_rrg_mamba.emrrg.partial_lora import PartialLoraDroppedError
+
+    frozen, peft_model, _ = trained
+    peft_model.save_pretrained(tmp_path / "good")
+    peft_model.save_pretrained(tmp_path / "bad")
+    config = json.loads((tmp_path / "bad" / "adapter_config.json").read_text())
+    config["partial_lora_modules"] = r"language_model\..*\.in_proj"
+    (tmp_path / "bad" / "adapter_config.json").write_text(json.dumps(config))
+    reloaded = PeftModel.from_pretrained(copy.deepcopy(frozen), str(tmp_path / "good")).eval()
+    ids, pixels = prompt_ids(1, peft_model.config.num_image_tokens), torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        reloaded(input_ids=ids, pixel_values=pixels)
+        reloaded.load_adapter(str(tmp_path / "bad"), adapter_name="second")
+        with pytest.raises(PartialLoraDroppedError, match="adapter 'second' matches none"):
+            reloaded(input_ids=ids, pixel_values=pixels)

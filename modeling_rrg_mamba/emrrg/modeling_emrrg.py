@@ -484,14 +484,24 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
     def peft_config(self, configs: dict[str, Any]) -> None:
         """PEFT hands over its adapters' configs once it has put their layers in: an adapter whose Partial LoRA would
         silently run as plain LoRA (a dropped ``partial_lora_modules``) raises here, before any forward or merge."""
-        from .partial_lora import check_partial_lora_adapters
-
-        check_partial_lora_adapters(self, configs)
+        self.__dict__.pop("_checked_peft_configs", None)
+        self._check_peft_adapters(configs)
         self.__dict__["_peft_config"] = configs
 
     @peft_config.deleter
     def peft_config(self) -> None:
         self.__dict__.pop("_peft_config", None)
+
+    def _check_peft_adapters(self, configs: dict[str, Any]) -> None:
+        """:func:`~.partial_lora.check_partial_lora_adapters` on the adapters not checked yet (PEFT's ``load_adapter``
+        adds later ones to ``peft_config`` in place, so ``forward`` checks those)."""
+        checked = self.__dict__.setdefault("_checked_peft_configs", set())
+        new = {name: config for name, config in configs.items() if (name, id(config)) not in checked}
+        if new:
+            from .partial_lora import check_partial_lora_adapters
+
+            check_partial_lora_adapters(self, new)
+            checked.update((name, id(config)) for name, config in new.items())
 
     def suppress_image_token(self) -> None:
         """Never generate ``<image>``: a generated placeholder would ask for visual tokens in mid-report."""
@@ -668,6 +678,8 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("input_ids: pass exactly one of input_ids or inputs_embeds")
+        if "_peft_config" in self.__dict__:  # wrapped by PEFT: adapters added since wrapping are checked once
+            self._check_peft_adapters(self.peft_config)
         shift_labels = kwargs.pop("shift_labels", None)
         self._check_token_ids(input_ids, inputs_embeds, labels)
         self._check_token_ids(input_ids, inputs_embeds, shift_labels, name="shift_labels")
