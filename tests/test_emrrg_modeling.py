@@ -1,5 +1,6 @@
 """EMRRG model: configs, X-ray Mamba, hybrid layers (exact step-0 identity, caching, beam search), errors."""
 
+import copy
 import warnings
 
 import pytest
@@ -288,3 +289,27 @@ def test_a_stock_llm_checkpoint_loads_under_the_base_model_prefix(family, tmp_pa
     ids = torch.tensor([[3, 4, 5, 6, 7]])
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(input_ids=ids).logits, llm(ids).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_weights_missing_from_a_checkpoint_are_initialised_as_in_a_fresh_model(family, monkeypatch):
+    """Built on the meta device with no weights at all (``from_pretrained(None, state_dict={})``), every tensor is
+    initialised as a freshly built model's, each module's initialisation seeded alike (transformers' own check, which
+    4.57 runs only for models with a 2023+ copyright header). GPT-2 scales ``c_proj`` in its attention and MLP
+    modules, which hold no parameters of their own: they must be initialised under GPT-2's rules."""
+    from transformers import PreTrainedModel
+
+    initialize = PreTrainedModel._initialize_weights
+
+    def seeded(self, module, *args, **kwargs):
+        torch.manual_seed(0)
+        initialize(self, module, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "_initialize_weights", seeded)
+    config = tiny_config(family)
+    fresh = EMRRGForConditionalGeneration(copy.deepcopy(config)).state_dict()
+    empty = EMRRGForConditionalGeneration.from_pretrained(None, config=copy.deepcopy(config), state_dict={})
+    loaded = empty.state_dict()
+    assert sorted(loaded) == sorted(fresh)
+    assert not any(tensor.is_meta for tensor in loaded.values())
+    assert [key for key, tensor in fresh.items() if not torch.equal(tensor, loaded[key])] == []
