@@ -339,8 +339,7 @@ def test_partial_lora_modules_matching_no_target_raises_when_wrapping():
     """``get_peft_model`` with a pattern that names no adapted layer fails at once instead of training plain LoRA."""
     from peft import get_peft_model
 
-    from modeling_rrg_mamba.emrrg import partial_lora_config
-    from modeling_rrg_mamba.emrrg.partial_lora import PartialLoraDroppedError
+    from modeling_rrg_mamba.emrrg import PartialLoraDroppedError, partial_lora_config
 
     config = partial_lora_config(partial_lora_modules=r".*\.x_proj", target_modules=["in_proj", "q_proj"], r=2)
     with pytest.raises(PartialLoraDroppedError, match=r"partial_lora_modules: .*x_proj.* matches none of the"):
@@ -360,7 +359,7 @@ def test_an_adapter_added_after_wrapping_is_checked_at_the_next_forward(trained,
 
     from peft import PeftModel
 
-    from modeling_rrg_mamba.emrrg.partial_lora import PartialLoraDroppedError
+    from modeling_rrg_mamba.emrrg import PartialLoraDroppedError
 
     frozen, peft_model, _ = trained
     peft_model.save_pretrained(tmp_path / "good")
