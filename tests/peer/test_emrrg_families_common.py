@@ -76,8 +76,6 @@ class EMRRGFamilyTestMixin(test_emrrg_common.EMRRGModelTest):
     """``test_emrrg_common.py``'s test case (its documented opt-outs) on :class:`EMRRGFamilyTester`."""
 
     __test__ = False  # run through the concrete classes below
-    # transformers runs this check only for files with a "# Copyright <year>" header from 2023 on; run it anyway
-    test_can_init_all_missing_weights_before_2023 = True
     family = "llama"
     hybrid_layer_interval = 1
 

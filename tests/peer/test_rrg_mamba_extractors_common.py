@@ -78,8 +78,6 @@ class RRGMambaExtractorTestMixin(test_rrg_mamba_common.RRGMambaModelTest):
     """``test_rrg_mamba_common.py``'s test case (its documented opt-outs) on :class:`RRGMambaExtractorTester`."""
 
     __test__ = False  # run through the concrete classes below
-    # transformers runs this check only for files with a "# Copyright <year>" header from 2023 on; run it anyway
-    test_can_init_all_missing_weights_before_2023 = True
     extractor, views, layers, tied = "resnet18", 2, 2, False
 
     def setUp(self):
