@@ -5,10 +5,12 @@ it does not apply."""
 from __future__ import annotations
 
 import unittest
+from unittest import mock
 
 import pytest
 import torch
 from peer_suite import ConfigTester, GenerationTesterMixin, ModelTesterMixin, floats_tensor, ids_tensor
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration
 
@@ -97,6 +99,15 @@ class EMRRGModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCase)
 
     def test_config(self):
         self.config_tester.run_common_tests()
+
+    if hasattr(ModelTesterMixin, "test_causal_lm_loss_honors_shift_labels"):
+
+        def test_causal_lm_loss_honors_shift_labels(self):
+            """transformers picks the heads to check from its own name mappings; EMRRG's is image-text-to-text."""
+            with mock.patch.dict(
+                MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, {"emrrg": "EMRRGForConditionalGeneration"}
+            ):
+                super().test_causal_lm_loss_honors_shift_labels()
 
     @unittest.skip(
         "EMRRG's base model (base_model_prefix 'language_model') is its pretrained LLM with its LM head, where the "

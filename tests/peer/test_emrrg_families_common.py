@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-from unittest import mock
-
 import pytest
 import test_emrrg_common
-from peer_suite import ConfigTester, ModelTesterMixin
-from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+from peer_suite import ConfigTester
 
 from modeling_rrg_mamba.emrrg import EMRRGConfig
 
@@ -82,15 +79,6 @@ class EMRRGFamilyTestMixin(test_emrrg_common.EMRRGModelTest):
     def setUp(self):
         self.model_tester = EMRRGFamilyTester(self, self.family, hybrid_layer_interval=self.hybrid_layer_interval)
         self.config_tester = ConfigTester(self, config_class=EMRRGConfig, has_text_modality=False)
-
-    if hasattr(ModelTesterMixin, "test_causal_lm_loss_honors_shift_labels"):
-
-        def test_causal_lm_loss_honors_shift_labels(self):
-            """transformers picks the heads to check from its own name mappings; EMRRG's is image-text-to-text."""
-            with mock.patch.dict(
-                MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, {"emrrg": "EMRRGForConditionalGeneration"}
-            ):
-                super().test_causal_lm_loss_honors_shift_labels()
 
 
 class EMRRGGPT2ModelTest(EMRRGFamilyTestMixin):
