@@ -44,6 +44,7 @@ __all__ = [
     "fractional_warmup_as_ratio",
     "init",
     "output_cache",
+    "peft_lora_config_class",
     "portable_tokenizer_config",
     "register_auto_model",
     "register_image_processors",
@@ -307,6 +308,14 @@ def register_peft_custom_module(lora_config: Any, mapping: dict[type, type]) -> 
     return lora_config
 
 
+def peft_lora_config_class() -> type:
+    """The class PEFT (0.14-0.21: ``PEFT_TYPE_TO_CONFIG_MAPPING``) builds a saved LoRA adapter's config as."""
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from peft.utils import PeftType
+
+    return PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.LORA]
+
+
 def register_peft_lora_config_class(config_cls: type) -> None:
     """Make PEFT build ``config_cls`` (a ``LoraConfig`` subclass) for every saved LoRA adapter it loads.
 
@@ -317,7 +326,7 @@ def register_peft_lora_config_class(config_cls: type) -> None:
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
     from peft.utils import PeftType
 
-    current = PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.LORA]
+    current = peft_lora_config_class()
     if issubclass(current, config_cls):
         return
     if not issubclass(config_cls, current):

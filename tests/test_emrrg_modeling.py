@@ -1,5 +1,6 @@
 """EMRRG model: configs, X-ray Mamba, hybrid layers (exact step-0 identity, caching, beam search), errors."""
 
+import copy
 import warnings
 
 import pytest
@@ -263,3 +264,52 @@ def test_shift_labels_give_the_loss_of_labels_and_change_it(family):
         ).loss
     torch.testing.assert_close(from_shifted, from_labels)
     assert not torch.allclose(other, from_labels)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_stock_llm_checkpoint_loads_under_the_base_model_prefix(family, tmp_path):
+    """``base_model_prefix`` names where EMRRG keeps its base model, the LLM: transformers' loader prepends it to a
+    stock LLM checkpoint's keys, so ``from_pretrained(llm_folder, config=...)`` gives the LLM's weights under
+    ``language_model.*``, the new parts initialised (gates closed) and, before any image, the LLM's own logits."""
+    torch.manual_seed(0)
+    config = tiny_config(family)
+    llm = AutoModelForCausalLM.from_config(config.text_config).eval()
+    llm.save_pretrained(tmp_path)
+    model, info = EMRRGForConditionalGeneration.from_pretrained(tmp_path, config=config, output_loading_info=True)
+    assert model.base_model is model.language_model
+    assert not info["unexpected_keys"]
+    missing_in_llm = [key for key in info["missing_keys"] if key.startswith("language_model.")]
+    assert missing_in_llm and all(".gated_cross_attn." in key for key in missing_in_llm)
+    assert any(key.startswith("vision_model.") for key in info["missing_keys"])
+    loaded = model.language_model.state_dict()
+    for key, tensor in llm.state_dict().items():
+        torch.testing.assert_close(loaded[key], tensor, rtol=0, atol=0, msg=key)
+    for attention in model.hybrid_attentions:
+        assert not torch.any(attention.gated_cross_attn.gate.weight)
+    ids = torch.tensor([[3, 4, 5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(input_ids=ids).logits, llm(ids).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_weights_missing_from_a_checkpoint_are_initialised_as_in_a_fresh_model(family, monkeypatch):
+    """Built on the meta device with no weights at all (``from_pretrained(None, state_dict={})``), every tensor is
+    initialised as a freshly built model's, each module's initialisation seeded alike (transformers' own check, which
+    4.57 runs only for models with a 2023+ copyright header). GPT-2 scales ``c_proj`` in its attention and MLP
+    modules, which hold no parameters of their own: they must be initialised under GPT-2's rules."""
+    from transformers import PreTrainedModel
+
+    initialize = PreTrainedModel._initialize_weights
+
+    def seeded(self, module, *args, **kwargs):
+        torch.manual_seed(0)
+        initialize(self, module, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "_initialize_weights", seeded)
+    config = tiny_config(family)
+    fresh = EMRRGForConditionalGeneration(copy.deepcopy(config)).state_dict()
+    empty = EMRRGForConditionalGeneration.from_pretrained(None, config=copy.deepcopy(config), state_dict={})
+    loaded = empty.state_dict()
+    assert sorted(loaded) == sorted(fresh)
+    assert not any(tensor.is_meta for tensor in loaded.values())
+    assert [key for key, tensor in fresh.items() if not torch.equal(tensor, loaded[key])] == []

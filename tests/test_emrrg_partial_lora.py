@@ -261,3 +261,116 @@ def test_fresh_process_plain_peft_reload_keeps_partial_lora(trained, tmp_path):
     results = torch.load(tmp_path / "out.pt")
     for name, logits in results.items():
         torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+
+
+DROPPED_VARIANT_RELOADS = """
+import json, sys, warnings
+from peft import PeftConfig, PeftModel
+base_dir, adapter_dir, unmatched_dir, out_path = sys.argv[1:]
+outcomes = {}
+def attempt(name, load):
+    try:
+        load()
+        outcomes[name] = "loaded"
+    except Exception as error:
+        outcomes[name] = f"{type(error).__name__}: {error}"
+# 1. The config read before modeling_rrg_mamba is imported: PEFT drops partial_lora_modules (with a warning only).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    early_config = PeftConfig.from_pretrained(adapter_dir)
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+from peft.utils import PeftType
+from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration, load_emrrg_adapter
+base = lambda: EMRRGForConditionalGeneration.from_pretrained(base_dir)
+attempt("early_config", lambda: PeftModel.from_pretrained(base(), adapter_dir, config=early_config))
+# 2. Another package registers its own LoRA config class after the EMRRGs were built (building one then refuses).
+bases = [base() for _ in range(3)]
+ours = PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.LORA]
+from peft import LoraConfig
+class OtherLoraConfig(LoraConfig):
+    pass
+PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.LORA] = OtherLoraConfig
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    attempt("other_class_plain", lambda: PeftModel.from_pretrained(bases[0], adapter_dir))
+    attempt("other_class_merge", lambda: PeftModel.from_pretrained(bases[1], adapter_dir).merge_and_unload())
+    attempt("other_class_loader", lambda: load_emrrg_adapter(bases[2], adapter_dir))
+    attempt("other_class_build", base)
+PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.LORA] = ours
+# 3. partial_lora_modules that matches none of the adapted layers.
+attempt("unmatched_plain", lambda: PeftModel.from_pretrained(base(), unmatched_dir))
+attempt("unmatched_loader", lambda: load_emrrg_adapter(base(), unmatched_dir))
+attempt("intact", lambda: PeftModel.from_pretrained(base(), adapter_dir))
+json.dump(outcomes, open(out_path, "w"))
+"""
+
+
+def test_reload_that_would_drop_partial_lora_raises_in_a_fresh_process(trained, tmp_path):
+    """Every way a saved Partial-LoRA adapter could come back as plain LoRA on an EMRRG raises, naming the field
+    (and, through ``load_emrrg_adapter``, the folder); a process that never builds the recipe."""
+    import json
+    import subprocess
+    import sys
+
+    frozen, peft_model, _ = trained
+    frozen.save_pretrained(tmp_path / "base")
+    peft_model.save_pretrained(tmp_path / "adapter")
+    peft_model.save_pretrained(tmp_path / "unmatched")
+    config_path = tmp_path / "unmatched" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["partial_lora_modules"] = r"vision_model\..*\.out_proj"  # a real module name, never a LoRA target here
+    config_path.write_text(json.dumps(config))
+    args = [str(tmp_path / name) for name in ("base", "adapter", "unmatched", "out.json")]
+    subprocess.run([sys.executable, "-c", DROPPED_VARIANT_RELOADS, *args], check=True, timeout=600)
+    outcomes = json.loads((tmp_path / "out.json").read_text())
+    assert outcomes.pop("intact") == "loaded"
+    # load_emrrg_adapter and EMRRG itself register PartialLoraConfig, and refuse a class that does not extend it
+    for name in ("other_class_loader", "other_class_build"):
+        assert outcomes.pop(name).startswith("RuntimeError: peft: LoRA configs already load as"), name
+    for name, outcome in outcomes.items():
+        assert outcome.startswith("PartialLoraDroppedError: "), (name, outcome)
+        assert "partial_lora_modules" in outcome, (name, outcome)
+    assert "matches none of the" in outcomes["unmatched_plain"]
+    assert outcomes["unmatched_loader"].startswith(f"PartialLoraDroppedError: {tmp_path / 'unmatched'}: ")
+    assert "OtherLoraConfig" in outcomes["other_class_plain"]
+
+
+def test_partial_lora_modules_matching_no_target_raises_when_wrapping():
+    """``get_peft_model`` with a pattern that names no adapted layer fails at once instead of training plain LoRA."""
+    from peft import get_peft_model
+
+    from modeling_rrg_mamba.emrrg import PartialLoraDroppedError, partial_lora_config
+
+    config = partial_lora_config(partial_lora_modules=r".*\.x_proj", target_modules=["in_proj", "q_proj"], r=2)
+    with pytest.raises(PartialLoraDroppedError, match=r"partial_lora_modules: .*x_proj.* matches none of the"):
+        get_peft_model(tiny_model(), config)
+    # plain LoRA on in_proj is said with PartialLoraConfig(partial_lora_modules=None); a bare LoraConfig is refused
+    from peft import LoraConfig
+
+    assert get_peft_model(tiny_model(), partial_lora_config(partial_lora_modules=None, target_modules=["in_proj"]))
+    with pytest.raises(PartialLoraDroppedError, match="vision_model.layers.0.mixer.in_proj"):
+        get_peft_model(tiny_model(), LoraConfig(target_modules=["in_proj"]))
+
+
+def test_an_adapter_added_after_wrapping_is_checked_at_the_next_forward(trained, tmp_path):
+    """PEFT's ``load_adapter`` adds to the wrapped model's ``peft_config`` in place: a second adapter whose
+    ``partial_lora_modules`` matches nothing is refused at the next forward instead of running as plain LoRA."""
+    import json
+
+    from peft import PeftModel
+
+    from modeling_rrg_mamba.emrrg import PartialLoraDroppedError
+
+    frozen, peft_model, _ = trained
+    peft_model.save_pretrained(tmp_path / "good")
+    peft_model.save_pretrained(tmp_path / "bad")
+    config = json.loads((tmp_path / "bad" / "adapter_config.json").read_text())
+    config["partial_lora_modules"] = r"language_model\..*\.in_proj"
+    (tmp_path / "bad" / "adapter_config.json").write_text(json.dumps(config))
+    reloaded = PeftModel.from_pretrained(copy.deepcopy(frozen), str(tmp_path / "good")).eval()
+    ids, pixels = prompt_ids(1, peft_model.config.num_image_tokens), torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        reloaded(input_ids=ids, pixel_values=pixels)
+        reloaded.load_adapter(str(tmp_path / "bad"), adapter_name="second")
+        with pytest.raises(PartialLoraDroppedError, match="adapter 'second' matches none"):
+            reloaded(input_ids=ids, pixel_values=pixels)

@@ -476,3 +476,25 @@ def test_token_ids_outside_the_vocabulary_are_named(labels, message):
 
 def test_padding_label_minus_100_is_accepted():
     assert torch.isfinite(tiny_model()(pixel_values=images(), labels=LABELS).loss)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_resize_token_embeddings_keeps_the_head_in_step(tied, tmp_path):
+    """Resizing grows or shrinks the decoder's word embedding, the output layer (weight and bias) and
+    ``config.vocab_size`` together; ``tie_word_embeddings`` ties the output weight to the embedding through save /
+    load and resize, and the default (R2Gen's) keeps them apart."""
+    model = tiny_model(tie_word_embeddings=tied)
+    assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) is tied
+    model.save_pretrained(tmp_path)
+    reloaded = RRGMambaForConditionalGeneration.from_pretrained(tmp_path)
+    assert (reloaded.lm_head.weight is reloaded.decoder.embed_tokens.weight) is tied
+    torch.testing.assert_close(reloaded.lm_head.weight, model.lm_head.weight, rtol=0, atol=0)
+    for size in (31, 17):
+        embeddings = reloaded.resize_token_embeddings(size)
+        head = reloaded.get_output_embeddings()
+        assert embeddings.weight.shape[0] == head.weight.shape[0] == head.bias.shape[0] == size
+        assert reloaded.config.vocab_size == size
+        assert (head.weight is embeddings.weight) is tied
+        ids = torch.tensor([[1, size - 1, 2]])
+        logits = reloaded(pixel_values=images(batch=1), decoder_input_ids=ids).logits
+        assert logits.shape == (1, 3, size)

@@ -26,6 +26,7 @@ from .processing_emrrg import EMRRGProcessor
 # itself is being imported (peft -> transformers -> an Auto mapping look-up), when peft's names do not exist yet.
 _PARTIAL_LORA_NAMES = (
     "PartialLoraConfig",
+    "PartialLoraDroppedError",
     "PartialLoraLinear",
     "PartialLoraVariant",
     "apply_emrrg_recipe",
@@ -66,6 +67,7 @@ __all__ = [
     "HybridAttention",
     "HybridAttentionMixin",
     "PartialLoraConfig",
+    "PartialLoraDroppedError",
     "PartialLoraLinear",
     "PartialLoraVariant",
     "XrayMambaConfig",

@@ -395,8 +395,16 @@ class EMRRGPreTrainedModel(RemoteCodeModelMixin, PreTrainedModel):
 
     @torch.no_grad()
     def initialize_weights(self) -> None:
-        """transformers' initialisation, then the hybrid layers' cross-attentions (gates back to zero): they live
-        inside the LLM, whose own ``_init_weights`` handles them as plain modules (and not the gate at all)."""
+        """transformers' initialisation, the LLM first under its own rules, then the hybrid layers' cross-attentions
+        (gates back to zero): they live inside the LLM, whose ``_init_weights`` handles them as plain modules (and
+        not the gate at all).
+
+        The LLM goes first because transformers 5 initialises a model whose class lives outside ``transformers``
+        (EMRRG) as custom code, passing that down to every sub-model: modules without parameters of their own are
+        then marked initialised without calling ``_init_weights``. A stock LLM may initialise its parameters there
+        (GPT-2 scales ``c_proj`` by ``1/sqrt(2 n_layer)`` in ``GPT2Attention`` / ``GPT2MLP``), so a model built on
+        the meta device, or loaded without those weights, would differ from a freshly built one."""
+        self.language_model.initialize_weights()
         super().initialize_weights()
         std = getattr(self.config.text_config, "initializer_range", 0.02)
         for module in self.modules():
@@ -464,6 +472,36 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         self.post_init()
         self.suppress_image_token()
         register_partial_lora_with_peft()
+
+    @property
+    def peft_config(self) -> dict[str, Any]:
+        """The configs of the PEFT adapters on this model, by adapter name (PEFT sets them when it wraps the model)."""
+        if "_peft_config" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__} has no PEFT adapters (no peft_config)")
+        return self.__dict__["_peft_config"]
+
+    @peft_config.setter
+    def peft_config(self, configs: dict[str, Any]) -> None:
+        """PEFT hands over its adapters' configs once it has put their layers in: an adapter whose Partial LoRA would
+        silently run as plain LoRA (a dropped ``partial_lora_modules``) raises here, before any forward or merge."""
+        self.__dict__.pop("_checked_peft_configs", None)
+        self._check_peft_adapters(configs)
+        self.__dict__["_peft_config"] = configs
+
+    @peft_config.deleter
+    def peft_config(self) -> None:
+        self.__dict__.pop("_peft_config", None)
+
+    def _check_peft_adapters(self, configs: dict[str, Any]) -> None:
+        """:func:`~.partial_lora.check_partial_lora_adapters` on the adapters not checked yet (PEFT's ``load_adapter``
+        adds later ones to ``peft_config`` in place, so ``forward`` checks those)."""
+        checked = self.__dict__.setdefault("_checked_peft_configs", set())
+        new = {name: config for name, config in configs.items() if (name, id(config)) not in checked}
+        if new:
+            from .partial_lora import check_partial_lora_adapters
+
+            check_partial_lora_adapters(self, new)
+            checked.update((name, id(config)) for name, config in new.items())
 
     def suppress_image_token(self) -> None:
         """Never generate ``<image>``: a generated placeholder would ask for visual tokens in mid-report."""
@@ -640,6 +678,8 @@ class EMRRGForConditionalGeneration(EMRRGPreTrainedModel, GenerationMixin):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("input_ids: pass exactly one of input_ids or inputs_embeds")
+        if "_peft_config" in self.__dict__:  # wrapped by PEFT: adapters added since wrapping are checked once
+            self._check_peft_adapters(self.peft_config)
         shift_labels = kwargs.pop("shift_labels", None)
         self._check_token_ids(input_ids, inputs_embeds, labels)
         self._check_token_ids(input_ids, inputs_embeds, shift_labels, name="shift_labels")

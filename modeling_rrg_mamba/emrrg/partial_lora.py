@@ -11,7 +11,9 @@ never read (the forward and the merge use ``B_x`` only), so they get no gradient
 The adapter folder carries the variant: :class:`PartialLoraConfig` adds ``partial_lora_modules`` (a regex over module
 names) to ``adapter_config.json``, and it is registered as the config class PEFT builds for LoRA adapters whenever
 this module is imported or an EMRRG model is built. So plain ``PeftModel.from_pretrained(EMRRG..., path)`` in a fresh
-process, :func:`load_emrrg_adapter` and ``merge_and_unload`` all compute the training-time outputs.
+process, :func:`load_emrrg_adapter` and ``merge_and_unload`` all compute the training-time outputs. An adapter whose
+Partial LoRA would be lost raises :class:`PartialLoraDroppedError` when PEFT wraps the EMRRG
+(:func:`check_partial_lora_adapters`).
 It is a ``peft`` LoRA layer through a :class:`LoraVariant`:
 ``get_peft_model``, ``save_pretrained``, ``merge_and_unload``, ``disable_adapter`` and multiple adapters all work.
 Within a :class:`PartialLoraConfig`, every targeted ``nn.Linear`` whose name matches ``partial_lora_modules`` gets
@@ -21,7 +23,7 @@ Partial LoRA; every other targeted layer gets ordinary LoRA.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora.layer import Linear as LoraLinear
-from peft.tuners.lora.layer import LoraVariant
+from peft.tuners.lora.layer import LoraLayer, LoraVariant
 from torch import nn
 
-from .._compat import register_peft_custom_module, register_peft_lora_config_class
+from .._compat import peft_lora_config_class, register_peft_custom_module, register_peft_lora_config_class
 
 Tensor = torch.Tensor
 
@@ -117,6 +119,9 @@ PARTIAL_LORA_MODULES: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: Parti
 
 DEFAULT_PARTIAL_LORA_MODULES = rf".*\.{PARTIAL_LORA_MODULE_NAME}"
 
+#: The X-ray Mamba's ``in_proj`` layers inside an EMRRG: the recipe's Partial-LoRA targets.
+EMRRG_IN_PROJ_MODULES = rf"vision_model\..*\.{PARTIAL_LORA_MODULE_NAME}"
+
 
 @dataclass
 class PartialLoraConfig(LoraConfig):
@@ -155,10 +160,68 @@ def partial_lora_config(partial_lora_modules: str = DEFAULT_PARTIAL_LORA_MODULES
     return PartialLoraConfig(partial_lora_modules=partial_lora_modules, **lora_kwargs)
 
 
+class PartialLoraDroppedError(ValueError):
+    """An adapter meant as Partial LoRA would run as plain LoRA (wrong outputs, no error otherwise)."""
+
+
+def check_partial_lora_adapters(model: nn.Module, configs: Mapping[str, Any]) -> None:
+    """Raise :class:`PartialLoraDroppedError` where a LoRA adapter on ``model`` (an EMRRG) would silently lose its
+    Partial LoRA (EMRRG §3.2).
+
+    * ``partial_lora_modules`` that matches none of the adapter's LoRA layers, or a matching layer that got plain LoRA.
+    * LoRA on the X-ray Mamba ``in_proj`` layers from a config that is not a :class:`PartialLoraConfig`: that is what
+      PEFT builds from an ``adapter_config.json`` whose ``partial_lora_modules`` it dropped (another LoRA config class
+      registered with PEFT, or the config read before this module was imported). Plain LoRA there is
+      ``PartialLoraConfig(partial_lora_modules=None)``.
+    """
+    for adapter, config in configs.items():
+        if getattr(config, "peft_type", None) != "LORA":
+            continue
+        layers = {
+            name: module
+            for name, module in model.named_modules()
+            if isinstance(module, LoraLayer) and adapter in module.lora_A
+        }
+        if not layers:
+            continue
+        pattern = getattr(config, "partial_lora_modules", None)
+        if pattern is not None:
+            wanted = sorted(name for name in layers if re.fullmatch(pattern, name))
+            if not wanted:
+                raise PartialLoraDroppedError(
+                    f"partial_lora_modules: {pattern!r} of adapter {adapter!r} matches none of the {len(layers)} "
+                    f"layers it adapts (e.g. {min(layers)}), so its Partial LoRA would run as plain LoRA"
+                )
+            plain = [name for name in wanted if not _is_partial(layers[name], adapter)]
+            if plain:
+                raise PartialLoraDroppedError(
+                    f"partial_lora_modules: {plain[0]} of adapter {adapter!r} matches {pattern!r} but got plain LoRA "
+                    f"({type(layers[plain[0]]).__name__}); the Partial-LoRA layer was not dispatched"
+                )
+        elif not isinstance(config, PartialLoraConfig):
+            in_projs = sorted(name for name in layers if re.fullmatch(EMRRG_IN_PROJ_MODULES, name))
+            if in_projs:
+                raise PartialLoraDroppedError(
+                    f"partial_lora_modules: adapter {adapter!r} puts LoRA on {in_projs[0]} (and {len(in_projs) - 1} "
+                    f"more in_proj layers) with a {type(config).__qualname__}, not a PartialLoraConfig, so a saved "
+                    f"partial_lora_modules may have been dropped (PEFT builds LoRA configs as "
+                    f"{peft_lora_config_class().__qualname__}); load the adapter with load_emrrg_adapter, or "
+                    "configure plain LoRA on in_proj as PartialLoraConfig(partial_lora_modules=None)"
+                )
+
+
+def _is_partial(layer: LoraLayer, adapter: str) -> bool:
+    return isinstance(layer.lora_variant.get(adapter), PartialLoraVariant)
+
+
 def load_emrrg_adapter(model: nn.Module, adapter_path: str, is_trainable: bool = False, **kwargs: Any) -> PeftModel:
-    """``PeftModel.from_pretrained`` for EMRRG adapters: Partial LoRA comes from ``adapter_config.json``."""
+    """``PeftModel.from_pretrained`` for EMRRG adapters: Partial LoRA comes from ``adapter_config.json``; an adapter
+    whose Partial LoRA would be lost raises :class:`PartialLoraDroppedError` naming the folder."""
     register_partial_lora_config()
-    return PeftModel.from_pretrained(model, adapter_path, is_trainable=is_trainable, **kwargs)
+    try:
+        return PeftModel.from_pretrained(model, adapter_path, is_trainable=is_trainable, **kwargs)
+    except PartialLoraDroppedError as error:
+        raise PartialLoraDroppedError(f"{adapter_path}: {error}") from None
 
 
 @dataclass
@@ -221,7 +284,7 @@ def emrrg_lora_config(
     text_targets = tuple(_text_lora_targets(model.language_model) if text_lora_targets is None else text_lora_targets)
     patterns = []
     if in_proj_lora != "none":
-        patterns.append(rf"vision_model\..*\.{PARTIAL_LORA_MODULE_NAME}")
+        patterns.append(EMRRG_IN_PROJ_MODULES)
     if text_targets:
         patterns.append(rf"language_model\..*\.({'|'.join(map(re.escape, text_targets))})")
     if not patterns:
@@ -229,17 +292,14 @@ def emrrg_lora_config(
     modules_to_save = (["multi_modal_projector"] if train_projector else []) + (
         ["gated_cross_attn"] if train_hybrid_layers else []
     )
-    config_cls = PartialLoraConfig if in_proj_lora == "partial" else LoraConfig
-    partial = (
-        {"partial_lora_modules": rf"vision_model\..*\.{PARTIAL_LORA_MODULE_NAME}"} if in_proj_lora == "partial" else {}
-    )
-    return config_cls(
+    partial = EMRRG_IN_PROJ_MODULES if in_proj_lora == "partial" else None
+    return PartialLoraConfig(
         r=r,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
         target_modules=rf"^({'|'.join(patterns)})$",
         modules_to_save=modules_to_save or None,
-        **partial,
+        partial_lora_modules=partial,
         **lora_kwargs,
     )
 

@@ -801,6 +801,9 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
     view per study or (B, V, 3, H, W) for V views (their tokens are concatenated, as for IU X-Ray's two views).
     """
 
+    # Tied only with config.tie_word_embeddings (R2Gen's default is untied); 4.57 reads the keys of this mapping.
+    _tied_weights_keys = {"lm_head.weight": "decoder.embed_tokens.weight"}
+
     def __init__(self, config: RRGMambaConfig) -> None:
         super().__init__(config)
         self.encoder = RRGMambaEncoder(config)
@@ -852,6 +855,14 @@ class RRGMambaForConditionalGeneration(RRGMambaPreTrainedModel, LegacyCacheNameF
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.decoder.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        """The word classifier ``W`` of ``logits = W(h_t + M_t)`` (its own weight and bias unless
+        ``config.tie_word_embeddings``, then its weight is the decoder's word embedding)."""
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
 
     @accepts_legacy_cache_name
     def forward(

@@ -5,10 +5,12 @@ it does not apply."""
 from __future__ import annotations
 
 import unittest
+from unittest import mock
 
 import pytest
 import torch
 from peer_suite import ConfigTester, GenerationTesterMixin, ModelTesterMixin, floats_tensor, ids_tensor
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from modeling_rrg_mamba.emrrg import EMRRGConfig, EMRRGForConditionalGeneration
 
@@ -81,9 +83,8 @@ class EMRRGModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCase)
     # or mask attention heads, and transformers' own recent models opt out the same way.
     test_pruning = False
     test_head_masking = False
-    # EMRRG's base model is its LLM with the LM head (the authors' layout): a folder saved from it holds an LLM
-    # config, from which the whole EMRRG cannot be rebuilt. Missing weights on load: test_emrrg_hybrid_layers.py.
-    test_missing_keys = False
+    # transformers runs this check only for files with a "# Copyright <year>" header from 2023 on; run it anyway
+    test_can_init_all_missing_weights_before_2023 = True
 
     def setUp(self):
         self.model_tester = EMRRGModelTester(self)
@@ -98,6 +99,25 @@ class EMRRGModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCase)
 
     def test_config(self):
         self.config_tester.run_common_tests()
+
+    if hasattr(ModelTesterMixin, "test_causal_lm_loss_honors_shift_labels"):
+
+        def test_causal_lm_loss_honors_shift_labels(self):
+            """transformers picks the heads to check from its own name mappings; EMRRG's is image-text-to-text."""
+            with mock.patch.dict(
+                MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, {"emrrg": "EMRRGForConditionalGeneration"}
+            ):
+                super().test_causal_lm_loss_honors_shift_labels()
+
+    @unittest.skip(
+        "EMRRG's base model (base_model_prefix 'language_model') is its pretrained LLM with its LM head, where the "
+        "authors' checkpoints and every saved EMRRG keep it: the test saves that base model, whose folder holds the "
+        "LLM's config (e.g. LlamaConfig), and no EMRRG (vision backbone, projector, hybrid layers) can be built from "
+        "it. The other direction holds: a stock LLM checkpoint loads under language_model.* "
+        "(test_emrrg_modeling.py); a separate EMRRGModel would rename every saved key"
+    )
+    def test_correct_missing_keys(self):
+        pass
 
     @unittest.skip("the X-ray Mamba vision backbone is a state-space model: it has no attention maps to return")
     def test_get_image_features_attentions(self):

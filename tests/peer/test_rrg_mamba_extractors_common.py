@@ -1,14 +1,12 @@
 """transformers' common model tests on RRG-Mamba with other extractors and sizes than ``test_rrg_mamba_common.py``:
-a DenseNet (the paper's extractor family) on single-view 96 px films and a narrower two-view ResNet."""
+a DenseNet (the paper's extractor family) on single-view 96 px films with tied word embeddings and a narrower two-view
+ResNet."""
 
 from __future__ import annotations
 
-from unittest import mock
-
 import pytest
 import test_rrg_mamba_common
-from peer_suite import ConfigTester, ModelTesterMixin, floats_tensor, ids_tensor
-from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+from peer_suite import ConfigTester, floats_tensor, ids_tensor
 
 from modeling_rrg_mamba.rrg_mamba import RRGMambaConfig
 
@@ -23,9 +21,18 @@ EXTRACTORS = {
 class RRGMambaExtractorTester(test_rrg_mamba_common.RRGMambaModelTester):
     """RRG-Mamba on ``extractor``: a 3x3 feature grid per view (96 px films), decoder of other width and depth."""
 
-    def __init__(self, parent, extractor: str, views: int, layers: int, batch_size: int = 3, decoder_length: int = 5):
+    def __init__(
+        self,
+        parent,
+        extractor: str,
+        views: int,
+        layers: int,
+        tied: bool = False,
+        batch_size: int = 3,
+        decoder_length: int = 5,
+    ):
         super().__init__(parent, batch_size=batch_size, views=views, image_size=96, decoder_length=decoder_length)
-        self.extractor = extractor
+        self.extractor, self.tied = extractor, tied
         self.hidden_size, self.num_attention_heads, self.num_hidden_layers = 24, 3, layers
         self.vocab_size = 19
         self.encoder_seq_length = views * (1 + 3**2)
@@ -48,6 +55,7 @@ class RRGMambaExtractorTester(test_rrg_mamba_common.RRGMambaModelTester):
             decoder_layers=self.num_hidden_layers,
             dropout=0.0,
             use_cma=self.use_cma,
+            tie_word_embeddings=self.tied,
         )
 
     def prepare_config_and_inputs_for_common(self):
@@ -67,26 +75,18 @@ class RRGMambaExtractorTestMixin(test_rrg_mamba_common.RRGMambaModelTest):
     """``test_rrg_mamba_common.py``'s test case (its documented opt-outs) on :class:`RRGMambaExtractorTester`."""
 
     __test__ = False  # run through the concrete classes below
-    # transformers runs this check only for files with a "# Copyright <year>" header from 2023 on; run it anyway
-    test_can_init_all_missing_weights_before_2023 = True
-    extractor, views, layers = "resnet18", 2, 2
+    extractor, views, layers, tied = "resnet18", 2, 2, False
 
     def setUp(self):
-        self.model_tester = RRGMambaExtractorTester(self, self.extractor, views=self.views, layers=self.layers)
+        self.model_tester = RRGMambaExtractorTester(
+            self, self.extractor, views=self.views, layers=self.layers, tied=self.tied
+        )
         self.config_tester = ConfigTester(self, config_class=RRGMambaConfig, has_text_modality=True)
-
-    if hasattr(ModelTesterMixin, "test_encoder_decoder_loss_no_double_shift"):
-
-        def test_encoder_decoder_loss_no_double_shift(self):
-            """transformers picks the heads to check from its own name mappings; RRG-Mamba's is image-text-to-text."""
-            names = {"rrg_mamba": "RRGMambaForConditionalGeneration"}
-            with mock.patch.dict(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, names):
-                super().test_encoder_decoder_loss_no_double_shift()
 
 
 class RRGMambaDenseNetModelTest(RRGMambaExtractorTestMixin):
     __test__ = True
-    extractor, views, layers = "densenet121", 1, 2
+    extractor, views, layers, tied = "densenet121", 1, 2, True
 
 
 class RRGMambaResNetModelTest(RRGMambaExtractorTestMixin):
