@@ -25,7 +25,7 @@ no later than the fastest one; the table prints the worst gap per task and the v
     python benchmarks/bench_grounding.py --scale densenet --tasks where --seeds 0 1 --steps 100 200
 
 One optimiser step of the tiny scale costs about 0.2 s on one shared core; one thread is fastest on a shared CPU.
-Results measured with this file are in benchmarks/results_grounding_*.txt.
+Results measured with this file are in benchmarks/results_grounding_*.txt (plots: results_grounding_*.png).
 """
 
 from __future__ import annotations
