@@ -174,6 +174,39 @@ TEXT_CONFIGS = {
 TINY_VISION = dict(hidden_size=16, num_hidden_layers=1, image_size=32, patch_size=16, d_state=4)
 
 
+def save_tiny_llm(folder: Path) -> Path:
+    """The fine-tuning example's tiny Llama (model and tokenizer) saved in ``folder``."""
+    spec = importlib.util.spec_from_file_location(
+        "finetune_example", Path(__file__).resolve().parents[1] / "examples" / "finetune_emrrg_partial_lora.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example.save_tiny_llm(folder)
+
+
+def save_tiny_emrrg(folder: Path, llm: Path, num_hidden_layers: int = 1) -> Path:
+    """A tiny EMRRG over the causal LM in ``llm`` (hybrid layer at every block), with its processor, saved in
+    ``folder``."""
+    from transformers import AutoTokenizer
+
+    from modeling_rrg_mamba.emrrg import EMRRGProcessor, XrayMambaConfig
+    from modeling_rrg_mamba.image_processing_xray import XrayImageProcessor
+
+    vision = XrayMambaConfig(hidden_size=32, num_hidden_layers=num_hidden_layers, image_size=64, d_state=4)
+    processor = EMRRGProcessor(
+        XrayImageProcessor(size=72, crop_size=64),
+        AutoTokenizer.from_pretrained(llm),
+        image_seq_length=vision.num_tokens(),
+    )
+    torch.manual_seed(0)
+    model = EMRRGForConditionalGeneration.from_vision_text_pretrained(
+        vision, str(llm), image_token_id=processor.image_token_id, hybrid_layer_interval=1
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def tiny_emrrg_config(family: str = "llama", **kwargs) -> EMRRGConfig:
     """Every layer hybrid; views concatenated (the generation-equivalence test counts placeholders per view)."""
     kwargs = {"hybrid_layer_interval": 1, "multi_view_fusion": "concat", **kwargs}

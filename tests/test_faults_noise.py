@@ -6,45 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from importlib.util import module_from_spec, spec_from_file_location
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import DEMO_DATA, save_demo_model
+from conftest import DEMO_DATA, save_demo_model, save_tiny_emrrg, save_tiny_llm
 
 from modeling_rrg_mamba.cli import main
 
 DEMO_IMAGES = sorted((DEMO_DATA / "images").glob("*.jpg"))
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def save_tiny_llm(folder: Path) -> Path:
-    spec = spec_from_file_location("finetune_example", EXAMPLES / "finetune_emrrg_partial_lora.py")
-    example = module_from_spec(spec)
-    spec.loader.exec_module(example)
-    return example.save_tiny_llm(folder)
-
-
-def save_tiny_emrrg(folder: Path, llm: Path) -> Path:
-    from transformers import AutoTokenizer
-
-    from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration, EMRRGProcessor, XrayMambaConfig
-    from modeling_rrg_mamba.image_processing_xray import XrayImageProcessor
-
-    vision = XrayMambaConfig(hidden_size=32, num_hidden_layers=1, image_size=64, d_state=4)
-    processor = EMRRGProcessor(
-        XrayImageProcessor(size=72, crop_size=64),
-        AutoTokenizer.from_pretrained(llm),
-        image_seq_length=vision.num_tokens(),
-    )
-    torch.manual_seed(0)
-    model = EMRRGForConditionalGeneration.from_vision_text_pretrained(
-        vision, str(llm), image_token_id=processor.image_token_id, hybrid_layer_interval=1
-    )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
