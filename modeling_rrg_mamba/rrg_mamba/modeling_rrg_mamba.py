@@ -211,12 +211,9 @@ class RRGMambaBranchScale(nn.Module):
     branch joins the stream slowly, as the report loss asks for it, instead of adding image-independent content (DPB
     positions, the direction all tokens share) of half the stream's size within 50 steps (issue 24)."""
 
-    bias = None  # read by `_init_weights` with the other zero-initialised layers
-
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(dim))
-        self._rrg_mamba_zero_init = True
 
     def forward(self, branch: Tensor) -> Tensor:
         return branch * self.weight
@@ -502,10 +499,8 @@ class RRGMambaPreTrainedModel(RemoteCodeModelMixin, PreTrainedModel):
             _reset_keeping_loaded(module)
         elif isinstance(module, (DynamicPositionBias, RotaryEmbedding1D)):
             module.reset_buffers()
-        if getattr(module, "_rrg_mamba_zero_init", False):
+        if isinstance(module, RRGMambaBranchScale):
             init.zeros_(module.weight)
-            if module.bias is not None:
-                init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d):
             if getattr(module, "_rrg_mamba_backbone", False):
                 init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
