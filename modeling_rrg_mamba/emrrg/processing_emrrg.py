@@ -196,7 +196,11 @@ class EMRRGProcessor(RemoteCodeProcessorMixin, ProcessorMixin):
         per_study = self.image_seq_length * (views if self.multi_view_fusion == "concat" else 1)
         return prompt.replace(self.image_token, self.image_token * per_study)
 
-    def _pad_token_id(self) -> int:
+    @property
+    def pad_token_id(self) -> int:
+        """The id batches are padded with: the tokenizer's pad token, or its eos token for an LLM without one
+        (GPT-2, Llama-2); a special token either way, so padding decodes to nothing. The Trainer pads generated ids
+        with it too."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         if pad is None:
             raise ValueError("tokenizer: needs a pad_token or an eos_token to pad batches")
@@ -257,7 +261,7 @@ class EMRRGProcessor(RemoteCodeProcessorMixin, ProcessorMixin):
 
     def _pad(self, input_ids: list[list[int]], labels: list[list[int]] | None, side: str) -> dict[str, torch.Tensor]:
         length = max(len(ids) for ids in input_ids)
-        pad = self._pad_token_id()
+        pad = self.pad_token_id
 
         def padded(row: list[int], value: int) -> list[int]:
             filler = [value] * (length - len(row))

@@ -88,6 +88,46 @@ def epoch_seed(seed: int, epoch: int, example_ids: Sequence[Any]) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def batch_pad_token_id(processing_class: Any) -> int:
+    """The id the processor (or tokenizer) pads batches with: its pad token, else its eos token."""
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(processing_class, name, None)
+        if value is not None:
+            return value
+    raise ValueError(
+        f"processing_class: {type(processing_class).__name__} has no pad_token_id or eos_token_id to left-pad the "
+        "evaluation prompts of a decoder-only model with; pass the model's processor as processing_class"
+    )
+
+
+def prompt_only_inputs(inputs: Mapping[str, Any], pad_token_id: int) -> dict[str, Any]:
+    """A decoder-only model's training-style batch (``prompt + report + eos`` with ``labels`` ``-100`` on the prompt
+    and the padding) cut back to its generation batch: each row's prompt (the tokens of the leading ``-100`` run of
+    its labels that the attention mask keeps), left-padded with ``pad_token_id``; the other inputs (``pixel_values``)
+    as they are, ``labels`` left out. For a batch of `EMRRGProcessor` this is token for token what the processor
+    builds without ``reports=`` (the prompt is tokenized on its own before the report is appended), i.e. what
+    ``rrg-mamba generate`` feeds the model."""
+    input_ids, labels = inputs["input_ids"], inputs["labels"]
+    mask = inputs.get("attention_mask")
+    mask = torch.ones_like(input_ids) if mask is None else mask
+    is_target = labels != -100
+    empty = (~is_target.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"labels: row {empty[0]} holds no report token (all -100), so it has no prompt to generate from"
+        )
+    ends = is_target.int().argmax(dim=1).tolist()  # the first report token of each row
+    prompts = [row[:end][keep[:end].bool()] for row, keep, end in zip(input_ids, mask, ends)]
+    length = max(len(prompt) for prompt in prompts)
+    prompt_ids = input_ids.new_full((len(prompts), length), pad_token_id)
+    prompt_mask = torch.zeros_like(prompt_ids, dtype=mask.dtype)
+    for row, prompt in enumerate(prompts):
+        prompt_ids[row, length - len(prompt) :] = prompt
+        prompt_mask[row, length - len(prompt) :] = 1
+    rest = {key: value for key, value in inputs.items() if key not in ("input_ids", "attention_mask", "labels")}
+    return {**rest, "input_ids": prompt_ids, "attention_mask": prompt_mask}
+
+
 class SeededAugmentationCollator:
     """Wraps a collator whose processor augments with the global torch RNG (image processor ``seed=None``): each
     batch is collated under a forked RNG seeded by `epoch_seed`, so augmentation neither depends on nor disturbs the
@@ -205,12 +245,32 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
         try:
             with decoding_settings(generating, settings) as rest:
                 self._gen_kwargs = rest  # what the Seq2SeqTrainer's step reads when no keywords are passed
-                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **rest)
+                if generating.config.is_encoder_decoder:
+                    return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **rest)
+                return self._answer_prediction_step(model, inputs, ignore_keys, rest)
         finally:
             if trainer_kwargs is None:
                 self.__dict__.pop("_gen_kwargs", None)
             else:
                 self._gen_kwargs = trainer_kwargs
+
+    def _answer_prediction_step(
+        self, model: nn.Module, inputs: dict[str, Any], ignore_keys: list[str] | None, gen_kwargs: dict[str, Any]
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """A decoder-only model's step (EMRRG): the loss on the batch as collated (``prompt + report``, so
+        ``eval_loss`` is the training loss), the generation from the prompts alone (`prompt_only_inputs`), and the
+        new tokens only as the predictions (an LLM's ``generate`` returns the prompt too).
+
+        The prompts are cut from the labelled batch rather than collated a second time: the labels already mark
+        them, the images are processed once, and any collator of the processor's training batches works. A batch
+        without labels is already a generation batch."""
+        loss = None
+        prompts = inputs
+        if "labels" in inputs:
+            loss, _, _ = super().prediction_step(model, inputs, True, ignore_keys=ignore_keys)
+            prompts = prompt_only_inputs(inputs, batch_pad_token_id(self.processing_class))
+        _, generated, _ = super().prediction_step(model, prompts, False, ignore_keys, **gen_kwargs)
+        return loss, generated[:, prompts["input_ids"].shape[1] :], inputs.get("labels")
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         """The Trainer's save, into a fresh ``checkpoint-<step>`` (a partial folder left by an interrupted save is
@@ -322,10 +382,12 @@ __all__ = [
     "ReportGenerationTrainer",
     "SeededAugmentationCollator",
     "TimeLimitCallback",
+    "batch_pad_token_id",
     "default_callbacks",
     "epoch_seed",
     "generating_model",
     "learning_rate_groups",
+    "prompt_only_inputs",
     "update_steps_per_epoch",
     "visual_extractor",
 ]
