@@ -192,7 +192,8 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
     ``generation_config`` (a file) written over it, then the Trainer's ``generation_max_length`` /
     ``generation_num_beams`` (or ``evaluate(max_new_tokens=...)``) over those, keeping one length limit (no
     transformers warning at every batch). For a decoder-only model (EMRRG, whose prompt holds the image tokens)
-    ``generation_max_length`` limits the report's new tokens.
+    ``generation_max_length`` limits the report's new tokens, the reports are generated from the prompts alone (as
+    ``rrg-mamba generate`` does) and the predictions are the new tokens only.
 
     Args:
         train_data_collator: collator of the training batches (augmentation on); ``data_collator`` serves evaluation
@@ -247,23 +248,26 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
                 self._gen_kwargs = rest  # what the Seq2SeqTrainer's step reads when no keywords are passed
                 if generating.config.is_encoder_decoder:
                     return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **rest)
-                return self._answer_prediction_step(model, inputs, ignore_keys, rest)
+                return self._decoder_only_prediction_step(model, inputs, ignore_keys, rest)
         finally:
             if trainer_kwargs is None:
                 self.__dict__.pop("_gen_kwargs", None)
             else:
                 self._gen_kwargs = trainer_kwargs
 
-    def _answer_prediction_step(
+    def _decoder_only_prediction_step(
         self, model: nn.Module, inputs: dict[str, Any], ignore_keys: list[str] | None, gen_kwargs: dict[str, Any]
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """A decoder-only model's step (EMRRG): the loss on the batch as collated (``prompt + report``, so
         ``eval_loss`` is the training loss), the generation from the prompts alone (`prompt_only_inputs`), and the
         new tokens only as the predictions (an LLM's ``generate`` returns the prompt too).
 
-        The prompts are cut from the labelled batch rather than collated a second time: the labels already mark
-        them, the images are processed once, and any collator of the processor's training batches works. A batch
-        without labels is already a generation batch."""
+        The prompts are cut from the labelled batch rather than built a second time by the collator (under extra
+        keys the loss forward would have to skip): the labels already mark them, the result is the processor's own
+        generation batch token for token, the images are processed once, and any collator of the processor's
+        training batches works unchanged. A batch without labels is already a generation batch. Rows that stop early
+        are padded with the processor's ``pad_token_id`` (a special token) by the Seq2SeqTrainer's step, and with
+        ``-100`` across batches by the evaluation loop."""
         loss = None
         prompts = inputs
         if "labels" in inputs:
