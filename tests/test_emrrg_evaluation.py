@@ -145,9 +145,10 @@ class Captured:
         return {}
 
 
-def evaluation_trainer(tmp_path: Path, folder: Path, collator, batch_size: int) -> tuple:
+def evaluation_trainer(tmp_path: Path, folder: Path, collator, batch_size: int, with_processor: bool = True) -> tuple:
     """A ReportGenerationTrainer over the saved EMRRG under the Partial-LoRA recipe (as `rrg-mamba train` wraps
-    it), evaluating with generation, and the ``compute_metrics`` it reports to."""
+    it), evaluating with generation (with the processor as ``processing_class``, or none), and the
+    ``compute_metrics`` it reports to."""
     model, _ = apply_emrrg_recipe(EMRRGForConditionalGeneration.from_pretrained(folder))
     captured = Captured()
     args = ReportGenerationTrainingArguments(
@@ -157,19 +158,23 @@ def evaluation_trainer(tmp_path: Path, folder: Path, collator, batch_size: int) 
         model=model.eval(),
         args=args,
         data_collator=collator,
-        processing_class=collator.processor,
+        processing_class=collator.processor if with_processor else None,
         compute_metrics=captured,
     )
     return trainer, captured
 
 
-def test_trainer_hands_compute_metrics_the_new_tokens_of_left_padded_prompts(emrrg_folder, tmp_path):
+@pytest.mark.parametrize("with_processor", [True, False])
+def test_trainer_hands_compute_metrics_the_new_tokens_of_left_padded_prompts(emrrg_folder, tmp_path, with_processor):
     """Batches mixing prompts of three lengths: each row of the predictions is what the model generates for that
-    study alone (no padding at all), followed by padding only."""
+    study alone (no padding at all), followed by padding only; without a ``processing_class`` the prompts are
+    left-padded with the generation config's pad token."""
     processor = EMRRGProcessor.from_pretrained(emrrg_folder)
     collator = PerStudyPromptCollator(processor)
     split = demo_split(5).add_column("prompt", [PROMPTS[i % len(PROMPTS)] for i in range(5)])
-    trainer, captured = evaluation_trainer(tmp_path, emrrg_folder, collator, batch_size=3)
+    trainer, captured = evaluation_trainer(
+        tmp_path, emrrg_folder, collator, batch_size=3, with_processor=with_processor
+    )
     metrics = trainer.evaluate(split, max_new_tokens=NEW_TOKENS, num_beams=1)
     assert np.isfinite(metrics["eval_loss"])
     model = generating_model(trainer.model)

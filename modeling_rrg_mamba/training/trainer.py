@@ -88,14 +88,17 @@ def epoch_seed(seed: int, epoch: int, example_ids: Sequence[Any]) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def batch_pad_token_id(processing_class: Any) -> int:
-    """The id the processor (or tokenizer) pads batches with: its pad token, else its eos token."""
-    for name in ("pad_token_id", "eos_token_id"):
-        value = getattr(processing_class, name, None)
-        if value is not None:
-            return value
+def batch_pad_token_id(processing_class: Any, generation_config: GenerationConfig) -> int:
+    """The id the processor (or tokenizer) pads batches with: its pad token, else its eos token; without either, the
+    model's generation config's pad (else first eos) token."""
+    for source in (processing_class, generation_config):
+        for name in ("pad_token_id", "eos_token_id"):
+            value = getattr(source, name, None)
+            value = value[0] if isinstance(value, (list, tuple)) and value else value
+            if isinstance(value, int):
+                return value
     raise ValueError(
-        f"processing_class: {type(processing_class).__name__} has no pad_token_id or eos_token_id to left-pad the "
+        "processing_class: no pad_token_id or eos_token_id (nor in the model's generation config) to left-pad the "
         "evaluation prompts of a decoder-only model with; pass the model's processor as processing_class"
     )
 
@@ -272,7 +275,8 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
         prompts = inputs
         if "labels" in inputs:
             loss, _, _ = super().prediction_step(model, inputs, True, ignore_keys=ignore_keys)
-            prompts = prompt_only_inputs(inputs, batch_pad_token_id(self.processing_class))
+            pad = batch_pad_token_id(self.processing_class, generating_model(self.model).generation_config)
+            prompts = prompt_only_inputs(inputs, pad)
         _, generated, _ = super().prediction_step(model, prompts, False, ignore_keys, **gen_kwargs)
         return loss, generated[:, prompts["input_ids"].shape[1] :], inputs.get("labels")
 
