@@ -85,7 +85,6 @@ def test_do_predict_writes_what_generate_writes_for_the_saved_model(emrrg_folder
     assert [r["id"] for r in records] == [g["id"] for g in generated]
     assert [r["prediction"] for r in records] == [g["prediction"] for g in generated]
     assert not any("Generate a comprehensive" in r["prediction"] for r in records)
-    assert not any(r["reference"].split()[0] == r["prediction"].split()[0] for r in records if r["prediction"])
 
 
 @torch.no_grad()
