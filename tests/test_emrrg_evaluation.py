@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from modeling_rrg_mamba.cli import main
-from modeling_rrg_mamba.commands.generate import annotation_studies, generate_reports
+from modeling_rrg_mamba.commands.generate import annotation_studies, generate_reports, load_checked_model
 from modeling_rrg_mamba.data import EMRRGDataCollator, load_r2gen_annotation
 from modeling_rrg_mamba.emrrg import EMRRGForConditionalGeneration, EMRRGProcessor, apply_emrrg_recipe
 from modeling_rrg_mamba.training import ReportGenerationTrainer, ReportGenerationTrainingArguments
@@ -67,9 +67,35 @@ def trained(emrrg_folder, tmp_path_factory) -> Path:
     return output
 
 
-def trained_model(emrrg_folder: Path, output: Path) -> PeftModel:
-    """The run's final model as its folder holds it: the Partial-LoRA adapter over the model it started from."""
-    return PeftModel.from_pretrained(EMRRGForConditionalGeneration.from_pretrained(emrrg_folder), output).eval()
+def trained_model(emrrg_folder: Path, output: Path) -> EMRRGForConditionalGeneration:
+    """The run's final model as its folder holds it: the Partial-LoRA adapter merged into the model it started from,
+    loaded the way the commands load a model (missing or unexpected weights raise)."""
+    return load_checked_model(output).eval()
+
+
+def test_the_output_folder_is_the_merged_model_and_keeps_its_adapter(emrrg_folder, trained):
+    """``output_dir`` is a whole model folder (no adapter config beside config.json, which transformers would apply
+    a second time); the adapter in ``output_dir/adapter`` over the starting model gives the same logits."""
+    assert (trained / "config.json").is_file() and not (trained / "adapter_config.json").exists()
+    merged = trained_model(emrrg_folder, trained)
+    adapter = PeftModel.from_pretrained(
+        EMRRGForConditionalGeneration.from_pretrained(emrrg_folder), trained / "adapter"
+    )
+    processor = EMRRGProcessor.from_pretrained(trained)
+    batch = EMRRGDataCollator(processor)([demo_split()[i] for i in range(2)])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, adapter.eval()(**batch).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_generate_command_loads_the_trained_folder(trained, tmp_path):
+    """``rrg-mamba generate --model <train output>`` writes the reports ``--do_predict`` wrote for the same films."""
+    records = {json.loads(line)["id"]: json.loads(line) for line in (trained / "test_predictions.jsonl").open()}
+    output = tmp_path / "reports.jsonl"
+    argv = ["generate", "--model", str(trained), "--annotation", str(ANNOTATION), "--image_root", str(IMAGES)]
+    argv += ["--split", "test", "--output", str(output), "--num_beams", "1", "--max_new_tokens", str(NEW_TOKENS)]
+    assert main(argv) == 0
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    assert written and all(record["prediction"] == records[record["id"]]["prediction"] for record in written)
 
 
 def test_do_predict_writes_what_generate_writes_for_the_saved_model(emrrg_folder, trained):
@@ -88,7 +114,7 @@ def test_do_predict_writes_what_generate_writes_for_the_saved_model(emrrg_folder
 
 
 @torch.no_grad()
-def direct_loss(model: PeftModel, processor: EMRRGProcessor, split: datasets.Dataset, batch_size: int) -> float:
+def direct_loss(model: torch.nn.Module, processor: EMRRGProcessor, split: datasets.Dataset, batch_size: int) -> float:
     """The mean over studies of the per-batch losses of the model's forward on the training-style batches, batched
     as the Trainer's evaluation batches them."""
     collator = EMRRGDataCollator(processor)

@@ -291,7 +291,8 @@ def run_training(
     callbacks: list[TrainerCallback] | None = None,
 ) -> ReportGenerationTrainer:
     """Train (resuming from ``resume_from_checkpoint`` when set), keep the model chosen on validation metrics,
-    save it with its processor to ``output_dir``, then predict the test split if ``do_predict``."""
+    save it with its processor to ``output_dir``, then predict the test split if ``do_predict``; an adapter-trained
+    model (EMRRG) is saved merged last, its adapter in ``output_dir/adapter``."""
     resume = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
     check_model_types(model_args, resume)
     overwrite = training_args.overwrite_output_dir and resume is None
@@ -325,6 +326,7 @@ def run_training(
     if training_args.do_predict:
         metrics = predict_test_split(trainer, data_args, model_args.report_style)
         trainer.log_metrics("test", metrics)
+    trainer.save_merged_model()
     return trainer
 
 

@@ -131,6 +131,16 @@ def prompt_only_inputs(inputs: Mapping[str, Any], pad_token_id: int) -> dict[str
     return {**rest, "input_ids": prompt_ids, "attention_mask": prompt_mask}
 
 
+def move_folder_into(staging: Path, target: Path) -> None:
+    """Every file of ``staging`` renamed into ``target`` (a folder of the same name replaced whole), then ``staging``
+    removed: no file in ``target`` is ever half-written."""
+    for item in sorted(staging.iterdir()):
+        if item.is_dir() and (target / item.name).is_dir():
+            shutil.rmtree(target / item.name)
+        os.replace(item, target / item.name)
+    staging.rmdir()
+
+
 class SeededAugmentationCollator:
     """Wraps a collator whose processor augments with the global torch RNG (image processor ``seed=None``): each
     batch is collated under a forked RNG seeded by `epoch_seed`, so augmentation neither depends on nor disturbs the
@@ -307,11 +317,31 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
             shutil.rmtree(staging, ignore_errors=True)
         super().save_model(str(staging), _internal_call)
         if self.args.should_save:
-            for item in sorted(staging.iterdir()):
-                if item.is_dir() and (target / item.name).is_dir():
-                    shutil.rmtree(target / item.name)
-                os.replace(item, target / item.name)
-            staging.rmdir()
+            move_folder_into(staging, target)
+
+    def save_merged_model(self) -> None:
+        """A PEFT-wrapped model (EMRRG's Partial LoRA) saved as a whole model: the adapter is merged into its base
+        (W + BA, Eq. of LoRA) and ``output_dir`` becomes a model folder that `from_pretrained` and ``rrg-mamba
+        generate`` load as it is; the adapter the Trainer saved there moves to ``output_dir/adapter`` (transformers
+        would read an ``adapter_config.json`` beside ``config.json`` as an adapter to apply on top of its base).
+        The merge is in place, so this comes last; a model without an adapter is left as it is."""
+        if not hasattr(self.model, "merge_and_unload"):
+            return
+        target = Path(self.args.output_dir)
+        if self.args.should_save:
+            adapter = target / "adapter"
+            shutil.rmtree(adapter, ignore_errors=True)
+            adapter.mkdir()
+            for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md"):
+                if (target / name).is_file():
+                    os.replace(target / name, adapter / name)
+        merged = self.model.merge_and_unload()
+        self.model = self.model_wrapped = merged
+        if self.args.should_save:
+            staging = target / ".model.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            merged.save_pretrained(staging)
+            move_folder_into(staging, target)
 
     def save_metrics(self, split: str, metrics: dict[str, float], combined: bool = True) -> None:
         """The Trainer's ``save_metrics``, each JSON file written whole (a temporary file renamed over it)."""
