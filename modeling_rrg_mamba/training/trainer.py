@@ -327,17 +327,16 @@ class ReportGenerationTrainer(Seq2SeqTrainer):
         The merge is in place, so this comes last; a model without an adapter is left as it is."""
         if not hasattr(self.model, "merge_and_unload"):
             return
-        target = Path(self.args.output_dir)
+        merged = self.model.merge_and_unload()  # on every rank, before anything in output_dir moves
+        self.model = self.model_wrapped = merged
         if self.args.should_save:
+            target = Path(self.args.output_dir)
             adapter = target / "adapter"
             shutil.rmtree(adapter, ignore_errors=True)
             adapter.mkdir()
             for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md"):
                 if (target / name).is_file():
                     os.replace(target / name, adapter / name)
-        merged = self.model.merge_and_unload()
-        self.model = self.model_wrapped = merged
-        if self.args.should_save:
             staging = target / ".model.partial"
             shutil.rmtree(staging, ignore_errors=True)
             merged.save_pretrained(staging)
