@@ -23,6 +23,9 @@ no later than the fastest one; the table prints the worst gap per task and the v
     python benchmarks/bench_grounding.py --tasks side size count where --steps 50 100 150 \
         --output benchmarks/results_grounding_tiny.txt          # table there, plot beside it (needs matplotlib)
     python benchmarks/bench_grounding.py --scale densenet --tasks where --seeds 0 1 --steps 100 200
+    python benchmarks/bench_grounding.py ... --seeds 1 --json s1.json &       # seeds (or tasks, configurations)
+    python benchmarks/bench_grounding.py ... --seeds 2 --json s2.json &       # in parallel processes, then
+    python benchmarks/bench_grounding.py --merge s1.json s2.json --output results.txt   # one table and plot
 
 One optimiser step of the tiny scale costs about 0.2 s on one shared core; one thread is fastest on a shared CPU.
 Results measured with this file are in benchmarks/results_grounding_*.txt (plots: results_grounding_*.png).
@@ -31,6 +34,7 @@ Results measured with this file are in benchmarks/results_grounding_*.txt (plots
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -333,7 +337,8 @@ def table(results: dict, steps: list[int], target: float) -> str:
         for name, row in means.items():
             reached[name] = next((s for s, a in zip(steps, row) if a >= target), None)
             first = reached[name] if reached[name] else f">{steps[-1]}"
-            lines.append(f"{task:8s} {name:22s} " + " ".join(f"{a:5.2f}" for a in row) + f"  {first}")
+            accuracies = " ".join(f"{a:5.2f}" for a in row)
+            lines.append(f"{task:8s} {name:22s} {accuracies}  {first!s:>6s}  ({len(by_name[name])} seeds)")
         default = means.get(DEFAULT)
         others = [row for name, row in means.items() if name != DEFAULT]
         if default and others:
@@ -371,6 +376,51 @@ def plot(results: dict, steps: list[int], path: str) -> str:
 DEFAULT = "default (GDLM + CMA)"
 
 
+def measure(args: argparse.Namespace, steps: list[int], protocol: Protocol) -> dict:
+    """Train every (task, configuration, seed) that ``args`` asks for; the record that ``--json`` writes: the
+    setting, the checkpoints and ``results[task][configuration][seed]`` = accuracy per checkpoint."""
+    results: dict = {}
+    for task in args.tasks:
+        for name, overrides in CONFIGURATIONS.items():
+            if args.only and name not in args.only:
+                continue
+            runs = {str(seed): run(task, args.scale, overrides, steps, seed, protocol) for seed in args.seeds}
+            results.setdefault(task, {})[name] = runs
+    setting = f"scale {args.scale}, {protocol}"
+    return {"setting": setting, "steps": steps, "results": results}
+
+
+def merge(paths: list[str]) -> dict:
+    """One record from the ``--json`` records of runs made apart (other seeds, tasks or configurations in parallel
+    processes); they must share the setting and the checkpoints, and no (task, configuration, seed) may repeat."""
+    records = []
+    for path in paths:
+        with open(path) as handle:
+            records.append(json.load(handle))
+    first = records[0]
+    results: dict = {}
+    for path, record in zip(paths, records):
+        if (record["setting"], record["steps"]) != (first["setting"], first["steps"]):
+            raise ValueError(f"{path}: setting or steps differ from {paths[0]}'s; these runs cannot be tabulated")
+        for task, by_name in record["results"].items():
+            for name, runs in by_name.items():
+                merged = results.setdefault(task, {}).setdefault(name, {})
+                for seed, accuracies in runs.items():
+                    if seed in merged:
+                        raise ValueError(f"{path}: {task} / {name} / seed {seed} is already in an earlier file")
+                    merged[seed] = accuracies
+    return {"setting": first["setting"], "steps": first["steps"], "results": results}
+
+
+def _seed_lists(results: dict) -> dict:
+    """``results[task][configuration]`` as a list of per-seed rows, configurations in the order of
+    ``CONFIGURATIONS`` (what `table` and `plot` take)."""
+    return {
+        task: {name: list(by_name[name].values()) for name in CONFIGURATIONS if name in by_name}
+        for task, by_name in results.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -386,27 +436,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared CPU.")
     parser.add_argument("--only", nargs="*", default=None, help="Run only these configuration names.")
     parser.add_argument("--output", default=None, help="Write the table here (and the plot beside it as .png).")
+    parser.add_argument("--json", default=None, help="Also write every seed's accuracies here (for --merge).")
+    parser.add_argument("--merge", nargs="+", default=None, help="Tabulate these --json files together; no training.")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    steps = sorted(args.steps)
-    protocol = Protocol(args.recipe, not args.no_observation_labels, args.beams, args.batch, args.held_out)
-    results: dict = {}
-    for task in args.tasks:
-        for name, overrides in CONFIGURATIONS.items():
-            if args.only and name not in args.only:
-                continue
-            runs = [run(task, args.scale, overrides, steps, seed, protocol) for seed in args.seeds]
-            results.setdefault(task, {})[name] = runs
-    header = (
-        f"held-out slot accuracy, scale {args.scale}, {protocol}, seeds {args.seeds} (mean), "
-        f"{args.held_out} held-out films per task"
-    )
-    text = header + "\n" + table(results, steps, args.target)
+    if args.merge:
+        record = merge(args.merge)
+    else:
+        torch.set_num_threads(args.threads)
+        protocol = Protocol(args.recipe, not args.no_observation_labels, args.beams, args.batch, args.held_out)
+        record = measure(args, sorted(args.steps), protocol)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(record, handle, indent=1)
+    steps, results = record["steps"], record["results"]
+    seeds = sorted({seed for by_name in results.values() for runs in by_name.values() for seed in runs}, key=int)
+    header = f"held-out slot accuracy, {record['setting']}, seeds {', '.join(seeds)} (a row: mean over its seeds)"
+    text = header + "\n" + table(_seed_lists(results), steps, args.target)
     print("\n" + text)
     if args.output:
         with open(args.output, "w") as handle:
             handle.write(text + "\n")
-        print(plot(results, steps, args.output.rsplit(".", 1)[0] + ".png"))
+        print(plot(_seed_lists(results), steps, args.output.rsplit(".", 1)[0] + ".png"))
 
 
 if __name__ == "__main__":

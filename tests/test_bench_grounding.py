@@ -1,6 +1,7 @@
 """benchmarks/bench_grounding.py and diagnose_grounding.py (issue 24): the paired comparison, the goal verdict and the
 diagnostics, at tiny sizes (the figures themselves come from the scripts' own runs)."""
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -63,3 +64,28 @@ def test_diagnostics_measure_a_short_paired_run():
     plain = diagnose.diagnose("side", {"use_cma": False}, [0], seed=0, protocol=protocol)[0]
     assert "aux / report" not in plain
     assert plain["grad extractor"] > 0
+
+
+def _record(path, setting: str, results: dict) -> str:
+    path.write_text(json.dumps({"setting": setting, "steps": [50, 100, 150], "results": results}))
+    return str(path)
+
+
+def test_merge_tabulates_runs_made_apart_and_refuses_mismatches(tmp_path):
+    """Seeds and configurations run in parallel processes tabulate as one run would, in the configurations' order;
+    another setting or a repeated seed is refused with the file named."""
+    default = {bench.DEFAULT: {"1": [0.5, 0.9, 1.0]}}
+    ablation = {"use_gdlm=False": {"1": [0.6, 0.8, 0.9], "2": [0.6, 1.0, 1.0]}}
+    first = _record(tmp_path / "a.json", "scale tiny", {"side": ablation})
+    second = _record(tmp_path / "b.json", "scale tiny", {"side": default})
+    merged = bench.merge([first, second])
+    assert merged["results"]["side"][bench.DEFAULT] == {"1": [0.5, 0.9, 1.0]}
+    rows = bench._seed_lists(merged["results"])["side"]
+    assert list(rows) == [bench.DEFAULT, "use_gdlm=False"]
+    last = bench.table({"side": rows}, [50, 100, 150], 0.9).splitlines()[-1]
+    assert last.endswith("+0.00  ok")  # use_gdlm=False's mean is 0.9 / 0.95 at steps 100 / 150
+    other = _record(tmp_path / "c.json", "scale densenet", {"side": default})
+    with pytest.raises(ValueError, match="c.json: setting or steps differ"):
+        bench.merge([first, other])
+    with pytest.raises(ValueError, match="b.json: side / default .* seed 1 is already"):
+        bench.merge([second, second])
