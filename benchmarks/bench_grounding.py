@@ -393,10 +393,7 @@ def measure(args: argparse.Namespace, steps: list[int], protocol: Protocol) -> d
 def merge(paths: list[str]) -> dict:
     """One record from the ``--json`` records of runs made apart (other seeds, tasks or configurations in parallel
     processes); they must share the setting and the checkpoints, and no (task, configuration, seed) may repeat."""
-    records = []
-    for path in paths:
-        with open(path) as handle:
-            records.append(json.load(handle))
+    records = [_read_record(path) for path in paths]
     first = records[0]
     results: dict = {}
     for path, record in zip(paths, records):
@@ -410,6 +407,19 @@ def merge(paths: list[str]) -> dict:
                         raise ValueError(f"{path}: {task} / {name} / seed {seed} is already in an earlier file")
                     merged[seed] = accuracies
     return {"setting": first["setting"], "steps": first["steps"], "results": results}
+
+
+def _read_record(path: str) -> dict:
+    """One ``--json`` record; a file that is not one is refused with its name."""
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not JSON ({error})") from None
+    missing = [key for key in ("setting", "steps", "results") if not isinstance(record, dict) or key not in record]
+    if missing:
+        raise ValueError(f"{path}: not a --json record of this script (missing {', '.join(missing)})")
+    return record
 
 
 def _seed_lists(results: dict) -> dict:
@@ -451,12 +461,13 @@ def main() -> None:
     steps, results = record["steps"], record["results"]
     seeds = sorted({seed for by_name in results.values() for runs in by_name.values() for seed in runs}, key=int)
     header = f"held-out slot accuracy, {record['setting']}, seeds {', '.join(seeds)} (a row: mean over its seeds)"
-    text = header + "\n" + table(_seed_lists(results), steps, args.target)
+    rows = _seed_lists(results)
+    text = header + "\n" + table(rows, steps, args.target)
     print("\n" + text)
     if args.output:
         with open(args.output, "w") as handle:
             handle.write(text + "\n")
-        print(plot(_seed_lists(results), steps, args.output.rsplit(".", 1)[0] + ".png"))
+        print(plot(rows, steps, args.output.rsplit(".", 1)[0] + ".png"))
 
 
 if __name__ == "__main__":

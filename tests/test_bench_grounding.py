@@ -73,7 +73,7 @@ def _record(path, setting: str, results: dict) -> str:
 
 def test_merge_tabulates_runs_made_apart_and_refuses_mismatches(tmp_path):
     """Seeds and configurations run in parallel processes tabulate as one run would, in the configurations' order;
-    another setting or a repeated seed is refused with the file named."""
+    another setting, a repeated seed or a file that is not a record is refused with the file named."""
     default = {bench.DEFAULT: {"1": [0.5, 0.9, 1.0]}}
     ablation = {"use_gdlm=False": {"1": [0.6, 0.8, 0.9], "2": [0.6, 1.0, 1.0]}}
     first = _record(tmp_path / "a.json", "scale tiny", {"side": ablation})
@@ -89,3 +89,9 @@ def test_merge_tabulates_runs_made_apart_and_refuses_mismatches(tmp_path):
         bench.merge([first, other])
     with pytest.raises(ValueError, match="b.json: side / default .* seed 1 is already"):
         bench.merge([second, second])
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="broken.json: not JSON"):
+        bench.merge([first, str(tmp_path / "broken.json")])
+    (tmp_path / "table.json").write_text(json.dumps({"setting": "scale tiny", "steps": [50]}))
+    with pytest.raises(ValueError, match="table.json: not a --json record .*missing results"):
+        bench.merge([str(tmp_path / "table.json")])
