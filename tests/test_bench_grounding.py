@@ -55,15 +55,33 @@ def test_table_gives_the_worst_gap_and_the_goal_verdict(default, best, verdict):
 
 def test_diagnostics_measure_a_short_paired_run():
     protocol = bench.Protocol("onecycle", observation_labels=True, batch_size=4)
-    rows = diagnose.diagnose("side", {}, [0, 2], seed=0, protocol=protocol)
+    rows = list(diagnose.diagnose("side", {}, [0, 2], seed=0, protocol=protocol))
     assert [row["step"] for row in rows] == [0, 2]
     for row in rows:
         assert 0 <= row["image share"] <= 1.05 and 0 < row["global mass"] < 1
         assert all(math.isfinite(value) for value in row.values())
         assert "aux / report" in row  # the observation BCE and consistency terms are there with labels
-    plain = diagnose.diagnose("side", {"use_cma": False}, [0], seed=0, protocol=protocol)[0]
-    assert "aux / report" not in plain
+        assert 0 <= row["obs accuracy"] <= 1
+    assert rows[0]["gdlm gain"] == 0 and rows[0]["gdlm change"] < 1e-3  # a new GDLM is the identity
+    assert rows[1]["gdlm gain"] > 0  # two Adam steps move the gains
+    plain = next(diagnose.diagnose("side", {"use_cma": False, "use_gdlm": False}, [0], seed=0, protocol=protocol))
+    assert "aux / report" not in plain and "obs accuracy" not in plain and "gdlm gain" not in plain
     assert plain["grad extractor"] > 0
+
+
+def test_observation_accuracy_ranks_each_slots_values():
+    """A slot is right when its stated value has the highest logit among that slot's values only."""
+    task = bench.TASKS["mixed"]  # slots of 2, 3, 2, 2 values
+    values = [[1, 2, 0, 0], [0, 0, 1, 1]]
+    logits = torch.full((2, 9), -5.0)
+    for film, row in enumerate(values):
+        start = 0
+        for (_, options), value in zip(task.slots, row):
+            logits[film, start + value] = 5.0
+            start += len(options)
+    assert diagnose.observation_accuracy(task, logits, values) == 1.0
+    logits[0, 0:2] = torch.tensor([9.0, -9.0])  # film 0's side now reads "right", the truth is "left"
+    assert diagnose.observation_accuracy(task, logits, values) == 7 / 8
 
 
 def _record(path, setting: str, results: dict) -> str:
