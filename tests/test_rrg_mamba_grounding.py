@@ -110,3 +110,35 @@ def test_gdlm_branches_join_the_stream_by_their_gains_not_their_matrices():
     gated_update, zero_matrix_update = _first_adam_update(gated, grid), _first_adam_update(zero_matrix, grid)
     assert gated_update < 3 * 4 * 1e-3  # at most a few lr per branch after three steps
     assert zero_matrix_update > 3 * gated_update, (gated_update, zero_matrix_update)
+
+
+def test_a_gdlm_branch_adds_its_gain_times_a_unit_rms_pattern_whatever_its_matrices_scale():
+    """Each branch is scaled to unit RMS over each image's grid before its gain: growing a branch's own matrices
+    (what Adam does to SS2D's gate and output matrices, issue 24) does not change the block's output, and the
+    update is bounded by the gains."""
+    block = tiny_model(gdlm_mlp_ratio=2.0).encoder.gdlm.blocks[0].eval()
+    dim = block.conv.in_channels
+    noise = torch.randn(3, 4, 5, dim, generator=torch.Generator().manual_seed(0))
+    grid = torch.nn.functional.layer_norm(noise, (dim,))
+    with torch.no_grad():
+        for index, scale in enumerate(block.branch_scales()):
+            scale.weight.copy_(torch.linspace(-0.05, 0.05, dim) * (index + 1))
+        before = block(grid)
+        for layer in (block.ss2d.out_proj, block.mlp[-1], block.position_bias.mlp[-1]):
+            layer.weight.mul_(40.0)
+            if layer.bias is not None:
+                layer.bias.mul_(40.0)
+        block.conv.weight.mul_(40.0)
+        block.conv.bias.mul_(40.0)
+        after = block(grid)
+        torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+        bound = sum(float(scale.weight.abs().max()) for scale in block.branch_scales())
+        update = (after - grid).pow(2).mean(dim=(1, 2, 3)).sqrt()
+        assert (update <= bound).all(), (update, bound)
+        single = block.branch_scales()[0](torch.randn(2, 4, 5, dim) * torch.tensor([1e-3, 1e3])[:, None, None, None])
+        ratio = single.pow(2).mean(dim=(1, 2, 3)).sqrt()
+        torch.testing.assert_close(ratio[0], ratio[1], rtol=0.05, atol=0)  # per image: 1e-3 and 1e3 give one size
+    for dtype in (torch.float16, torch.bfloat16):  # 1 / RMS of a zero branch is huge: no 0 * inf in half precision
+        scale = block.branch_scales()[0].to(dtype)
+        assert torch.equal(scale(torch.zeros(1, 2, 2, dim, dtype=dtype)), torch.zeros(1, 2, 2, dim, dtype=dtype))
+        assert scale(torch.full((1, 2, 2, dim), 1e-7, dtype=dtype)).isfinite().all()

@@ -188,7 +188,10 @@ def test_seq2seq_trainer_trains_and_evaluates_with_generation(tmp_path):
     assert len(losses) == 20 and np.mean(losses[-2:]) < 0.5 * np.mean(losses[:2])
     metrics = trainer.evaluate()
     assert "eval_loss" in metrics and "eval_findings_accuracy" in metrics
-    assert len(seen["texts"]) == 8 and all(text.endswith(".") for text in seen["texts"])
+    texts = seen["texts"]
+    assert metrics["eval_findings_accuracy"] == findings_accuracy(texts, evaluation.present)
+    # generated reports, not teacher-forced argmaxes: after 20 steps nearly all are whole sentences
+    assert len(texts) == 8 and sum(text.endswith(".") for text in texts) >= 6, "\n".join(texts)
 
 
 STEPS, LR = 300, 3e-3
