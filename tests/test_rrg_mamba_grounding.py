@@ -124,12 +124,10 @@ def test_a_gdlm_branch_adds_its_gain_times_a_unit_rms_pattern_whatever_its_matri
         for index, scale in enumerate(block.branch_scales()):
             scale.weight.copy_(torch.linspace(-0.05, 0.05, dim) * (index + 1))
         before = block(grid)
-        for layer in (block.ss2d.out_proj, block.mlp[-1], block.position_bias.mlp[-1]):
+        for layer in (block.conv, block.ss2d.out_proj, block.mlp[-1], block.position_bias.mlp[-1]):
             layer.weight.mul_(40.0)
             if layer.bias is not None:
                 layer.bias.mul_(40.0)
-        block.conv.weight.mul_(40.0)
-        block.conv.bias.mul_(40.0)
         after = block(grid)
         torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
         bound = sum(float(scale.weight.abs().max()) for scale in block.branch_scales())
