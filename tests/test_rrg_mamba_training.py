@@ -190,7 +190,12 @@ def test_seq2seq_trainer_trains_and_evaluates_with_generation(tmp_path):
     assert "eval_loss" in metrics and "eval_findings_accuracy" in metrics
     texts = seen["texts"]
     assert metrics["eval_findings_accuracy"] == findings_accuracy(texts, evaluation.present)
-    # generated reports, not teacher-forced argmaxes: after 20 steps nearly all are whole sentences
+    # generated reports, not teacher-forced argmaxes: the Trainer's texts are exactly what generate() writes
+    model.eval()
+    with torch.no_grad():
+        direct = model.generate(pixel_values=evaluation.pixel_values.to(model.device))
+    assert texts == processor.batch_decode(direct, skip_special_tokens=True)
+    # and after 20 steps nearly all of them are whole sentences
     assert len(texts) == 8 and sum(text.endswith(".") for text in texts) >= 6, "\n".join(texts)
 
 
