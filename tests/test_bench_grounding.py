@@ -33,7 +33,7 @@ def test_paired_configurations_share_their_weights_and_a_new_gdlm_changes_nothin
 
 
 def _results(default: list[float], best: list[float]) -> dict:
-    return {"task": {bench.DEFAULT: [default], "use_gdlm=False": [best], "both off": [[0.5, 0.5, 0.5]]}}
+    return {"task": {bench.DEFAULT: {"0": default}, "use_gdlm=False": {"0": best}, "both off": {"0": [0.5] * 3}}}
 
 
 @pytest.mark.parametrize(
@@ -51,6 +51,16 @@ def test_table_gives_the_worst_gap_and_the_goal_verdict(default, best, verdict):
     assert last.endswith(verdict), text
     gap = max(b - d for s, d, b in zip([50, 100, 150], default, best) if s >= 100)
     assert f"{gap:+.2f}" in last
+
+
+def test_verdict_compares_each_ablation_on_the_seeds_it_shares_with_the_default():
+    """A seed that only the ablation ran (here a lucky one) moves no gap; on shared seeds 0.07 behind misses."""
+    results = {
+        "task": {bench.DEFAULT: {"0": [0.5, 0.8, 1.0]}, "use_cma=False": {"0": [0.5, 0.8, 1.0], "1": [1.0] * 3}}
+    }
+    assert bench.table(results, [50, 100, 150], 0.9).splitlines()[-1].endswith("+0.00  ok")
+    results["task"][bench.DEFAULT]["1"] = [0.5, 0.86, 1.0]
+    assert bench.table(results, [50, 100, 150], 0.9).splitlines()[-1].endswith("+0.07  MISSES GOAL")
 
 
 def test_diagnostics_measure_a_short_paired_run():
@@ -98,10 +108,12 @@ def test_merge_tabulates_runs_made_apart_and_refuses_mismatches(tmp_path):
     second = _record(tmp_path / "b.json", "scale tiny", {"side": default})
     merged = bench.merge([first, second])
     assert merged["results"]["side"][bench.DEFAULT] == {"1": [0.5, 0.9, 1.0]}
-    rows = bench._seed_lists(merged["results"])["side"]
+    rows = bench._in_order(merged["results"])["side"]
     assert list(rows) == [bench.DEFAULT, "use_gdlm=False"]
-    last = bench.table({"side": rows}, [50, 100, 150], 0.9).splitlines()[-1]
-    assert last.endswith("+0.00  ok")  # use_gdlm=False's mean is 0.9 / 0.95 at steps 100 / 150
+    text = bench.table({"side": rows}, [50, 100, 150], 0.9)
+    row = next(line for line in text.splitlines() if "use_gdlm=False" in line)
+    assert "0.60  0.90  0.95" in row  # its row: the mean over both of its seeds
+    assert text.splitlines()[-1].endswith("-0.10  ok")  # the verdict: seed 1 only, the one the default ran
     other = _record(tmp_path / "c.json", "scale densenet", {"side": default})
     with pytest.raises(ValueError, match="c.json: setting or steps differ"):
         bench.merge([first, other])
