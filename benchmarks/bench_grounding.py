@@ -361,9 +361,8 @@ def table(results: dict, steps: list[int], target: float) -> str:
             late |= fastest is not None and (reached is None or reached > fastest)
         if gaps:
             verdict = "ok" if max(gaps) <= 0.03 and not late else "MISSES GOAL"
-            lines.append(
-                f"{task:8s} worst gap to best ablation from step 100 (paired seeds): {max(gaps):+.2f}  {verdict}"
-            )
+            worst = round(max(gaps), 2) + 0.0  # + 0.0 turns -0.0 into 0.0: no "-0.00"
+            lines.append(f"{task:8s} worst gap to best ablation from step 100 (paired seeds): {worst:+.2f}  {verdict}")
     return "\n".join(lines)
 
 

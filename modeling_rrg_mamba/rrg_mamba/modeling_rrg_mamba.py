@@ -30,9 +30,10 @@ causes held the image back in the first hundreds of steps; each is fixed here wi
   100 (0.66x at 150). The observation head read the side of a finding perfectly by step 100 with GDLM and without,
   but the decoder was behind use_gdlm=False on naming it in 4 of 5 seeds (our reading: it had to follow a memory that
   kept moving). Each branch is now divided by its RMS over the image's grid before its gain, so the gain alone sets
-  how far the branch moves the stream (``RRGMambaBranchScale``). With that, over eight seeds the default is ahead of
-  use_gdlm=False on that task (0.85 / 0.93 against 0.83 / 0.90 at steps 100 / 150; single seeds differ by up to
-  0.25 either way) and within 0.03 of it on all six tiny-scale tasks (benchmarks/results_grounding_*.txt).
+  how far the branch moves the stream (``RRGMambaBranchScale``). With that, over ten seeds the default is ahead of
+  use_gdlm=False on that task (0.83 / 0.93 against 0.81 / 0.88 at steps 100 / 150; single seeds differ by up to
+  0.25 either way), and at both scales it is within 0.03 of the best ablation on all six tasks from step 100 on and
+  reaches 0.9 no later; use_cma=False and both off trail it at step 100 (benchmarks/results_grounding_*.txt).
 * The DPB and v_con conv branches read the raw stream, so each block scaled it by about (1 + K). Every branch is now
   pre-norm (v_P = v + γ DPB(LN(v)), v_con = v_P + γ DWConv(LN(v_P))): a block's update has the same size whatever
   the stream's scale.
