@@ -346,7 +346,8 @@ def table(results: dict, steps: list[int], target: float) -> str:
     for task, by_name in results.items():
         for name, runs in by_name.items():
             row = _mean(list(runs.values()))
-            first = _first_reaching(steps, row, target) or f">{steps[-1]}"
+            reached = _first_reaching(steps, row, target)
+            first = f">{steps[-1]}" if reached is None else reached
             accuracies = " ".join(f"{a:5.2f}" for a in row)
             lines.append(f"{task:8s} {name:22s} {accuracies}  {first!s:>6s}  ({len(runs)} seeds)")
         gaps, late = [], False
