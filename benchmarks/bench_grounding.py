@@ -350,12 +350,12 @@ def table(results: dict, steps: list[int], target: float) -> str:
             first = f">{steps[-1]}" if reached is None else reached
             accuracies = " ".join(f"{a:5.2f}" for a in row)
             lines.append(f"{task:8s} {name:22s} {accuracies}  {first!s:>6s}  ({len(runs)} seeds)")
-        gaps, late = [], False
+        gaps, late, default_runs = [], False, by_name.get(DEFAULT, {})
         for name, runs in by_name.items():
-            shared = [seed for seed in runs if seed in by_name.get(DEFAULT, {})] if name != DEFAULT else []
-            if not shared:
+            shared = [seed for seed in runs if seed in default_runs]
+            if name == DEFAULT or not shared:
                 continue
-            default = _mean([by_name[DEFAULT][seed] for seed in shared])
+            default = _mean([default_runs[seed] for seed in shared])
             ablation = _mean([runs[seed] for seed in shared])
             gaps += [a - d for step, d, a in zip(steps, default, ablation) if step >= 100]
             reached, fastest = _first_reaching(steps, default, target), _first_reaching(steps, ablation, target)
